@@ -1,1 +1,23 @@
-"""bench."""
+"""Reproducible comparison of FALCON with the within-coarse baselines.
+
+``falcon_sc.bench.run(datasets, methods, seeds, out)`` or ``python -m falcon_sc.bench run ...`` (``falcon-bench``).
+"""
+
+from __future__ import annotations
+
+from ._datasets import DATASETS, DatasetSpec, LoadedDataset, get_dataset
+from ._methods import METHODS, get_method
+from .run import METRICS, PeakMemory, run, summary_markdown
+
+__all__ = [
+    "DATASETS",
+    "METHODS",
+    "METRICS",
+    "DatasetSpec",
+    "LoadedDataset",
+    "PeakMemory",
+    "get_dataset",
+    "get_method",
+    "run",
+    "summary_markdown",
+]

@@ -1,0 +1,67 @@
+"""K-means inside each coarse class, on a shared PCA embedding."""
+
+from __future__ import annotations
+
+import numpy as np
+from anndata import AnnData
+from sklearn.cluster import KMeans
+
+from ._common import BaselineResult, allot_clusters, check_n_fine, coarse_labels, embed, fine_names
+
+
+def kmeans_within(
+    adata: AnnData,
+    coarse_key: str,
+    n_fine: int,
+    *,
+    batch_key: str | None = None,
+    random_state: int = 0,
+) -> BaselineResult:
+    """Split each coarse class with k-means.
+
+    The ``n_fine`` clusters are shared among coarse classes in proportion to their sizes (largest remainder,
+    at least one per class, at most one per cell); each class is then clustered with
+    :class:`sklearn.cluster.KMeans` (``n_init=10``) on a PCA embedding computed once for all cells.
+    ``adata`` is not modified.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes; counts or log-normalised expression in ``X``.
+    coarse_key
+        Column of ``adata.obs`` with the coarse labels.
+    n_fine
+        Total number of fine classes to find.
+    batch_key
+        Optional column of ``adata.obs`` with batches, passed to the preprocessing.
+    random_state
+        Seed for PCA and k-means.
+
+    Returns
+    -------
+    Fine labels ``"<coarse>/<i>"`` and the fine -> coarse relation.
+    """
+    coarse = coarse_labels(adata, coarse_key)
+    classes = list(coarse.categories)
+    codes = np.asarray(coarse.codes)
+    sizes = np.bincount(codes, minlength=len(classes))
+    n_fine = check_n_fine(n_fine, len(classes), adata.n_obs)
+    alloc = allot_clusters(sizes, n_fine)
+    emb = embed(adata, batch_key=batch_key, random_state=random_state)
+
+    labels = np.empty(adata.n_obs, dtype=object)
+    relation: dict[str, str] = {}
+    for c, (name, k) in enumerate(zip(classes, alloc, strict=True)):
+        idx = np.flatnonzero(codes == c)
+        if k == 1:
+            ids = np.zeros(len(idx), dtype=np.int64)
+        else:
+            ids = KMeans(n_clusters=int(k), n_init=10, random_state=random_state).fit_predict(emb[idx])
+        cell_names, names = fine_names(name, ids)
+        labels[idx] = cell_names
+        relation.update(dict.fromkeys(names, name))
+    return BaselineResult(
+        labels=labels.astype(str),
+        relation=relation,
+        info={"allotment": dict(zip(classes, alloc.tolist(), strict=True))},
+    )

@@ -1,0 +1,129 @@
+"""Leiden inside each coarse class, one global resolution tuned to reach the requested cluster count."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from ._common import BaselineResult, check_n_fine, coarse_labels, embed, fine_names
+
+_R_MIN, _R_MAX = 1e-4, 1e3
+
+
+def _within_graph(conn: sp.spmatrix, codes: np.ndarray) -> sp.csr_matrix:
+    """Drop the kNN edges that join cells of different coarse classes."""
+    coo = sp.coo_matrix(conn)
+    keep = codes[coo.row] == codes[coo.col]
+    return sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=coo.shape)
+
+
+def leiden_within(
+    adata: AnnData,
+    coarse_key: str,
+    n_fine: int,
+    *,
+    batch_key: str | None = None,
+    random_state: int = 0,
+    n_neighbors: int = 15,
+    max_evals: int = 30,
+) -> BaselineResult:
+    """Split each coarse class with Leiden at one shared resolution.
+
+    A PCA embedding and a kNN graph (:func:`scanpy.pp.neighbors`, ``n_neighbors=15``) are computed once for all
+    cells; the edges joining different coarse classes are removed, so that every Leiden cluster lies inside one
+    coarse class (this is what ``restrict_to`` is meant for, but with all categories selected scanpy clusters the
+    whole graph). :func:`scanpy.tl.leiden` (``flavor="igraph"``, ``n_iterations=2``, undirected) is then run with
+    one global resolution, searched (doubling/halving, then geometric bisection) so that the total number of
+    clusters equals ``n_fine``, or comes as close as the search could get. ``adata`` is not modified.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes; counts or log-normalised expression in ``X``.
+    coarse_key
+        Column of ``adata.obs`` with the coarse labels.
+    n_fine
+        Total number of fine classes to find.
+    batch_key
+        Optional column of ``adata.obs`` with batches, passed to the preprocessing.
+    random_state
+        Seed for PCA, neighbours and Leiden.
+    n_neighbors
+        Size of the neighbourhood of the kNN graph.
+    max_evals
+        Most Leiden runs of the resolution search.
+
+    Returns
+    -------
+    Fine labels ``"<coarse>/<i>"``, the fine -> coarse relation, and in ``info`` the ``resolution`` used and the
+    number of clusters reached (``n_clusters``; it differs from ``n_fine`` when no resolution tried reached it).
+    """
+    import scanpy as sc
+
+    coarse = coarse_labels(adata, coarse_key)
+    classes = list(coarse.categories)
+    codes = np.asarray(coarse.codes)
+    n_fine = check_n_fine(n_fine, len(classes), adata.n_obs)
+    emb = embed(adata, batch_key=batch_key, random_state=random_state)
+
+    ad = AnnData(obs=pd.DataFrame(index=pd.RangeIndex(adata.n_obs).astype(str)))
+    ad.obsm["X_pca"] = emb
+    sc.pp.neighbors(ad, n_neighbors=min(n_neighbors, adata.n_obs - 1), use_rep="X_pca", random_state=random_state)
+    adjacency = _within_graph(ad.obsp["connectivities"], codes)
+
+    tried: dict[float, tuple[int, np.ndarray]] = {}
+
+    def cluster(res: float) -> int:
+        sc.tl.leiden(
+            ad,
+            resolution=res,
+            adjacency=adjacency,
+            flavor="igraph",
+            n_iterations=2,
+            directed=False,
+            random_state=random_state,
+            key_added="_leiden",
+        )
+        # (coarse, cluster) pairs: Leiden clusters are connected, so this only guards against the impossible
+        pairs = codes.astype(np.int64) * (adata.n_obs + 1) + ad.obs["_leiden"].cat.codes.to_numpy()
+        _, ids = np.unique(pairs, return_inverse=True)
+        tried[res] = (int(ids.max()) + 1, ids)
+        return tried[res][0]
+
+    res, lo, hi = 1.0, None, None  # lo: fewer clusters than wanted, hi: more
+    n = cluster(res)
+    while n != n_fine and len(tried) < max_evals:
+        if n < n_fine:
+            lo = res
+        else:
+            hi = res
+        if lo is not None and hi is not None:
+            if hi / lo < 1.001:
+                break
+            res = math.sqrt(lo * hi)
+        elif lo is not None:
+            res = lo * 2.0
+        else:
+            res = hi / 2.0
+        if not _R_MIN <= res <= _R_MAX or res in tried:
+            break
+        n = cluster(res)
+
+    best = min(tried, key=lambda r: (abs(tried[r][0] - n_fine), r))
+    n_clusters, ids = tried[best]
+    labels = np.empty(adata.n_obs, dtype=object)
+    relation: dict[str, str] = {}
+    for c, name in enumerate(classes):
+        idx = np.flatnonzero(codes == c)
+        cell_names, names = fine_names(name, ids[idx])
+        labels[idx] = cell_names
+        relation.update(dict.fromkeys(names, name))
+    return BaselineResult(
+        labels=labels.astype(str),
+        relation=relation,
+        info={"resolution": best, "n_clusters": n_clusters, "n_evals": len(tried)},
+    )

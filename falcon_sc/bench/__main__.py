@@ -1,0 +1,98 @@
+"""Command line: ``python -m falcon_sc.bench {run,list,solver}`` (installed as ``falcon-bench``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import pandas as pd
+
+
+def _seeds(text: str) -> list[int]:
+    """``"3"`` -> seeds 0, 1, 2; ``"0,5,7"`` -> those seeds."""
+    try:
+        if "," in text:
+            return [int(s) for s in text.split(",") if s.strip()]
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes a count or a comma separated list, not {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("--seeds must be at least 1")
+    return list(range(n))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="falcon-bench", description="Benchmark FALCON against within-coarse baselines.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run methods on datasets over seeds and write a report")
+    r.add_argument(
+        "--dataset",
+        "--datasets",
+        dest="dataset",
+        required=True,
+        help="comma separated preset names (see `list`) or .h5ad paths",
+    )
+    r.add_argument("--methods", default="falcon,kmeans_within,leiden_within", help="comma separated method names")
+    r.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="number of seeds (0..n-1) or a comma separated list")
+    r.add_argument("--out", default="falcon_bench", help="output folder (default ./falcon_bench/)")
+    r.add_argument("--coarse-key", default=None, help="obs column of the coarse labels (.h5ad paths)")
+    r.add_argument("--fine-key", default=None, help="obs column of the true fine labels (.h5ad paths)")
+    r.add_argument("--batch-key", default=None, help="obs column of the batches (.h5ad paths)")
+    r.add_argument("--no-plots", action="store_true", help="skip the bar charts")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sub.add_parser("list", help="list dataset presets and methods")
+    sub.add_parser("solver", help="benchmark the relation solver")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``falcon-bench``; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "list":
+        from ._datasets import DATASETS
+        from ._methods import METHODS
+
+        print("datasets:")
+        for name, spec in DATASETS.items():
+            batch = f" [batch_key={spec.batch_key}]" if spec.batch_key else ""
+            print(f"  {name:<16} {spec.description}{batch}")
+        print("  <path>.h5ad      any file, with --coarse-key/--fine-key/--batch-key")
+        print("methods:")
+        for name in METHODS:
+            print(f"  {name}")
+        return 0
+    if args.command == "solver":
+        from falcon_sc.bench.solver import run_solver_bench
+
+        with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_rows", None):
+            print(run_solver_bench())
+        return 0
+
+    from .run import METRICS, run
+
+    df = run(
+        args.dataset,
+        args.methods,
+        seeds=args.seeds,
+        out=args.out,
+        coarse_key=args.coarse_key,
+        fine_key=args.fine_key,
+        batch_key=args.batch_key,
+        progress=not args.quiet,
+        plots=not args.no_plots,
+    )
+    cols = ["dataset", "method", "seed", *METRICS, "seconds", "peak_mem_mb"]
+    with pd.option_context("display.width", 200, "display.max_columns", None, "display.float_format", "{:.3f}".format):
+        print(df[cols].to_string(index=False))
+    failed = df[df["error"] != ""]
+    for _, row in failed.iterrows():
+        print(f"FAILED {row['dataset']} / {row['method']} / seed {row['seed']}: {row['error']}", file=sys.stderr)
+    print(f"wrote {args.out}/runs.csv, summary.md and plots")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Benchmark datasets by name: the packaged data sets, the simulation presets, or any ``.h5ad`` file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+
+@dataclass
+class DatasetSpec:
+    """How to load a benchmark dataset and where its labels are.
+
+    Attributes
+    ----------
+    name
+        Name used in the result tables.
+    loader
+        Returns the AnnData (called once per benchmark, shared by all methods and seeds).
+    coarse_key, fine_key
+        Columns of ``obs`` with the coarse and the true fine labels.
+    batch_key
+        Column of ``obs`` with batches, passed to the methods, or ``None``.
+    description
+        One line for ``falcon-bench list``.
+    """
+
+    name: str
+    loader: Callable[[], AnnData]
+    coarse_key: str = "coarse"
+    fine_key: str = "fine"
+    batch_key: str | None = None
+    description: str = ""
+
+    def load(self) -> LoadedDataset:
+        """Load the data and derive ``n_fine`` and the true fine -> coarse relation."""
+        adata = self.loader()
+        for role, key in (("coarse_key", self.coarse_key), ("fine_key", self.fine_key), ("batch_key", self.batch_key)):
+            if key is not None and key not in adata.obs.columns:
+                raise KeyError(f"dataset {self.name!r}: {role} {key!r} is not a column of obs")
+        fine = adata.obs[self.fine_key].astype(str).to_numpy()
+        coarse = adata.obs[self.coarse_key].astype(str).to_numpy()
+        return LoadedDataset(
+            spec=self,
+            adata=adata,
+            n_fine=int(len(np.unique(fine))),
+            relation=true_relation(adata, fine, coarse),
+        )
+
+
+@dataclass
+class LoadedDataset:
+    """A loaded dataset with its number of true fine classes and true relation."""
+
+    spec: DatasetSpec
+    adata: AnnData
+    n_fine: int
+    relation: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        """Dataset name."""
+        return self.spec.name
+
+
+def true_relation(adata: AnnData, fine: np.ndarray, coarse: np.ndarray) -> dict[str, str]:
+    """Fine -> coarse relation: ``uns["falcon_dataset"]["relation"]`` if present, else the majority coarse label.
+
+    Only fine classes present in ``fine`` are kept.
+    """
+    present = set(fine)
+    meta = adata.uns.get("falcon_dataset", {})
+    stored = meta.get("relation") if isinstance(meta, Mapping) else None
+    if isinstance(stored, Mapping):
+        rel = {str(k): str(v) for k, v in dict(stored).items() if str(k) in present}
+        if len(rel) == len(present):
+            return rel
+    table = pd.crosstab(pd.Series(fine, name="fine"), pd.Series(coarse, name="coarse"))
+    return {str(f): str(table.columns[np.argmax(row)]) for f, row in zip(table.index, table.to_numpy(), strict=True)}
+
+
+def _packaged(name: str) -> Callable[[], AnnData]:
+    def load() -> AnnData:
+        from falcon_sc import datasets
+
+        return getattr(datasets, name)()
+
+    return load
+
+
+def _simulated(preset: str) -> Callable[[], AnnData]:
+    def load() -> AnnData:
+        from falcon_sc import datasets
+
+        return datasets.simulate_preset(preset)
+
+    return load
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "pbmc68k": DatasetSpec("pbmc68k", _packaged("pbmc68k"), description="Zheng 2017 PBMC 68k (log-normalised X)"),
+    "pbmc3k": DatasetSpec("pbmc3k", _packaged("pbmc3k"), description="10x PBMC 3k, Seurat tutorial labels"),
+    "zeisel": DatasetSpec("zeisel", _packaged("zeisel"), description="Zeisel 2015 mouse cortex, level 1 / level 2"),
+    "sim_balanced": DatasetSpec("sim_balanced", _simulated("balanced"), description="simulated counts, balanced"),
+    "sim_imbalanced": DatasetSpec(
+        "sim_imbalanced", _simulated("imbalanced"), description="simulated counts, rare fine classes"
+    ),
+    "sim_batches": DatasetSpec(
+        "sim_batches", _simulated("batches"), batch_key="batch", description="simulated counts with batch effects"
+    ),
+}
+
+
+def get_dataset(
+    name: str | DatasetSpec,
+    *,
+    coarse_key: str | None = None,
+    fine_key: str | None = None,
+    batch_key: str | None = None,
+) -> DatasetSpec:
+    """Resolve a dataset preset name, or an ``.h5ad`` path, to a :class:`DatasetSpec`.
+
+    Parameters
+    ----------
+    name
+        A key of :data:`DATASETS`, a path to an ``.h5ad`` file, or a :class:`DatasetSpec` (returned as is).
+    coarse_key, fine_key, batch_key
+        ``obs`` columns of an ``.h5ad`` file (defaults ``"coarse"``, ``"fine"``, none).
+    """
+    if isinstance(name, DatasetSpec):
+        return name
+    if name in DATASETS:
+        return DATASETS[name]
+    path = Path(name).expanduser()
+    if path.suffix == ".h5ad":
+        if not path.exists():
+            raise FileNotFoundError(f"dataset file {str(path)!r} does not exist")
+
+        def load() -> AnnData:
+            import anndata as ad
+
+            return ad.read_h5ad(path)
+
+        return DatasetSpec(
+            name=path.stem,
+            loader=load,
+            coarse_key=coarse_key or "coarse",
+            fine_key=fine_key or "fine",
+            batch_key=batch_key,
+            description=str(path),
+        )
+    raise ValueError(f"unknown dataset {name!r}: use one of {sorted(DATASETS)} or a path to an .h5ad file")

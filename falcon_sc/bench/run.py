@@ -1,0 +1,396 @@
+"""Run methods on datasets over seeds, score them, and write a small report."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from tqdm.auto import tqdm
+
+from ._datasets import DatasetSpec, LoadedDataset, get_dataset
+from ._methods import Method, get_method
+
+METRICS = ("accuracy", "macro_accuracy", "ari", "nmi", "within_coarse_ari", "relation_edit_distance")
+"""Metric columns, from :func:`falcon_sc.metrics.evaluate`."""
+
+COST = ("seconds", "peak_mem_mb")
+"""Cost columns: wall seconds and peak memory of the method call."""
+
+LOWER_IS_BETTER = {"relation_edit_distance", "seconds", "peak_mem_mb", "maxrss_delta_mb"}
+
+COLUMNS = (
+    "dataset",
+    "method",
+    "seed",
+    "n_cells",
+    "n_fine_true",
+    "n_fine_pred",
+    *METRICS,
+    "seconds",
+    "peak_mem_mb",
+    "maxrss_delta_mb",
+    "info",
+    "error",
+)
+
+
+def _proc_status_kib(field: str) -> int | None:
+    """Read a ``kB`` field of ``/proc/self/status`` (Linux); ``None`` where unavailable."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (``VmHWM``; Linux >= 4.0); whether it worked."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _maxrss() -> int:
+    """High-water resident set size of this process in bytes (``getrusage``)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+class PeakMemory:
+    """Measure the peak memory a block of code adds to the process, in MiB.
+
+    ``peak_mb``: the kernel's peak resident set size during the block minus the resident set size at its start. On
+    Linux the peak mark (``VmHWM``) is reset at the start by writing ``5`` to ``/proc/self/clear_refs`` and read at
+    the end, so it is exact and covers numpy/scipy/torch buffers that ``tracemalloc`` does not see (``source`` is
+    ``"vmhwm"``). Where that is not possible, it equals ``maxrss_delta_mb`` (``source`` is ``"maxrss"``).
+    ``maxrss_delta_mb``: growth of the process high-water mark from ``resource.getrusage`` (never reset): zero when
+    the block stays below a peak reached earlier in the process, e.g. by a larger dataset.
+    """
+
+    def __init__(self) -> None:
+        self.peak_mb = float("nan")
+        self.maxrss_delta_mb = float("nan")
+        self.source = ""
+
+    def __enter__(self) -> PeakMemory:
+        self._start_maxrss = _maxrss()
+        self._start_rss = _proc_status_kib("VmRSS")
+        self.source = "vmhwm" if self._start_rss is not None and _reset_peak_rss() else "maxrss"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.maxrss_delta_mb = (_maxrss() - self._start_maxrss) / 2**20
+        hwm = _proc_status_kib("VmHWM") if self.source == "vmhwm" else None
+        if hwm is not None and self._start_rss is not None:
+            self.peak_mb = max(hwm - self._start_rss, 0) / 1024
+        else:
+            self.source = "maxrss"
+            self.peak_mb = self.maxrss_delta_mb
+
+
+def _split(names: str) -> list[str]:
+    return [n.strip() for n in names.split(",") if n.strip()]
+
+
+def _resolve_datasets(
+    datasets: Any, coarse_key: str | None, fine_key: str | None, batch_key: str | None
+) -> list[DatasetSpec]:
+    keys = {"coarse_key": coarse_key, "fine_key": fine_key, "batch_key": batch_key}
+    if isinstance(datasets, str):
+        datasets = _split(datasets)
+    elif isinstance(datasets, DatasetSpec | AnnData):
+        datasets = [datasets]
+    if isinstance(datasets, Mapping):
+        items = list(datasets.items())
+    else:
+        items = [(None, d) for d in datasets]
+    specs = []
+    for i, (name, d) in enumerate(items):
+        if isinstance(d, AnnData):
+
+            def load(d: AnnData = d) -> AnnData:
+                return d
+
+            specs.append(
+                DatasetSpec(
+                    name=str(name) if name is not None else f"adata{i}",
+                    loader=load,
+                    coarse_key=coarse_key or "coarse",
+                    fine_key=fine_key or "fine",
+                    batch_key=batch_key,
+                )
+            )
+        else:
+            spec = get_dataset(d, **keys)
+            if name is not None and spec.name != name:
+                spec = DatasetSpec(**{**spec.__dict__, "name": str(name)})
+            specs.append(spec)
+    return specs
+
+
+def _resolve_methods(methods: Any) -> dict[str, Method]:
+    if isinstance(methods, str):
+        methods = _split(methods)
+    elif callable(methods):
+        methods = [methods]
+    if isinstance(methods, Mapping):
+        return {str(k): (get_method(v) if isinstance(v, str) else v) for k, v in methods.items()}
+    out: dict[str, Method] = {}
+    for m in methods:
+        if isinstance(m, str):
+            out[m] = get_method(m)
+        else:
+            out[getattr(m, "__name__", f"method{len(out)}")] = m
+    return out
+
+
+def _resolve_seeds(seeds: int | Iterable[int]) -> list[int]:
+    if isinstance(seeds, int | np.integer):
+        return list(range(int(seeds)))
+    return [int(s) for s in seeds]
+
+
+def _run_one(
+    data: LoadedDataset, name: str, method: Method, seed: int, evaluate: Callable[..., dict[str, float]]
+) -> dict[str, Any]:
+    spec = data.spec
+    adata = data.adata
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        res = method(adata, spec.coarse_key, data.n_fine, batch_key=spec.batch_key, seed=seed)
+        seconds = time.perf_counter() - t0
+    labels = np.asarray(res.labels).astype(str)
+    if labels.shape != (adata.n_obs,):
+        raise ValueError(f"method {name!r} returned {labels.shape} labels for {adata.n_obs} cells")
+    scores = evaluate(
+        adata.obs[spec.fine_key].astype(str).to_numpy(),
+        labels,
+        coarse=adata.obs[spec.coarse_key].astype(str).to_numpy(),
+        true_relation=data.relation,
+        pred_relation={str(k): str(v) for k, v in res.relation.items()},
+    )
+    info = getattr(res, "info", None) or {}
+    return {
+        "n_fine_pred": int(len(np.unique(labels))),
+        **{k: float(scores[k]) for k in METRICS if k in scores},
+        "seconds": seconds,
+        "peak_mem_mb": mem.peak_mb,
+        "maxrss_delta_mb": mem.maxrss_delta_mb,
+        "info": json.dumps(info, default=str) if info else "",
+    }
+
+
+def run(
+    datasets: str | DatasetSpec | AnnData | Sequence[str | DatasetSpec | AnnData] | Mapping[str, Any],
+    methods: str | Method | Sequence[str | Method] | Mapping[str, str | Method] = (
+        "falcon",
+        "kmeans_within",
+        "leiden_within",
+    ),
+    seeds: int | Iterable[int] = (0, 1, 2),
+    out: str | os.PathLike | None = None,
+    *,
+    coarse_key: str | None = None,
+    fine_key: str | None = None,
+    batch_key: str | None = None,
+    progress: bool = True,
+    plots: bool = True,
+) -> pd.DataFrame:
+    """Run every (dataset, method, seed) and score it against the true fine labels.
+
+    Each dataset is loaded once and shared by its runs (methods must not modify it; ``n_fine`` is its number of true
+    fine classes). A run that raises is recorded with its error string and the others go on.
+
+    Parameters
+    ----------
+    datasets
+        Preset names (see :data:`falcon_sc.bench.DATASETS`, comma separated or a list), ``.h5ad`` paths,
+        :class:`~falcon_sc.bench.DatasetSpec` objects, or a mapping name -> AnnData / name / spec.
+    methods
+        Method names (see :data:`falcon_sc.bench.METHODS`), callables
+        ``(adata, coarse_key, n_fine, *, batch_key, seed) -> BaselineResult``, or a mapping name -> either.
+    seeds
+        Seeds, or their number ``n`` for ``0..n-1``.
+    out
+        Folder for ``runs.csv``, ``summary.md`` and one ``<metric>.png`` per metric; nothing is written when ``None``.
+    coarse_key, fine_key, batch_key
+        ``obs`` columns for ``.h5ad`` paths and AnnData objects (defaults ``"coarse"``, ``"fine"``, none).
+    progress
+        Show a progress bar over the runs.
+    plots
+        Write the bar charts (with ``out``).
+
+    Returns
+    -------
+    One row per run: ``dataset, method, seed, n_cells, n_fine_true, n_fine_pred``, the metrics
+    (:data:`METRICS`), ``seconds`` (wall time of the method call), ``peak_mem_mb`` and ``maxrss_delta_mb``
+    (see :class:`PeakMemory`), ``info`` (JSON of method extras) and ``error`` (empty when the run succeeded).
+    """
+    from falcon_sc.metrics import evaluate
+
+    specs = _resolve_datasets(datasets, coarse_key, fine_key, batch_key)
+    meths = _resolve_methods(methods)
+    seed_list = _resolve_seeds(seeds)
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(specs) * len(meths) * len(seed_list), desc="falcon-bench", disable=not progress)
+    for spec in specs:
+        bar.set_postfix_str(f"loading {spec.name}")
+        try:
+            data: LoadedDataset | None = spec.load()
+            load_error = ""
+        except Exception as exc:  # noqa: BLE001 - recorded, the benchmark goes on
+            data, load_error = None, f"loading dataset failed: {type(exc).__name__}: {exc}"
+            bar.write(f"[falcon-bench] {spec.name}: {load_error}")
+        for name, method in meths.items():
+            for seed in seed_list:
+                bar.set_postfix_str(f"{spec.name} | {name} | seed {seed}")
+                row: dict[str, Any] = {"dataset": spec.name, "method": name, "seed": seed, "error": load_error}
+                if data is not None:
+                    row.update(n_cells=data.adata.n_obs, n_fine_true=data.n_fine)
+                    try:
+                        row.update(_run_one(data, name, method, seed, evaluate))
+                    except Exception as exc:  # noqa: BLE001 - recorded, the benchmark goes on
+                        row["error"] = f"{type(exc).__name__}: {exc}"
+                        bar.write(f"[falcon-bench] {spec.name} / {name} / seed {seed} failed: {row['error']}")
+                        if os.environ.get("FALCON_BENCH_TRACEBACK"):
+                            bar.write(traceback.format_exc())
+                rows.append(row)
+                bar.update(1)
+                if out_dir is not None:
+                    _frame(rows).to_csv(out_dir / "runs.csv", index=False)
+        del data
+    bar.close()
+
+    df = _frame(rows)
+    if out_dir is not None:
+        df.to_csv(out_dir / "runs.csv", index=False)
+        (out_dir / "summary.md").write_text(summary_markdown(df))
+        if plots:
+            plot_metrics(df, out_dir)
+    return df
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows).reindex(columns=list(COLUMNS))
+    df["error"] = df["error"].fillna("").astype(str)
+    df["info"] = df["info"].fillna("").astype(str)
+    return df
+
+
+def _metric_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in (*METRICS, *COST) if c in df.columns and df[c].notna().any()]
+
+
+def summary_markdown(df: pd.DataFrame) -> str:
+    """Markdown tables (one per dataset) of mean ± sd over seeds, best method per column in bold.
+
+    Higher is better except for ``relation_edit_distance``, ``seconds`` and ``peak_mem_mb``. Failed runs are left
+    out of the means and counted in the ``runs`` column (successful / all).
+    """
+    cols = _metric_columns(df)
+    lines = ["# falcon-bench summary", ""]
+    lines.append(
+        f"{df['seed'].nunique()} seed(s); mean ± sd over successful seeds. "
+        "Higher is better, except relation_edit_distance, seconds (wall time of the method call) and peak_mem_mb "
+        "(peak resident memory above the start of the call). Best per column in bold."
+    )
+    ok_all = df[df["error"] == ""]
+    for dataset, sub in df.groupby("dataset", sort=False):
+        ok = ok_all[ok_all["dataset"] == dataset]
+        methods = list(dict.fromkeys(sub["method"]))
+        mean = ok.groupby("method")[cols].mean().reindex(methods)
+        sd = ok.groupby("method")[cols].std(ddof=1).reindex(methods)
+        n_ok = ok.groupby("method").size().reindex(methods).fillna(0).astype(int)
+        n_all = sub.groupby("method").size().reindex(methods)
+        n_true = sub["n_fine_true"].dropna()
+        title = f"## {dataset}" + (f" (n_fine = {int(n_true.iloc[0])})" if len(n_true) else "")
+        lines += ["", title, "", "| method | " + " | ".join(cols) + " | runs |"]
+        lines.append("|---|" + "---:|" * len(cols) + "---:|")
+        best = {}
+        for c in cols:
+            col = mean[c].dropna()
+            if len(col):
+                best[c] = col.min() if c in LOWER_IS_BETTER else col.max()
+        for m in methods:
+            cells = []
+            for c in cols:
+                mu, s = mean.loc[m, c], sd.loc[m, c]
+                if pd.isna(mu):
+                    cells.append("–")
+                    continue
+                digits = 1 if c in COST else 3
+                txt = f"{mu:.{digits}f}" + (f" ± {s:.{digits}f}" if pd.notna(s) else "")
+                cells.append(f"**{txt}**" if c in best and np.isclose(mu, best[c]) else txt)
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | {n_ok[m]}/{n_all[m]} |")
+        errors = sub[sub["error"] != ""]
+        if len(errors):
+            lines += ["", "Failures:", ""]
+            for _, r in errors.iterrows():
+                lines.append(f"- {r['method']} (seed {r['seed']}): `{r['error'].splitlines()[0][:300]}`")
+    return "\n".join(lines) + "\n"
+
+
+def plot_metrics(df: pd.DataFrame, out: str | os.PathLike) -> list[Path]:
+    """Write one grouped bar chart per metric (``<metric>.png``): datasets on x, one bar per method, sd as error bar.
+
+    Returns
+    -------
+    The paths written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    ok = df[df["error"] == ""]
+    datasets = list(dict.fromkeys(df["dataset"]))
+    methods = list(dict.fromkeys(df["method"]))
+    width = 0.8 / max(len(methods), 1)
+    x = np.arange(len(datasets))
+    paths = []
+    for c in _metric_columns(df):
+        mean = ok.pivot_table(index="dataset", columns="method", values=c, aggfunc="mean")
+        sd = ok.pivot_table(index="dataset", columns="method", values=c, aggfunc="std")
+        mean = mean.reindex(index=datasets, columns=methods)
+        sd = sd.reindex(index=datasets, columns=methods).fillna(0.0)
+        fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(datasets) * max(1, len(methods)) / 2 + 2), 3.5))
+        for j, m in enumerate(methods):
+            ax.bar(
+                x + (j - (len(methods) - 1) / 2) * width,
+                mean[m].to_numpy(),
+                width,
+                yerr=sd[m].to_numpy(),
+                label=m,
+                capsize=2,
+            )
+        ax.set_xticks(x, datasets, rotation=20 if len(datasets) > 3 else 0)
+        ax.set_ylabel(c)
+        ax.set_title(c + (" (lower is better)" if c in LOWER_IS_BETTER else ""))
+        ax.legend(fontsize="small", frameon=False)
+        fig.tight_layout()
+        path = out / f"{c}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths

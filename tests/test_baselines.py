@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from anndata import AnnData
+from sklearn.metrics import adjusted_rand_score
+
+from falcon_sc.baselines import BASELINES, BaselineResult, allot_clusters, kmeans_within, leiden_within
+
+# coarse class -> number of fine classes inside it
+LAYOUT = {"A": 2, "B": 3, "C": 2}
+
+
+def nested_blobs(seed: int = 0, n_genes: int = 120) -> AnnData:
+    """Poisson counts: each coarse class lifts its own gene block, each fine class another one on top."""
+    rng = np.random.default_rng(seed)
+    X, coarse, fine = [], [], []
+    fid = 0
+    for c, (name, n_sub) in enumerate(LAYOUT.items()):
+        for f in range(n_sub):
+            mu = np.full(n_genes, 1.0)
+            mu[c * 15 : (c + 1) * 15] = 20.0
+            mu[50 + fid * 8 : 50 + (fid + 1) * 8] += 15.0
+            n = int(rng.integers(50, 90))
+            X.append(rng.poisson(mu, size=(n, n_genes)))
+            coarse += [name] * n
+            fine += [f"{name}{f}"] * n
+            fid += 1
+    obs = pd.DataFrame({"coarse": pd.Categorical(coarse), "fine": pd.Categorical(fine)})
+    obs.index = [f"cell{i}" for i in range(len(obs))]
+    adata = AnnData(X=np.vstack(X).astype(np.float32), obs=obs)
+    adata.var_names = [f"g{i}" for i in range(n_genes)]
+    return adata
+
+
+@pytest.fixture(scope="module")
+def blobs() -> AnnData:
+    return nested_blobs()
+
+
+N_FINE = sum(LAYOUT.values())
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_recovers_nested_blobs(blobs: AnnData, name: str) -> None:
+    res = BASELINES[name](blobs, "coarse", N_FINE, random_state=0)
+    assert isinstance(res, BaselineResult)
+    assert res.labels.shape == (blobs.n_obs,)
+    assert adjusted_rand_score(blobs.obs["fine"], res.labels) > 0.9
+    assert res.n_fine == N_FINE
+    # names "<coarse>/<i>" and a relation consistent with the cells
+    coarse = blobs.obs["coarse"].astype(str).to_numpy()
+    assert set(res.relation) == set(res.labels)
+    for fine, parent in res.relation.items():
+        assert fine.startswith(parent + "/")
+        assert set(coarse[res.labels == fine]) == {parent}
+
+
+@pytest.mark.parametrize("n_fine", [5, 10])
+def test_leiden_within_hits_requested_count(blobs: AnnData, n_fine: int) -> None:
+    res = leiden_within(blobs, "coarse", n_fine, random_state=1)
+    assert res.n_fine == n_fine
+    assert res.info["n_clusters"] == n_fine
+    assert res.info["resolution"] > 0
+
+
+def test_leiden_within_closest_achievable(blobs: AnnData) -> None:
+    # the kNN graph of a coarse class made of two far apart blobs has two components: 3 clusters is out of reach
+    res = leiden_within(blobs, "coarse", 3, random_state=1, max_evals=12)
+    assert res.info["n_clusters"] == res.n_fine >= 3
+    assert res.info["n_evals"] <= 12
+
+
+def test_kmeans_within_allotment(blobs: AnnData) -> None:
+    res = kmeans_within(blobs, "coarse", 10)
+    assert res.n_fine == 10
+    assert sum(res.info["allotment"].values()) == 10
+    assert all(k >= 1 for k in res.info["allotment"].values())
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_input_unchanged(name: str) -> None:
+    adata = nested_blobs(seed=3)
+    before = adata.copy()
+    BASELINES[name](adata, "coarse", N_FINE, random_state=0)
+    np.testing.assert_array_equal(adata.X, before.X)
+    pd.testing.assert_frame_equal(adata.obs, before.obs)
+    pd.testing.assert_frame_equal(adata.var, before.var)
+    assert list(adata.obsm) == list(before.obsm) == []
+    assert list(adata.obsp) == [] and list(adata.layers) == [] and dict(adata.uns) == {}
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_bad_coarse_key(blobs: AnnData, name: str) -> None:
+    with pytest.raises((KeyError, ValueError), match="no_such_key"):
+        BASELINES[name](blobs, "no_such_key", N_FINE)
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_too_few_fine(blobs: AnnData, name: str) -> None:
+    with pytest.raises(ValueError, match="n_fine"):
+        BASELINES[name](blobs, "coarse", 2)
+
+
+def test_allot_clusters() -> None:
+    np.testing.assert_array_equal(allot_clusters([50, 30, 20], 10), [5, 3, 2])
+    np.testing.assert_array_equal(
+        allot_clusters([55, 25, 20], 10), [6, 2, 2]
+    )  # remainders .5, .5, 0: tie -> first class
+    out = allot_clusters([1000, 2, 1], 6)  # at least 1 each, the tiny classes capped by their size
+    assert out.sum() == 6 and out[2] == 1 and out[1] <= 2 and out[1] >= 1
+    out = allot_clusters([1, 1, 10], 12)  # everything used
+    np.testing.assert_array_equal(out, [1, 1, 10])
+    np.testing.assert_array_equal(allot_clusters([5, 5, 5], 3), [1, 1, 1])
+    with pytest.raises(ValueError):
+        allot_clusters([5, 5], 1)
+    with pytest.raises(ValueError):
+        allot_clusters([1, 1], 3)
