@@ -2,4 +2,8 @@
 
 from __future__ import annotations
 
+from . import datasets, metrics, pp, tl
+
 __version__ = "0.1.0"
+
+__all__ = ["datasets", "metrics", "pp", "tl", "__version__"]

@@ -1,1 +1,5 @@
-"""pp."""
+"""Preprocessing: expression matrix -> model-ready inputs."""
+
+from ._prepare import Prepared, batch_scaled_pca, detect_input_kind, prepare
+
+__all__ = ["Prepared", "batch_scaled_pca", "detect_input_kind", "prepare"]

@@ -1,0 +1,67 @@
+"""Nearest neighbours searched inside each coarse class."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.neighbors import NearestNeighbors
+
+#: classes larger than this use pynndescent's approximate search; smaller ones exact brute force
+EXACT_MAX = 20000
+
+
+def within_class_neighbors(
+    X: np.ndarray, groups: np.ndarray, n_neighbors: int, *, metric: str = "cosine", random_state: int = 0
+) -> np.ndarray:
+    """Indices of each sample's nearest neighbours among samples of the same group (itself excluded).
+
+    Parameters
+    ----------
+    X
+        Samples x features (dense).
+    groups
+        Integer group (coarse class) per sample.
+    n_neighbors
+        Neighbours per sample. A group with ``m <= n_neighbors`` samples gets its ``m - 1`` true neighbours repeated
+        cyclically to fill the row; a group of one sample is its own neighbour.
+    metric
+        Distance metric (``"cosine"`` or ``"euclidean"``).
+    random_state
+        Seed for the approximate search.
+
+    Returns
+    -------
+    Samples x ``n_neighbors`` int64 array of global sample indices.
+    """
+    if n_neighbors < 1:
+        raise ValueError(f"n_neighbors={n_neighbors} must be at least 1.")
+    counts = np.bincount(groups)
+    out = np.empty((X.shape[0], n_neighbors), dtype=np.int64)
+    for g in np.flatnonzero(counts):
+        idx = np.flatnonzero(groups == g)
+        Xg = X[idx]
+        k = min(n_neighbors, idx.size - 1)
+        if k == 0:
+            out[idx] = idx[:, None]
+            continue
+        if idx.size <= EXACT_MAX:
+            nn = NearestNeighbors(n_neighbors=k + 1, metric=metric, algorithm="brute").fit(Xg)
+            _, local = nn.kneighbors(Xg)
+        else:
+            from pynndescent import NNDescent
+
+            index = NNDescent(Xg, n_neighbors=k + 1, metric=metric, random_state=random_state)
+            local, _ = index.neighbor_graph
+            local = np.asarray(local)
+        local = _drop_self(local, k)
+        out[idx] = idx[local[:, np.arange(n_neighbors) % k]]
+    return out
+
+
+def _drop_self(local: np.ndarray, k: int) -> np.ndarray:
+    """Remove each row's own index (wherever it appears; duplicates of a point may come first)."""
+    rows = np.arange(local.shape[0])[:, None]
+    keep = local != rows
+    # rows where self was not returned: drop the last column instead
+    missing = keep.all(axis=1)
+    keep[missing, -1] = False
+    return local[keep].reshape(local.shape[0], k)

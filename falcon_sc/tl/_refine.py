@@ -1,0 +1,264 @@
+"""``fal.tl.refine``: FALCON fine classes inside coarse labels, written into an AnnData."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+from scanpy import logging as logg
+
+from ..core.neighbors import within_class_neighbors
+from ..core.prior import children_prior as estimate_children_prior
+from ..core.relation import solve_relation
+from ..core.trainer import FalconConfig, train_falcon
+from ..models.mlp import MLPClassifier
+from ..pp import prepare
+from ._validate import check_refine_args, resolve_device
+
+Prior = Literal["auto", "uniform", "size"] | Mapping[str, int]
+
+
+def refine(
+    adata: ad.AnnData,
+    coarse_key: str,
+    n_fine: int,
+    *,
+    layer: str | None = None,
+    use_rep: str | None = None,
+    batch_key: str | None = None,
+    n_top_genes: int = 2000,
+    n_comps: int = 50,
+    model_input: Literal["pca", "hvg"] = "pca",
+    n_neighbors: int = 20,
+    children_prior: Prior = "auto",
+    hidden: Sequence[int] = (64, 64, 64, 64),
+    n_epochs: int | None = None,
+    batch_size: int = 1024,
+    lr: float = 1e-3,
+    optimizer: Literal["adam", "sgd"] = "adam",
+    lambda_coarse: float = 0.5,
+    lambda_fine: float = 0.5,
+    lambda_reg: float = 2.0,
+    regulariser: Literal["global", "within", "both"] = "within",
+    lambda_relation: float = 5e-3,
+    temperature: float = 0.9,
+    relation_every: int = 30,
+    soft_fraction: float = 0.3,
+    accelerator: Literal["auto", "cpu", "cuda"] = "auto",
+    random_state: int = 0,
+    key_added: str = "falcon",
+    show_progress: bool | None = None,
+    copy: bool = False,
+) -> ad.AnnData | None:
+    """Discover ``n_fine`` fine classes inside the coarse labels ``adata.obs[coarse_key]`` with FALCON.
+
+    A classifier (MLP) is trained on every cell to predict fine classes whose coarse parent is learned jointly
+    (relation ``M``): the coarse labels supervise the fine predictions through ``M``, neighbours inside the same
+    coarse class must agree, confident teacher predictions among the coarse class's children become targets, and an
+    entropy term keeps every fine class in use. ``M`` is re-solved exactly every ``relation_every`` steps.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix (cells x genes). Raw counts or log-normalised values in ``X`` or ``layer`` (detected).
+    coarse_key
+        Column of ``adata.obs`` with the coarse labels.
+    n_fine
+        Number of fine classes to find, more than the number of coarse classes.
+    layer
+        Layer with the expression values; ``None`` uses ``X``.
+    use_rep
+        Key of ``adata.obsm`` holding an embedding (e.g. a batch-corrected ``X_scVI``) to use instead of the
+        built-in preprocessing.
+    batch_key
+        Column of ``adata.obs`` with batches/donors: HVGs are selected per batch and genes centred and scaled within
+        each batch, so a batch shift does not become a fine class.
+    n_top_genes
+        Number of highly variable genes.
+    n_comps
+        Principal components of the scaled HVGs (model input and neighbour space).
+    model_input
+        ``"pca"`` trains on the principal components (default), ``"hvg"`` on the log-normalised HVGs as in the
+        reference (sparse data are densified one minibatch at a time).
+    n_neighbors
+        Neighbours per cell searched inside its coarse class (cosine on the PCs); 5 are sampled per step.
+    children_prior
+        Expected number of fine classes per coarse class, used by the balance term of the relation solve and for the
+        initial relation: ``"auto"`` estimates it from how much each coarse class's within-class variance drops when
+        it is split (greedy k-means), ``"size"`` in proportion to class sizes, ``"uniform"`` ``n_fine / n_coarse``
+        each (reference), or a mapping coarse label -> count (summing to ``n_fine``).
+    hidden
+        Hidden layer widths of the MLP.
+    n_epochs
+        Training epochs; ``None`` picks enough for about 1500 optimisation steps (at least 10 epochs).
+    batch_size
+        Minibatch size.
+    lr
+        Learning rate.
+    optimizer
+        ``"adam"`` (default) or ``"sgd"`` with momentum 0.9 (reference).
+    lambda_coarse
+        Weight of the coarse negative log-likelihood.
+    lambda_fine
+        Weight of the neighbour-consistency and confident-target losses.
+    lambda_reg
+        Weight of the entropy regulariser.
+    regulariser
+        ``"within"`` keeps fine classes balanced inside each coarse class (default), ``"global"`` over all cells
+        (reference), ``"both"`` adds them.
+    lambda_relation
+        Weight of the balance term in the relation solve (set to 0 after the soft-label phase).
+    temperature
+        Temperature of the teacher's confident targets.
+    relation_every
+        Steps between two relation solves.
+    soft_fraction
+        Share of training during which targets anneal from soft to hard and the balance term is on.
+    accelerator
+        ``"auto"`` uses CUDA when available, else CPU.
+    random_state
+        Seed for numpy and torch; the same seed on CPU gives identical labels.
+    key_added
+        Prefix of every key written.
+    show_progress
+        Progress bar; default: when scanpy's verbosity is at least ``info``.
+    copy
+        Return a modified copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None``, or a new AnnData when ``copy=True``. Writes:
+
+    ``obs[key_added]``
+        Fine label per cell (categorical, named ``<coarse>/<i>``), chosen among the children of the cell's own coarse
+        label.
+    ``obs[f"{key_added}_confidence"]``
+        Probability of that label among its siblings.
+    ``obs[f"{key_added}_outside_parent"]``
+        True where the unrestricted prediction lies under another coarse class (possible coarse mislabel).
+    ``obsm[f"{key_added}_probs"]``
+        Cells x fine classes probabilities (columns in the order of ``uns[key_added]["relations"].index``).
+    ``obsm[f"{key_added}_embedding"]``
+        Penultimate-layer representation.
+    ``uns[key_added]``
+        ``params``, ``relations`` (fine x coarse 0/1 table), ``fine_classes`` (parent, cells, mean confidence),
+        ``history`` (per-epoch losses, fine classes in use, relation changes, solver seconds),
+        ``children_history`` (children per coarse class after each epoch).
+    """
+    start = logg.info(f"running FALCON refine on {coarse_key!r}")
+    check_refine_args(adata, coarse_key, n_fine, layer=layer, use_rep=use_rep, batch_key=batch_key, key_added=key_added,
+                      model_input=model_input, children_prior=children_prior, n_neighbors=n_neighbors,
+                      regulariser=regulariser, optimizer=optimizer)
+    device = resolve_device(accelerator)
+    adata = adata.copy() if copy else adata
+    coarse_cat = pd.Categorical(adata.obs[coarse_key]).remove_unused_categories()
+    coarse_names = [str(c) for c in coarse_cat.categories]
+    coarse = coarse_cat.codes.astype(np.int64)
+    n_coarse = len(coarse_names)
+
+    if use_rep is not None:
+        features = np.asarray(adata.obsm[use_rep], dtype=np.float32)
+        neighbour_space = features
+        logg.info(f"    using adata.obsm[{use_rep!r}] ({features.shape[1]} dimensions)")
+    else:
+        prepared = prepare(adata, layer=layer, batch_key=batch_key, n_top_genes=n_top_genes, n_comps=n_comps,
+                           random_state=random_state)
+        neighbour_space = prepared.embedding
+        features = prepared.embedding if model_input == "pca" else prepared.lognorm
+    counts = np.bincount(coarse, minlength=n_coarse)
+    small = [f"{coarse_names[c]} ({counts[c]})" for c in np.flatnonzero(counts <= n_neighbors)]
+    if small:
+        logg.warning(f"coarse classes with at most n_neighbors={n_neighbors} cells reuse their few neighbours: "
+                     + ", ".join(small))
+    neighbors = within_class_neighbors(neighbour_space, coarse, n_neighbors, random_state=random_state)
+    targets = _targets(children_prior, neighbour_space, coarse, coarse_names, n_fine, random_state)
+    logg.info("    children prior: " + ", ".join(f"{n}={t:g}" for n, t in zip(coarse_names, targets, strict=True)))
+
+    rng = np.random.default_rng(random_state)
+    initial = solve_relation(rng.uniform(size=(n_fine, n_coarse)) * 1e-3, balance=1.0, target_counts=targets)
+    cfg = FalconConfig(n_epochs=n_epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                       lambda_coarse=lambda_coarse, lambda_fine=lambda_fine, lambda_reg=lambda_reg,
+                       regulariser=regulariser, lambda_relation=lambda_relation, temperature=temperature,
+                       relation_every=relation_every, soft_fraction=soft_fraction,
+                       show_progress=_progress(show_progress))
+    torch.manual_seed(random_state)
+    model = MLPClassifier(features.shape[1], n_fine, hidden)
+    result = train_falcon(model, features, coarse, neighbors, n_coarse, cfg, relation=initial, target_counts=targets,
+                          device=device, seed=random_state)
+    _write(adata, result, coarse, coarse_names, key_added)
+    adata.uns[key_added]["params"] = {
+        "coarse_key": coarse_key, "n_fine": n_fine, "layer": layer, "use_rep": use_rep, "batch_key": batch_key,
+        "n_top_genes": n_top_genes, "n_comps": n_comps, "model_input": model_input, "n_neighbors": n_neighbors,
+        "children_prior": children_prior if isinstance(children_prior, str) else dict(children_prior),
+        "children_prior_counts": np.asarray(targets, dtype=float), "hidden": list(hidden),
+        "accelerator": str(device), "random_state": random_state, **cfg.to_dict(),
+    }
+    logg.info("    finished", time=start,
+              deep=f"added\n    'obs[{key_added!r}]', fine labels\n    'uns[{key_added!r}]', relations and history")
+    return adata if copy else None
+
+
+def _progress(show_progress: bool | None) -> bool:
+    if show_progress is not None:
+        return show_progress
+    import scanpy as sc
+
+    return sc.settings.verbosity >= 2
+
+
+def _targets(prior, space, coarse, coarse_names, n_fine, random_state) -> np.ndarray:
+    if isinstance(prior, Mapping):
+        return np.array([float(prior[c]) for c in coarse_names])
+    return estimate_children_prior(space, coarse, n_fine, method=prior, random_state=random_state)
+
+
+def _write(adata: ad.AnnData, result, coarse: np.ndarray, coarse_names: list[str], key_added: str) -> None:
+    relation = result.relation.astype(bool)
+    parent = relation.argmax(axis=1)
+    restricted = result.probs * relation[:, coarse].T
+    restricted = restricted / np.clip(restricted.sum(axis=1, keepdims=True), 1e-12, None)
+    label = restricted.argmax(axis=1)
+    sizes = np.bincount(label, minlength=relation.shape[0])
+    # name children of each parent by decreasing size: <coarse>/1, <coarse>/2, ...
+    names = np.empty(relation.shape[0], dtype=object)
+    for c, cname in enumerate(coarse_names):
+        kids = np.flatnonzero(parent == c)
+        for rank, f in enumerate(kids[np.argsort(-sizes[kids], kind="stable")]):
+            names[f] = f"{cname}/{rank + 1}"
+    order = np.lexsort((names.astype(str), parent))
+    ordered_names = [str(n) for n in names[order]]
+    for key in (key_added, f"{key_added}_confidence", f"{key_added}_outside_parent"):
+        if key in adata.obs:
+            logg.warning(f"overwriting adata.obs[{key!r}]")
+    adata.obs[key_added] = pd.Categorical(names[label].astype(str), categories=ordered_names)
+    adata.obs[f"{key_added}_confidence"] = restricted[np.arange(len(label)), label].astype(np.float32)
+    adata.obs[f"{key_added}_outside_parent"] = parent[result.probs.argmax(axis=1)] != coarse
+    adata.obsm[f"{key_added}_probs"] = result.probs[:, order].astype(np.float32)
+    adata.obsm[f"{key_added}_embedding"] = result.embedding.astype(np.float32)
+    relations = pd.DataFrame(relation[order].astype(np.int8), index=ordered_names, columns=coarse_names)
+    conf = adata.obs[f"{key_added}_confidence"].to_numpy()
+    fine_classes = pd.DataFrame(
+        {
+            "parent": [coarse_names[p] for p in parent[order]],
+            "n_cells": sizes[order],
+            "mean_confidence": [float(conf[label == f].mean()) if sizes[f] else np.nan for f in order],
+        },
+        index=ordered_names,
+    )
+    history = pd.DataFrame([{k: v for k, v in r.items() if k != "children"} for r in result.history])
+    if key_added in adata.uns:
+        logg.warning(f"overwriting adata.uns[{key_added!r}]")
+    adata.uns[key_added] = {
+        "relations": relations,
+        "fine_classes": fine_classes,
+        "history": history,
+        "children_history": np.array([r["children"] for r in result.history], dtype=np.int64),
+    }
+    used = int((sizes > 0).sum())
+    if used < relation.shape[0]:
+        logg.warning(f"only {used} of {relation.shape[0]} fine classes hold cells (partial collapse); see "
+                     f"uns[{key_added!r}]['history']['fine_in_use']")
