@@ -90,3 +90,36 @@ def children_prior(X: np.ndarray, groups: np.ndarray, total: int, *, method: str
     if method == "auto":
         return greedy_split_counts(X, groups, total, random_state=random_state).astype(float)
     raise ValueError(f"children_prior={method!r} is not one of 'auto', 'size', 'uniform' or a mapping.")
+
+
+def kmeans_within_relation(X: np.ndarray, groups: np.ndarray, relation: np.ndarray, random_state: int = 0) -> np.ndarray:
+    """Fine label per sample from k-means inside each group, with one cluster per child of the group in ``relation``.
+
+    Parameters
+    ----------
+    X
+        Samples x features.
+    groups
+        Coarse class per sample.
+    relation
+        ``K_F x K_C`` 0/1 relation.
+    random_state
+        Seed for k-means.
+
+    Returns
+    -------
+    Fine class index per sample, always a child of the sample's group.
+    """
+    labels = np.empty(X.shape[0], dtype=np.int64)
+    for g in range(relation.shape[1]):
+        idx = np.flatnonzero(groups == g)
+        kids = np.flatnonzero(relation[:, g])
+        if idx.size == 0:
+            continue
+        k = min(len(kids), idx.size)
+        if k == 1:
+            labels[idx] = kids[0]
+            continue
+        km = KMeans(n_clusters=k, n_init=3, random_state=random_state).fit(X[idx])
+        labels[idx] = kids[km.labels_]
+    return labels

@@ -42,6 +42,7 @@ class FalconConfig:
     n_sampled_neighbors: int = 5
     ema_decay: float = 0.99
     learn_relation: bool = True
+    init_steps: int = 200
     show_progress: bool = True
 
     def to_dict(self) -> dict:
@@ -90,6 +91,21 @@ def predict(model: nn.Module, X, device: torch.device, batch_size: int = 4096) -
     return torch.cat(probs).numpy(), torch.cat(embs).numpy()
 
 
+def _fit_initial(model: nn.Module, X, labels: np.ndarray, cfg: FalconConfig, rng: np.random.Generator,
+                 device: torch.device) -> None:
+    """Fit ``model`` to initial fine labels with plain cross-entropy (Adam, ``cfg.init_steps`` minibatches)."""
+    target = torch.as_tensor(labels, dtype=torch.long, device=device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batch_size = min(cfg.batch_size, X.shape[0])
+    model.train()
+    for _ in range(cfg.init_steps):
+        idx = rng.choice(X.shape[0], size=batch_size, replace=False)
+        loss = torch.nn.functional.cross_entropy(model(_to_tensor(X, idx, device)), target[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
 def _n_epochs(cfg: FalconConfig, n: int, batch_size: int) -> int:
     if cfg.n_epochs is not None:
         return cfg.n_epochs
@@ -107,6 +123,7 @@ def train_falcon(
     *,
     relation: np.ndarray | None = None,
     target_counts: np.ndarray | None = None,
+    init_labels: np.ndarray | None = None,
     device: torch.device | str = "cpu",
     seed: int = 0,
 ) -> FalconResult:
@@ -131,6 +148,9 @@ def train_falcon(
         ``cfg.learn_relation`` is False.
     target_counts
         Expected children per coarse class used by the balance term (default ``K_F / K_C`` each).
+    init_labels
+        Optional fine label per sample (consistent with ``relation``); the network is first fitted to them for
+        ``cfg.init_steps`` steps of cross-entropy, and the teacher starts from that network.
     device
         Torch device.
     seed
@@ -146,8 +166,10 @@ def train_falcon(
     n = X.shape[0]
     n_fine = model.head.out_features
     model = model.to(device)
-    teacher = EMATeacher(model, cfg.ema_decay)
     Xd = _features_on_device(X, device)
+    if init_labels is not None:
+        _fit_initial(model, Xd, init_labels, cfg, rng, device)
+    teacher = EMATeacher(model, cfg.ema_decay)
     y = torch.as_tensor(coarse, dtype=torch.long, device=device)
     nbrs = torch.as_tensor(neighbors, dtype=torch.long, device=device)
     if relation is None:
@@ -208,7 +230,7 @@ def train_falcon(
             t_probs = torch.softmax(t_logits, dim=1)
             epoch_pred += torch.bincount(t_probs.argmax(dim=1), minlength=n_fine)
             for key, val in zip(sums, (loss, l_coarse, l_nn, l_conf, l_reg), strict=True):
-                sums[key] += float(val) * len(idx)
+                sums[key] += float(val.detach()) * len(idx)
             if cfg.learn_relation:
                 recent_p.append(t_probs)
                 recent_y.append(yb)

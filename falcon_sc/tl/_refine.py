@@ -13,6 +13,7 @@ from scanpy import logging as logg
 
 from ..core.neighbors import within_class_neighbors
 from ..core.prior import children_prior as estimate_children_prior
+from ..core.prior import kmeans_within_relation
 from ..core.relation import solve_relation
 from ..core.trainer import FalconConfig, train_falcon
 from ..models.mlp import MLPClassifier
@@ -34,7 +35,8 @@ def refine(
     n_comps: int = 50,
     model_input: Literal["pca", "hvg"] = "pca",
     n_neighbors: int = 20,
-    children_prior: Prior = "auto",
+    children_prior: Prior = "size",
+    init: Literal["kmeans", "random"] = "kmeans",
     hidden: Sequence[int] = (64, 64, 64, 64),
     n_epochs: int | None = None,
     batch_size: int = 1024,
@@ -42,7 +44,7 @@ def refine(
     optimizer: Literal["adam", "sgd"] = "adam",
     lambda_coarse: float = 0.5,
     lambda_fine: float = 0.5,
-    lambda_reg: float = 2.0,
+    lambda_reg: float = 0.5,
     regulariser: Literal["global", "within", "both"] = "within",
     lambda_relation: float = 5e-3,
     temperature: float = 0.9,
@@ -91,6 +93,10 @@ def refine(
         initial relation: ``"auto"`` estimates it from how much each coarse class's within-class variance drops when
         it is split (greedy k-means), ``"size"`` in proportion to class sizes, ``"uniform"`` ``n_fine / n_coarse``
         each (reference), or a mapping coarse label -> count (summing to ``n_fine``).
+    init
+        ``"kmeans"`` fits the network first to k-means clusters found inside each coarse class (as many as its
+        children in the initial relation) before FALCON training; ``"random"`` starts from random weights
+        (reference).
     hidden
         Hidden layer widths of the MLP.
     n_epochs
@@ -152,7 +158,7 @@ def refine(
     start = logg.info(f"running FALCON refine on {coarse_key!r}")
     check_refine_args(adata, coarse_key, n_fine, layer=layer, use_rep=use_rep, batch_key=batch_key, key_added=key_added,
                       model_input=model_input, children_prior=children_prior, n_neighbors=n_neighbors,
-                      regulariser=regulariser, optimizer=optimizer)
+                      regulariser=regulariser, optimizer=optimizer, init=init)
     device = resolve_device(accelerator)
     adata = adata.copy() if copy else adata
     coarse_cat = pd.Categorical(adata.obs[coarse_key]).remove_unused_categories()
@@ -185,16 +191,17 @@ def refine(
                        regulariser=regulariser, lambda_relation=lambda_relation, temperature=temperature,
                        relation_every=relation_every, soft_fraction=soft_fraction,
                        show_progress=_progress(show_progress))
+    init_labels = kmeans_within_relation(neighbour_space, coarse, initial, random_state) if init == "kmeans" else None
     torch.manual_seed(random_state)
     model = MLPClassifier(features.shape[1], n_fine, hidden)
     result = train_falcon(model, features, coarse, neighbors, n_coarse, cfg, relation=initial, target_counts=targets,
-                          device=device, seed=random_state)
+                          init_labels=init_labels, device=device, seed=random_state)
     _write(adata, result, coarse, coarse_names, key_added)
     adata.uns[key_added]["params"] = {
         "coarse_key": coarse_key, "n_fine": n_fine, "layer": layer, "use_rep": use_rep, "batch_key": batch_key,
         "n_top_genes": n_top_genes, "n_comps": n_comps, "model_input": model_input, "n_neighbors": n_neighbors,
         "children_prior": children_prior if isinstance(children_prior, str) else dict(children_prior),
-        "children_prior_counts": np.asarray(targets, dtype=float), "hidden": list(hidden),
+        "children_prior_counts": np.asarray(targets, dtype=float), "init": init, "hidden": list(hidden),
         "accelerator": str(device), "random_state": random_state, **cfg.to_dict(),
     }
     logg.info("    finished", time=start,

@@ -39,6 +39,7 @@ def check_refine_args(
     n_neighbors: int,
     regulariser: str,
     optimizer: str,
+    init: str = "kmeans",
 ) -> None:
     """Raise a clear error for every bad argument of :func:`falcon_sc.tl.refine`."""
     if not isinstance(adata, ad.AnnData):
@@ -75,6 +76,7 @@ def check_refine_args(
     _choice("model_input", model_input, ("pca", "hvg"))
     if use_rep is not None and model_input == "hvg":
         raise ValueError("model_input='hvg' needs the expression matrix; it cannot be combined with use_rep=.")
+    _choice("init", init, ("kmeans", "random"))
     _choice("regulariser", regulariser, ("global", "within", "both"))
     _choice("optimizer", optimizer, ("adam", "sgd"))
     if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int) or n_neighbors < 1:
