@@ -1,1 +1,13 @@
-"""datasets."""
+"""Datasets with coarse and fine labels: real data (offline) and a hierarchical count simulator.
+
+Every loader returns an :class:`~anndata.AnnData` with categorical ``obs["coarse"]`` and ``obs["fine"]`` and
+``uns["falcon_dataset"] = {"name": ..., "relation": {fine: coarse, ...}, "source": ...}``.
+"""
+
+from __future__ import annotations
+
+from ._packaged import pbmc3k, zeisel
+from ._pbmc68k import PBMC68K_RELATION, pbmc68k
+from ._simulate import PRESETS, simulate, simulate_preset
+
+__all__ = ["PBMC68K_RELATION", "PRESETS", "pbmc3k", "pbmc68k", "simulate", "simulate_preset", "zeisel"]

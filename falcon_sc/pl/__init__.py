@@ -1,1 +1,7 @@
-"""pl."""
+"""Plotting: scanpy-style figures of FALCON results (``falcon_sc.pl``)."""
+
+from ._confusion import confusion
+from ._history import history
+from ._relations import relations
+
+__all__ = ["confusion", "history", "relations"]

@@ -44,7 +44,7 @@ def refine(
     optimizer: Literal["adam", "sgd"] = "adam",
     lambda_coarse: float = 0.5,
     lambda_fine: float = 0.5,
-    lambda_reg: float = 0.5,
+    lambda_reg: float = 0.2,
     regulariser: Literal["global", "within", "both"] = "within",
     lambda_relation: float = 5e-3,
     temperature: float = 0.9,
