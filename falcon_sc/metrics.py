@@ -1,0 +1,282 @@
+"""Evaluation metrics for fine-class discovery.
+
+All functions accept label array-likes of any hashable type (strings, integers, categoricals). Predicted labels
+need not share names with the true ones: accuracy-type metrics first match predicted classes to true classes with
+the Hungarian algorithm on the contingency table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+__all__ = [
+    "ari",
+    "clustering_accuracy",
+    "evaluate",
+    "macro_accuracy",
+    "match_labels",
+    "nmi",
+    "relation_edit_distance",
+    "within_coarse_ari",
+]
+
+
+def _as_labels(y: Any, name: str) -> np.ndarray:
+    """Convert a label array-like to a 1-d object array and validate it."""
+    if y is None:
+        raise ValueError(f"`{name}` is None.")
+    arr = np.asarray(y, dtype=object)
+    if arr.ndim != 1:
+        raise ValueError(f"`{name}` must be one-dimensional, got shape {arr.shape}.")
+    if arr.size == 0:
+        raise ValueError(f"`{name}` is empty.")
+    if pd.isna(pd.Series(arr, dtype=object)).any():
+        raise ValueError(f"`{name}` contains missing (NaN/None) labels.")
+    return arr
+
+
+def _check_pair(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    t = _as_labels(y_true, "y_true")
+    p = _as_labels(y_pred, "y_pred")
+    if t.shape[0] != p.shape[0]:
+        raise ValueError(f"`y_pred` has length {p.shape[0]} but `y_true` has length {t.shape[0]}.")
+    return t, p
+
+
+def _contingency(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, pd.Index, pd.Index]:
+    """Contingency table (true classes x predicted classes) with the class names."""
+    t_codes, t_names = pd.factorize(t, sort=False)
+    p_codes, p_names = pd.factorize(p, sort=False)
+    table = np.zeros((len(t_names), len(p_names)), dtype=np.int64)
+    np.add.at(table, (t_codes, p_codes), 1)
+    return table, t_names, p_names
+
+
+def _hungarian(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of a maximum-weight one-to-one matching of the contingency table."""
+    return linear_sum_assignment(table, maximize=True)
+
+
+def match_labels(y_true: Any, y_pred: Any) -> dict[Hashable, Hashable | None]:
+    """Match predicted classes to true classes (Hungarian algorithm).
+
+    Parameters
+    ----------
+    y_true, y_pred
+        True and predicted labels, one per sample.
+
+    Returns
+    -------
+    dict
+        Maps every predicted class to the true class it is matched with (a one-to-one matching maximising the number
+        of samples on which they agree). Predicted classes left over (more predicted than true classes) map to
+        ``None``.
+    """
+    t, p = _check_pair(y_true, y_pred)
+    table, t_names, p_names = _contingency(t, p)
+    rows, cols = _hungarian(table)
+    mapping: dict[Hashable, Hashable | None] = {name: None for name in p_names}
+    for r, c in zip(rows, cols, strict=True):
+        mapping[p_names[c]] = t_names[r]
+    return mapping
+
+
+def clustering_accuracy(y_true: Any, y_pred: Any) -> float:
+    """Clustering accuracy: fraction of samples correct after Hungarian matching of the classes.
+
+    Parameters
+    ----------
+    y_true, y_pred
+        True and predicted labels, one per sample.
+
+    Returns
+    -------
+    float
+        Value in [0, 1]; samples in unmatched predicted classes count as errors.
+    """
+    t, p = _check_pair(y_true, y_pred)
+    table, _, _ = _contingency(t, p)
+    rows, cols = _hungarian(table)
+    return float(table[rows, cols].sum() / t.shape[0])
+
+
+def macro_accuracy(y_true: Any, y_pred: Any) -> float:
+    """Mean over true classes of the per-class recall after Hungarian matching.
+
+    Parameters
+    ----------
+    y_true, y_pred
+        True and predicted labels, one per sample.
+
+    Returns
+    -------
+    float
+        Balanced (class-averaged) accuracy in [0, 1]; true classes left unmatched have recall 0.
+    """
+    t, p = _check_pair(y_true, y_pred)
+    table, _, _ = _contingency(t, p)
+    rows, cols = _hungarian(table)
+    recall = np.zeros(table.shape[0])
+    recall[rows] = table[rows, cols] / table[rows].sum(axis=1)
+    return float(recall.mean())
+
+
+def ari(y_true: Any, y_pred: Any) -> float:
+    """Compute the adjusted Rand index (:func:`sklearn.metrics.adjusted_rand_score`)."""
+    t, p = _check_pair(y_true, y_pred)
+    return float(adjusted_rand_score(pd.factorize(t)[0], pd.factorize(p)[0]))
+
+
+def nmi(y_true: Any, y_pred: Any) -> float:
+    """Compute the normalised mutual information (:func:`sklearn.metrics.normalized_mutual_info_score`)."""
+    t, p = _check_pair(y_true, y_pred)
+    return float(normalized_mutual_info_score(pd.factorize(t)[0], pd.factorize(p)[0]))
+
+
+def within_coarse_ari(y_true: Any, y_pred: Any, coarse: Any) -> float:
+    """Mean ARI of the fine labels computed separately inside each coarse class.
+
+    Only coarse classes whose cells carry at least two distinct true fine labels are scored (in a coarse class with a
+    single fine class ARI is degenerate); the result is the unweighted mean over those coarse classes, so small coarse
+    classes count as much as large ones.
+
+    Parameters
+    ----------
+    y_true, y_pred
+        True and predicted fine labels, one per sample.
+    coarse
+        Coarse label of every sample.
+
+    Returns
+    -------
+    float
+        Mean within-coarse ARI, or NaN if no coarse class contains two or more true fine classes.
+    """
+    t, p = _check_pair(y_true, y_pred)
+    c = _as_labels(coarse, "coarse")
+    if c.shape[0] != t.shape[0]:
+        raise ValueError(f"`coarse` has length {c.shape[0]} but `y_true` has length {t.shape[0]}.")
+    c_codes, c_names = pd.factorize(c)
+    t_codes = pd.factorize(t)[0]
+    p_codes = pd.factorize(p)[0]
+    scores = []
+    for k in range(len(c_names)):
+        mask = c_codes == k
+        if np.unique(t_codes[mask]).size < 2:
+            continue
+        scores.append(adjusted_rand_score(t_codes[mask], p_codes[mask]))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def _as_relation(relation: Any, name: str) -> dict[Hashable, Hashable]:
+    if isinstance(relation, pd.Series):
+        items = list(relation.items())
+    elif isinstance(relation, Mapping):
+        items = list(relation.items())
+    else:
+        raise ValueError(f"`{name}` must be a dict or pandas Series mapping fine labels to coarse labels.")
+    if not items:
+        raise ValueError(f"`{name}` is empty.")
+    out: dict[Hashable, Hashable] = {}
+    for fine, parent in items:
+        if np.ndim(parent) != 0 or pd.isna(parent):
+            raise ValueError(f"`{name}` maps fine class {fine!r} to a missing or invalid coarse label.")
+        out[fine] = parent
+    return out
+
+
+def relation_edit_distance(y_true: Any, y_pred: Any, true_relation: Any, pred_relation: Any) -> int:
+    """Edit distance between the true and learned bipartite coarse-fine graphs.
+
+    Each relation is a graph with coarse nodes, fine nodes and one edge from every fine class to its coarse parent.
+    Coarse nodes are shared between the two graphs (identified by name). The node correspondence between fine nodes
+    is fixed by :func:`match_labels` (predicted fine class -> true fine class, computed on ``y_true``/``y_pred``).
+    With this correspondence the distance is computed exactly with unit costs:
+
+    * 1 per fine node without a partner (an unmatched predicted class is inserted, an unmatched true class is
+      deleted; predicted classes listed in ``pred_relation`` that do not occur in ``y_pred`` are unmatched too);
+    * 1 per coarse node present in only one of the two relations;
+    * 1 per edge in the symmetric difference of the two edge sets, after renaming matched predicted fine nodes to
+      their true partner. Hence a matched fine class attached to the wrong parent costs 2 (delete the wrong edge,
+      insert the right one; there is no edge substitution), and an unmatched fine node costs 2 (the node and its
+      edge).
+
+    A perfect prediction (up to renaming the predicted classes) has distance 0. Unlike a comparison of child counts
+    per coarse class, attaching the right number of fine classes to the wrong parents is penalised.
+
+    Parameters
+    ----------
+    y_true, y_pred
+        True and predicted fine labels, one per sample (used only for the matching).
+    true_relation, pred_relation
+        Mappings fine label -> coarse label (dict or :class:`pandas.Series`). Every label occurring in ``y_true``
+        (``y_pred``) must be a key of ``true_relation`` (``pred_relation``).
+
+    Returns
+    -------
+    int
+        The number of edit operations.
+    """
+    t, p = _check_pair(y_true, y_pred)
+    rel_t = _as_relation(true_relation, "true_relation")
+    rel_p = _as_relation(pred_relation, "pred_relation")
+    missing_t = set(pd.unique(t)) - set(rel_t)
+    if missing_t:
+        raise ValueError(f"`true_relation` has no parent for true classes {sorted(map(str, missing_t))}.")
+    missing_p = set(pd.unique(p)) - set(rel_p)
+    if missing_p:
+        raise ValueError(f"`pred_relation` has no parent for predicted classes {sorted(map(str, missing_p))}.")
+
+    matching = {g: f for g, f in match_labels(t, p).items() if f is not None}
+    # rename matched predicted fine nodes to their true partner; tag the other nodes so names cannot collide
+    fine_t = {("t", f) for f in rel_t}
+    rename = {g: (("t", matching[g]) if g in matching else ("p", g)) for g in rel_p}
+    fine_p = set(rename.values())
+    edges_t = {(("t", f), c) for f, c in rel_t.items()}
+    edges_p = {(rename[g], c) for g, c in rel_p.items()}
+    coarse_t = set(rel_t.values())
+    coarse_p = set(rel_p.values())
+    return len(fine_t ^ fine_p) + len(coarse_t ^ coarse_p) + len(edges_t ^ edges_p)
+
+
+def evaluate(
+    y_true: Any,
+    y_pred: Any,
+    coarse: Any = None,
+    true_relation: Any = None,
+    pred_relation: Any = None,
+) -> dict[str, float]:
+    """Compute all metrics at once.
+
+    Parameters
+    ----------
+    y_true, y_pred
+        True and predicted fine labels, one per sample.
+    coarse
+        Coarse label per sample; enables ``within_coarse_ari``.
+    true_relation, pred_relation
+        Fine -> coarse mappings; when both are given, enables ``relation_edit_distance``.
+
+    Returns
+    -------
+    dict
+        Keys ``accuracy``, ``macro_accuracy``, ``ari``, ``nmi`` and, when available, ``within_coarse_ari`` and
+        ``relation_edit_distance``.
+    """
+    out: dict[str, float] = {
+        "accuracy": clustering_accuracy(y_true, y_pred),
+        "macro_accuracy": macro_accuracy(y_true, y_pred),
+        "ari": ari(y_true, y_pred),
+        "nmi": nmi(y_true, y_pred),
+    }
+    if coarse is not None:
+        out["within_coarse_ari"] = within_coarse_ari(y_true, y_pred, coarse)
+    if true_relation is not None and pred_relation is not None:
+        out["relation_edit_distance"] = relation_edit_distance(y_true, y_pred, true_relation, pred_relation)
+    return out
