@@ -1,0 +1,110 @@
+"""``fal.pl.confusion``: true fine x predicted fine contingency table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from matplotlib.axes import Axes
+from matplotlib.patches import Rectangle
+
+from ..metrics import match_labels
+from ._utils import category_order, finish, get_results, new_axes, obs_labels
+
+
+def confusion(
+    adata: AnnData,
+    true_key: str,
+    *,
+    key: str = "falcon",
+    normalize: bool = True,
+    annotate: bool | None = None,
+    cmap: str = "Blues",
+    ax: Axes | None = None,
+    figsize: tuple[float, float] | None = None,
+    show: bool | None = None,
+    save: str | Path | None = None,
+) -> Axes | None:
+    """Heatmap of true fine classes (rows) x predicted fine classes (columns).
+
+    Columns are ordered by the Hungarian matching (:func:`~falcon_sc.metrics.match_labels`): the predicted class
+    matched to the first true class comes first, and so on; unmatched predicted classes come last. Matched pairs
+    are outlined, so a good prediction reads as an outlined diagonal.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix after :func:`falcon_sc.tl.refine`; not modified.
+    true_key
+        Column of ``adata.obs`` with the known fine labels.
+    key
+        Column of ``adata.obs`` with the predicted labels (``key_added`` of :func:`falcon_sc.tl.refine`).
+    normalize
+        Show the share of each true class's cells (rows sum to 1) instead of counts.
+    annotate
+        Write the values in the cells; default: when the table has at most 20 rows and columns.
+    cmap
+        Colormap.
+    ax
+        Axes to draw on. Default: a new figure.
+    figsize
+        Size of a new figure.
+    show
+        Show the figure; default: when scanpy's ``autoshow`` is on and the backend is interactive.
+    save
+        Path of a file to save the figure to (``.png`` appended when it has no suffix).
+
+    Returns
+    -------
+    The Axes, or ``None`` when the figure was shown.
+    """
+    if key not in adata.obs.columns:
+        get_results(adata, key, (), labels=True)  # raises the KeyError with the fix
+    true = obs_labels(adata, true_key, "true_key")
+    pred = obs_labels(adata, key, "key")
+    rows = category_order(adata, true_key)
+    matching = match_labels(true.to_numpy(), pred.to_numpy())
+    partner = {t: g for g, t in matching.items() if t is not None}
+    pred_order = category_order(adata, key)
+    cols = [partner[t] for t in rows if t in partner] + [g for g in pred_order if matching.get(g) is None]
+    table = pd.crosstab(true, pred).reindex(index=rows, columns=cols, fill_value=0)
+    counts = table.to_numpy(dtype=float)
+    values = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0) if normalize else counts
+
+    n_r, n_c = values.shape
+    if figsize is None:
+        figsize = (max(4.0, 0.42 * n_c + 3.0), max(3.0, 0.35 * n_r + 2.0))
+    fig, axes, _ = new_axes(ax, 1, figsize=figsize)
+    a = axes[0]
+    im = a.imshow(values, cmap=cmap, aspect="auto", interpolation="nearest", vmin=0.0, vmax=1.0 if normalize else None)
+    fontsize = float(np.clip(200.0 / max(n_r, n_c, 1), 5.0, 9.0))
+    a.set_xticks(range(n_c), cols, rotation=90, fontsize=fontsize)
+    a.set_yticks(range(n_r), rows, fontsize=fontsize)
+    a.set_xlabel(f"predicted ({key})")
+    a.set_ylabel(f"true ({true_key})")
+    for i, t in enumerate(rows):
+        if t in partner:
+            j = cols.index(partner[t])
+            a.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="tab:red", lw=1.2))
+    if annotate is None:
+        annotate = max(n_r, n_c) <= 20
+    if annotate:
+        vmax = values.max() if values.size else 1.0
+        for i in range(n_r):
+            for j in range(n_c):
+                if counts[i, j] == 0:
+                    continue
+                text = f"{values[i, j]:.2f}" if normalize else f"{int(counts[i, j])}"
+                a.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=fontsize - 1,
+                    color="white" if values[i, j] > 0.6 * vmax else "black",
+                )
+    fig.colorbar(im, ax=a, shrink=0.7, label="share of true class" if normalize else "cells")
+    return finish(fig, a, show=show, save=save)

@@ -1,0 +1,109 @@
+"""Shared helpers of the plotting functions: result look-up, figure set-up, show/save."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+_REQUIRED = ("relations", "fine_classes", "history", "children_history", "params")
+
+
+def _missing(key: str, what: str) -> KeyError:
+    return KeyError(
+        f"no FALCON results under key {key!r} ({what} is missing): run "
+        f"fal.tl.refine(adata, coarse_key, n_fine, key_added={key!r}) first, or pass the key_added you used as key="
+    )
+
+
+def get_results(adata: AnnData, key: str, entries: Sequence[str] = _REQUIRED, *, labels: bool = False) -> dict:
+    """Return ``adata.uns[key]`` after checking that it holds the FALCON results needed.
+
+    Raises
+    ------
+    KeyError
+        Naming ``key`` and the fix, when ``adata.uns[key]`` (or one of ``entries``, or ``obs[key]`` when ``labels``)
+        is missing.
+    """
+    res = adata.uns.get(key)
+    if not isinstance(res, dict):
+        raise _missing(key, f"adata.uns[{key!r}]")
+    for entry in entries:
+        if entry not in res:
+            raise _missing(key, f"adata.uns[{key!r}][{entry!r}]")
+    if labels and key not in adata.obs.columns:
+        raise _missing(key, f"adata.obs[{key!r}]")
+    return res
+
+
+def obs_labels(adata: AnnData, column: str, what: str) -> pd.Series:
+    """Return ``adata.obs[column]`` as strings (a copy), raising a clear KeyError when it is missing."""
+    if column not in adata.obs.columns:
+        raise KeyError(f"{what} {column!r} is not a column of adata.obs (columns: {list(adata.obs.columns)})")
+    col = adata.obs[column]
+    if col.isna().any():
+        raise ValueError(f"adata.obs[{column!r}] has {int(col.isna().sum())} missing labels")
+    return col.astype(str)
+
+
+def category_order(adata: AnnData, column: str) -> list[str]:
+    """Observed labels of ``adata.obs[column]``: categorical order when categorical, else sorted."""
+    col = adata.obs[column]
+    present = set(col.astype(str))
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return [str(c) for c in col.cat.categories if str(c) in present]
+    return sorted(present)
+
+
+def new_axes(
+    ax: Axes | Sequence[Axes] | None, n: int, *, figsize: tuple[float, float], ncols: int | None = None
+) -> tuple[Figure, list[Axes], bool]:
+    """Axes to draw ``n`` panels on: the user's (``ax``) or a new figure. Returns (figure, axes, created)."""
+    if ax is None:
+        ncols = n if ncols is None else ncols
+        nrows = int(np.ceil(n / ncols))
+        fig, axs = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, layout="constrained")
+        flat = list(axs.ravel())
+        for extra in flat[n:]:
+            extra.remove()
+        return fig, flat[:n], True
+    axes = [ax] if isinstance(ax, Axes) else list(ax)
+    if len(axes) != n or not all(isinstance(a, Axes) for a in axes):
+        raise ValueError(f"this plot draws {n} panel(s): pass ax as {'one Axes' if n == 1 else f'{n} Axes'}")
+    return axes[0].figure, axes, False
+
+
+def finish(fig: Figure, out: Any, *, show: bool | None, save: str | Path | None) -> Any:
+    """Save and/or show ``fig``; return ``out`` unless the figure was shown (scanpy convention)."""
+    if save is not None:
+        path = Path(save)
+        if not path.suffix:
+            path = path.with_suffix(".png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+    if show is None:
+        import scanpy as sc
+
+        interactive = matplotlib.get_backend().lower() not in {"agg", "pdf", "ps", "svg", "cairo", "template"}
+        show = bool(sc.settings.autoshow) and interactive
+    if show:
+        plt.show()
+        return None
+    return out
+
+
+def palette(n: int) -> list:
+    """``n`` distinct colours (tab10, tab20, then a sampled colormap)."""
+    if n <= 10:
+        return list(plt.get_cmap("tab10").colors[:n])
+    if n <= 20:
+        return list(plt.get_cmap("tab20").colors[:n])
+    return [plt.get_cmap("gist_ncar")(x) for x in np.linspace(0.05, 0.95, n)]
