@@ -6,77 +6,37 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 
-def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
-    """Integer counts >= 1 summing to ``total``, proportional to ``weights`` beyond the first."""
-    n = len(weights)
-    share = weights / weights.sum() * (total - n)
-    counts = np.floor(share).astype(int)
-    rest = total - n - counts.sum()
-    counts[np.argsort(-(share - counts), kind="stable")[:rest]] += 1
-    return counts + 1
+def proportional_counts(sizes: np.ndarray, total: int) -> np.ndarray:
+    """Integer counts >= 1 summing to ``total``, as close to proportional to ``sizes`` as rounding allows.
 
-
-def greedy_split_counts(X: np.ndarray, groups: np.ndarray, total: int, *, random_state: int = 0) -> np.ndarray:
-    """Children per group from greedy k-means: each extra child goes where it lowers total within-cluster variance most.
-
-    This is k-means with ``total`` clusters constrained to nest in the groups, solved greedily over the number of
-    clusters per group (k-means inertia per group and k, ``n_init=3``).
-
-    Parameters
-    ----------
-    X
-        Samples x features.
-    groups
-        Group (coarse class) index per sample, ``0..G-1``.
-    total
-        Total number of clusters, at least the number of groups.
-    random_state
-        Seed for k-means.
-
-    Returns
-    -------
-    Integer clusters per group.
+    Largest-remainder rounding of ``sizes / sum * total``, then classes below one child are raised to one, taking
+    the children from the classes furthest above their exact share.
     """
-    n_groups = int(groups.max()) + 1
-    members = [X[groups == g] for g in range(n_groups)]
-    max_k = total - n_groups + 1
-    inertia: list[list[float]] = []
-    for Xg in members:
-        centred = Xg - Xg.mean(axis=0)
-        inertia.append([float((centred**2).sum())])
-    counts = np.ones(n_groups, dtype=int)
-
-    def gain(g: int) -> float:
-        k = counts[g] + 1
-        if k > min(max_k, len(members[g])):
-            return -np.inf
-        while len(inertia[g]) < k:
-            km = KMeans(n_clusters=len(inertia[g]) + 1, n_init=3, random_state=random_state).fit(members[g])
-            inertia[g].append(min(float(km.inertia_), inertia[g][-1]))
-        return inertia[g][k - 2] - inertia[g][k - 1]
-
-    for _ in range(total - n_groups):
-        gains = np.array([gain(g) for g in range(n_groups)])
-        counts[int(np.argmax(gains))] += 1
+    sizes = np.asarray(sizes, dtype=float)
+    if total < len(sizes):
+        raise ValueError(f"total={total} is smaller than the number of classes ({len(sizes)}).")
+    share = sizes / sizes.sum() * total
+    counts = np.floor(share).astype(int)
+    counts[np.argsort(-(share - counts), kind="stable")[: total - counts.sum()]] += 1
+    while (counts < 1).any():
+        counts[np.argmax(counts < 1)] += 1
+        excess = np.where(counts > 1, counts - share, -np.inf)
+        counts[np.argmax(excess)] -= 1
     return counts
 
 
-def children_prior(X: np.ndarray, groups: np.ndarray, total: int, *, method: str = "auto",
-                   random_state: int = 0) -> np.ndarray:
-    """Expected children per coarse class.
+def children_prior(groups: np.ndarray, total: int, *, method: str = "size") -> np.ndarray:
+    """Expected children per coarse class from class sizes.
 
     Parameters
     ----------
-    X
-        Samples x features (the neighbour space).
     groups
         Coarse class index per sample.
     total
         Number of fine classes.
     method
-        ``"auto"`` (greedy k-means split gains), ``"size"`` (proportional to class sizes) or ``"uniform"``.
-    random_state
-        Seed.
+        ``"size"`` (proportional to class sizes, at least one each) or ``"uniform"`` (``total / K_C`` each, the
+        reference's balance term).
 
     Returns
     -------
@@ -86,13 +46,13 @@ def children_prior(X: np.ndarray, groups: np.ndarray, total: int, *, method: str
     if method == "uniform":
         return np.full(n_groups, total / n_groups)
     if method == "size":
-        return _largest_remainder(np.bincount(groups, minlength=n_groups).astype(float), total).astype(float)
-    if method == "auto":
-        return greedy_split_counts(X, groups, total, random_state=random_state).astype(float)
+        return proportional_counts(np.bincount(groups, minlength=n_groups), total).astype(float)
     raise ValueError(f"children_prior={method!r} is not one of 'auto', 'size', 'uniform' or a mapping.")
 
 
-def kmeans_within_relation(X: np.ndarray, groups: np.ndarray, relation: np.ndarray, random_state: int = 0) -> np.ndarray:
+def kmeans_within_relation(
+    X: np.ndarray, groups: np.ndarray, relation: np.ndarray, random_state: int = 0
+) -> np.ndarray:
     """Fine label per sample from k-means inside each group, with one cluster per child of the group in ``relation``.
 
     Parameters

@@ -91,8 +91,9 @@ def predict(model: nn.Module, X, device: torch.device, batch_size: int = 4096) -
     return torch.cat(probs).numpy(), torch.cat(embs).numpy()
 
 
-def _fit_initial(model: nn.Module, X, labels: np.ndarray, cfg: FalconConfig, rng: np.random.Generator,
-                 device: torch.device) -> None:
+def _fit_initial(
+    model: nn.Module, X, labels: np.ndarray, cfg: FalconConfig, rng: np.random.Generator, device: torch.device
+) -> None:
     """Fit ``model`` to initial fine labels with plain cross-entropy (Adam, ``cfg.init_steps`` minibatches)."""
     target = torch.as_tensor(labels, dtype=torch.long, device=device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -264,5 +265,6 @@ def train_falcon(
         bar.set_postfix(loss=f"{record['loss']:.3f}", used=used)
     bar.close()
     probs, emb = predict(teacher.model, X, device)
-    return FalconResult(probs=probs, embedding=emb, relation=M.cpu().numpy().astype(np.int8), history=history,
-                        model=teacher.model)
+    return FalconResult(
+        probs=probs, embedding=emb, relation=M.cpu().numpy().astype(np.int8), history=history, model=teacher.model
+    )

@@ -40,7 +40,10 @@ def _matrix(adata: ad.AnnData, layer: str | None):
     if layer is None:
         return adata.X
     if layer not in adata.layers:
-        raise KeyError(f"layer={layer!r} not found in adata.layers (available: {list(adata.layers)}); pass one of them or None for adata.X.")
+        raise KeyError(
+            f"layer={layer!r} not found in adata.layers (available: {list(adata.layers)}); "
+            "pass one of them or None for adata.X."
+        )
     return adata.layers[layer]
 
 

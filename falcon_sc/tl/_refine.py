@@ -11,8 +11,9 @@ import pandas as pd
 import torch
 from scanpy import logging as logg
 
+from ..core.graph_init import graph_clusters
 from ..core.neighbors import within_class_neighbors
-from ..core.prior import children_prior as estimate_children_prior
+from ..core.prior import children_prior as size_prior
 from ..core.prior import kmeans_within_relation
 from ..core.relation import solve_relation
 from ..core.trainer import FalconConfig, train_falcon
@@ -35,8 +36,8 @@ def refine(
     n_comps: int = 50,
     model_input: Literal["pca", "hvg"] = "pca",
     n_neighbors: int = 20,
-    children_prior: Prior = "size",
-    init: Literal["kmeans", "random"] = "kmeans",
+    children_prior: Prior = "auto",
+    init: Literal["leiden", "kmeans", "random"] = "leiden",
     hidden: Sequence[int] = (64, 64, 64, 64),
     n_epochs: int | None = None,
     batch_size: int = 1024,
@@ -89,13 +90,15 @@ def refine(
     n_neighbors
         Neighbours per cell searched inside its coarse class (cosine on the PCs); 5 are sampled per step.
     children_prior
-        Expected number of fine classes per coarse class, used by the balance term of the relation solve and for the
-        initial relation: ``"auto"`` estimates it from how much each coarse class's within-class variance drops when
-        it is split (greedy k-means), ``"size"`` in proportion to class sizes, ``"uniform"`` ``n_fine / n_coarse``
-        each (reference), or a mapping coarse label -> count (summing to ``n_fine``).
+        Expected number of fine classes per coarse class, used for the initial relation and by the balance term of
+        the relation solve: ``"auto"`` lets the neighbour graph decide (Leiden with one resolution over the
+        within-class graph, searched to give ``n_fine`` clusters), ``"size"`` in proportion to class sizes,
+        ``"uniform"`` ``n_fine / n_coarse`` each (reference), or a mapping coarse label -> count summing to
+        ``n_fine``.
     init
-        ``"kmeans"`` fits the network first to k-means clusters found inside each coarse class (as many as its
-        children in the initial relation) before FALCON training; ``"random"`` starts from random weights
+        Warm start of the network before FALCON training: ``"leiden"`` fits it to Leiden clusters of the
+        within-class neighbour graph (as many per coarse class as the prior gives), ``"kmeans"`` to k-means
+        clusters inside each coarse class, ``"random"`` starts from random weights and a random relation
         (reference).
     hidden
         Hidden layer widths of the MLP.
@@ -156,9 +159,21 @@ def refine(
         ``children_history`` (children per coarse class after each epoch).
     """
     start = logg.info(f"running FALCON refine on {coarse_key!r}")
-    check_refine_args(adata, coarse_key, n_fine, layer=layer, use_rep=use_rep, batch_key=batch_key, key_added=key_added,
-                      model_input=model_input, children_prior=children_prior, n_neighbors=n_neighbors,
-                      regulariser=regulariser, optimizer=optimizer, init=init)
+    check_refine_args(
+        adata,
+        coarse_key,
+        n_fine,
+        layer=layer,
+        use_rep=use_rep,
+        batch_key=batch_key,
+        key_added=key_added,
+        model_input=model_input,
+        children_prior=children_prior,
+        n_neighbors=n_neighbors,
+        regulariser=regulariser,
+        optimizer=optimizer,
+        init=init,
+    )
     device = resolve_device(accelerator)
     adata = adata.copy() if copy else adata
     coarse_cat = pd.Categorical(adata.obs[coarse_key]).remove_unused_categories()
@@ -171,41 +186,88 @@ def refine(
         neighbour_space = features
         logg.info(f"    using adata.obsm[{use_rep!r}] ({features.shape[1]} dimensions)")
     else:
-        prepared = prepare(adata, layer=layer, batch_key=batch_key, n_top_genes=n_top_genes, n_comps=n_comps,
-                           random_state=random_state)
+        prepared = prepare(
+            adata, layer=layer, batch_key=batch_key, n_top_genes=n_top_genes, n_comps=n_comps, random_state=random_state
+        )
         neighbour_space = prepared.embedding
         features = prepared.embedding if model_input == "pca" else prepared.lognorm
     counts = np.bincount(coarse, minlength=n_coarse)
     small = [f"{coarse_names[c]} ({counts[c]})" for c in np.flatnonzero(counts <= n_neighbors)]
     if small:
-        logg.warning(f"coarse classes with at most n_neighbors={n_neighbors} cells reuse their few neighbours: "
-                     + ", ".join(small))
+        logg.warning(
+            f"coarse classes with at most n_neighbors={n_neighbors} cells reuse their few neighbours: "
+            + ", ".join(small)
+        )
     neighbors = within_class_neighbors(neighbour_space, coarse, n_neighbors, random_state=random_state)
-    targets = _targets(children_prior, neighbour_space, coarse, coarse_names, n_fine, random_state)
+    fixed = None if children_prior == "auto" else _targets(children_prior, coarse, coarse_names, n_fine)
+    if init == "leiden" or fixed is None:
+        graph_labels, graph_relation = graph_clusters(
+            neighbour_space, neighbors, coarse, n_fine, targets=fixed, random_state=random_state
+        )
+    targets = graph_relation.sum(axis=0).astype(float) if fixed is None else fixed
     logg.info("    children prior: " + ", ".join(f"{n}={t:g}" for n, t in zip(coarse_names, targets, strict=True)))
-
-    rng = np.random.default_rng(random_state)
-    initial = solve_relation(rng.uniform(size=(n_fine, n_coarse)) * 1e-3, balance=1.0, target_counts=targets)
-    cfg = FalconConfig(n_epochs=n_epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
-                       lambda_coarse=lambda_coarse, lambda_fine=lambda_fine, lambda_reg=lambda_reg,
-                       regulariser=regulariser, lambda_relation=lambda_relation, temperature=temperature,
-                       relation_every=relation_every, soft_fraction=soft_fraction,
-                       show_progress=_progress(show_progress))
-    init_labels = kmeans_within_relation(neighbour_space, coarse, initial, random_state) if init == "kmeans" else None
+    if init == "leiden":
+        initial, init_labels = graph_relation, graph_labels
+    else:
+        rng = np.random.default_rng(random_state)
+        initial = solve_relation(rng.uniform(size=(n_fine, n_coarse)) * 1e-3, balance=1.0, target_counts=targets)
+        init_labels = (
+            kmeans_within_relation(neighbour_space, coarse, initial, random_state) if init == "kmeans" else None
+        )
+    cfg = FalconConfig(
+        n_epochs=n_epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        lr=lr,
+        lambda_coarse=lambda_coarse,
+        lambda_fine=lambda_fine,
+        lambda_reg=lambda_reg,
+        regulariser=regulariser,
+        lambda_relation=lambda_relation,
+        temperature=temperature,
+        relation_every=relation_every,
+        soft_fraction=soft_fraction,
+        show_progress=_progress(show_progress),
+    )
     torch.manual_seed(random_state)
     model = MLPClassifier(features.shape[1], n_fine, hidden)
-    result = train_falcon(model, features, coarse, neighbors, n_coarse, cfg, relation=initial, target_counts=targets,
-                          init_labels=init_labels, device=device, seed=random_state)
+    result = train_falcon(
+        model,
+        features,
+        coarse,
+        neighbors,
+        n_coarse,
+        cfg,
+        relation=initial,
+        target_counts=targets,
+        init_labels=init_labels,
+        device=device,
+        seed=random_state,
+    )
     _write(adata, result, coarse, coarse_names, key_added)
     adata.uns[key_added]["params"] = {
-        "coarse_key": coarse_key, "n_fine": n_fine, "layer": layer, "use_rep": use_rep, "batch_key": batch_key,
-        "n_top_genes": n_top_genes, "n_comps": n_comps, "model_input": model_input, "n_neighbors": n_neighbors,
+        "coarse_key": coarse_key,
+        "n_fine": n_fine,
+        "layer": layer,
+        "use_rep": use_rep,
+        "batch_key": batch_key,
+        "n_top_genes": n_top_genes,
+        "n_comps": n_comps,
+        "model_input": model_input,
+        "n_neighbors": n_neighbors,
         "children_prior": children_prior if isinstance(children_prior, str) else dict(children_prior),
-        "children_prior_counts": np.asarray(targets, dtype=float), "init": init, "hidden": list(hidden),
-        "accelerator": str(device), "random_state": random_state, **cfg.to_dict(),
+        "children_prior_counts": np.asarray(targets, dtype=float),
+        "init": init,
+        "hidden": list(hidden),
+        "accelerator": str(device),
+        "random_state": random_state,
+        **cfg.to_dict(),
     }
-    logg.info("    finished", time=start,
-              deep=f"added\n    'obs[{key_added!r}]', fine labels\n    'uns[{key_added!r}]', relations and history")
+    logg.info(
+        "    finished",
+        time=start,
+        deep=f"added\n    'obs[{key_added!r}]', fine labels\n    'uns[{key_added!r}]', relations and history",
+    )
     return adata if copy else None
 
 
@@ -217,10 +279,11 @@ def _progress(show_progress: bool | None) -> bool:
     return sc.settings.verbosity >= 2
 
 
-def _targets(prior, space, coarse, coarse_names, n_fine, random_state) -> np.ndarray:
+def _targets(prior, coarse: np.ndarray, coarse_names: list[str], n_fine: int) -> np.ndarray:
     if isinstance(prior, Mapping):
-        return np.array([float(prior[c]) for c in coarse_names])
-    return estimate_children_prior(space, coarse, n_fine, method=prior, random_state=random_state)
+        by_name = {str(k): v for k, v in prior.items()}
+        return np.array([float(by_name[c]) for c in coarse_names])
+    return size_prior(coarse, n_fine, method=prior)
 
 
 def _write(adata: ad.AnnData, result, coarse: np.ndarray, coarse_names: list[str], key_added: str) -> None:
@@ -267,5 +330,7 @@ def _write(adata: ad.AnnData, result, coarse: np.ndarray, coarse_names: list[str
     }
     used = int((sizes > 0).sum())
     if used < relation.shape[0]:
-        logg.warning(f"only {used} of {relation.shape[0]} fine classes hold cells (partial collapse); see "
-                     f"uns[{key_added!r}]['history']['fine_in_use']")
+        logg.warning(
+            f"only {used} of {relation.shape[0]} fine classes hold cells (partial collapse); see "
+            f"uns[{key_added!r}]['history']['fine_in_use']"
+        )

@@ -39,7 +39,7 @@ def check_refine_args(
     n_neighbors: int,
     regulariser: str,
     optimizer: str,
-    init: str = "kmeans",
+    init: str = "leiden",
 ) -> None:
     """Raise a clear error for every bad argument of :func:`falcon_sc.tl.refine`."""
     if not isinstance(adata, ad.AnnData):
@@ -76,7 +76,7 @@ def check_refine_args(
     _choice("model_input", model_input, ("pca", "hvg"))
     if use_rep is not None and model_input == "hvg":
         raise ValueError("model_input='hvg' needs the expression matrix; it cannot be combined with use_rep=.")
-    _choice("init", init, ("kmeans", "random"))
+    _choice("init", init, ("leiden", "kmeans", "random"))
     _choice("regulariser", regulariser, ("global", "within", "both"))
     _choice("optimizer", optimizer, ("adam", "sgd"))
     if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int) or n_neighbors < 1:
@@ -87,7 +87,13 @@ def check_refine_args(
         if missing:
             raise ValueError(f"children_prior is missing coarse classes {sorted(missing)}.")
         values = [children_prior[k] for k in children_prior if str(k) in names]
-        if any(v < 1 for v in values) or sum(values) != n_fine:
-            raise ValueError(f"children_prior counts must be >= 1 and sum to n_fine={n_fine}; got sum {sum(values)}.")
+        if any(int(v) != v or v < 1 for v in values) or sum(values) != n_fine:
+            raise ValueError(
+                f"children_prior counts must be whole numbers >= 1 summing to n_fine={n_fine}; got {values}."
+            )
+        sizes = pd.Series(coarse.astype(str)).value_counts()
+        over = [k for k in children_prior if str(k) in names and children_prior[k] > sizes[str(k)]]
+        if over:
+            raise ValueError(f"children_prior asks more children than cells for coarse classes {over}.")
     else:
         _choice("children_prior", children_prior, ("auto", "uniform", "size"))

@@ -1,0 +1,151 @@
+"""Leiden clusters on the within-class neighbour graph: FALCON's warm start and data-driven children counts."""
+
+from __future__ import annotations
+
+import igraph as ig
+import leidenalg
+import numpy as np
+from sklearn.cluster import KMeans
+
+
+def knn_graph(neighbors: np.ndarray, n_use: int = 15) -> ig.Graph:
+    """Undirected, unweighted graph of each sample's first ``n_use`` neighbours (duplicates and self-loops merged)."""
+    n, k = neighbors.shape
+    k = min(k, n_use)
+    src = np.repeat(np.arange(n), k)
+    dst = neighbors[:, :k].ravel()
+    keep = src != dst
+    pairs = np.unique(np.sort(np.stack([src[keep], dst[keep]], axis=1), axis=1), axis=0)
+    return ig.Graph(n=n, edges=pairs.tolist(), directed=False)
+
+
+def leiden(graph: ig.Graph, resolution: float, random_state: int = 0) -> np.ndarray:
+    """Leiden (RB configuration / modularity with resolution) membership per vertex."""
+    part = leidenalg.find_partition(
+        graph,
+        leidenalg.RBConfigurationVertexPartition,
+        resolution_parameter=resolution,
+        n_iterations=2,
+        seed=random_state,
+    )
+    return np.asarray(part.membership, dtype=np.int64)
+
+
+def leiden_with_count(graph: ig.Graph, n_clusters: int, *, random_state: int = 0, max_evals: int = 25) -> np.ndarray:
+    """Leiden membership whose number of clusters is as close to ``n_clusters`` as a resolution search gets."""
+    lo, hi = 0.0, 1.0
+    best = leiden(graph, hi, random_state)
+    while best.max() + 1 < n_clusters and hi < 64:
+        lo, hi = hi, hi * 2
+        best = leiden(graph, hi, random_state)
+    for _ in range(max_evals):
+        if best.max() + 1 == n_clusters:
+            break
+        mid = 0.5 * (lo + hi)
+        memb = leiden(graph, mid, random_state)
+        if abs(memb.max() + 1 - n_clusters) <= abs(best.max() + 1 - n_clusters):
+            best = memb
+        if memb.max() + 1 < n_clusters:
+            lo = mid
+        else:
+            hi = mid
+    return best
+
+
+def _fix_counts(
+    X: np.ndarray, labels: np.ndarray, groups: np.ndarray, targets: np.ndarray, random_state: int
+) -> np.ndarray:
+    """Split the largest / merge the smallest clusters of each group until it has exactly ``targets[g]`` clusters."""
+    labels = labels.copy()
+    for g in range(len(targets)):
+        idx = np.flatnonzero(groups == g)
+        while True:
+            ids, sizes = np.unique(labels[idx], return_counts=True)
+            if len(ids) == targets[g] or (len(ids) < targets[g] and sizes.max() < 2):
+                break
+            if len(ids) < targets[g]:
+                big = ids[np.argmax(sizes)]
+                members = idx[labels[idx] == big]
+                halves = KMeans(n_clusters=2, n_init=3, random_state=random_state).fit_predict(X[members])
+                labels[members[halves == 1]] = labels.max() + 1
+            else:
+                small = ids[np.argmin(sizes)]
+                centres = np.stack([X[idx[labels[idx] == i]].mean(axis=0) for i in ids])
+                own = centres[ids == small][0]
+                dist = np.linalg.norm(centres - own, axis=1)
+                dist[ids == small] = np.inf
+                labels[idx[labels[idx] == small]] = ids[np.argmin(dist)]
+    return labels
+
+
+def graph_clusters(
+    X: np.ndarray,
+    neighbors: np.ndarray,
+    groups: np.ndarray,
+    n_clusters: int,
+    *,
+    targets: np.ndarray | None = None,
+    random_state: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Leiden clusters nested in the groups, ``n_clusters`` in all.
+
+    With ``targets`` (clusters per group) each group's subgraph is clustered to its own count; without, one
+    resolution is searched on the whole within-group graph (no edges cross groups), which lets graph structure decide
+    how many clusters each group gets. Counts that the search cannot reach exactly are fixed by k-means splits of the
+    largest cluster or merges of the smallest into its nearest sibling.
+
+    Parameters
+    ----------
+    X
+        Samples x features (used for the fix-ups).
+    neighbors
+        Samples x k within-group neighbour indices.
+    groups
+        Group per sample, ``0..G-1``.
+    n_clusters
+        Total number of clusters (at least G).
+    targets
+        Optional clusters per group, summing to ``n_clusters``.
+    random_state
+        Seed.
+
+    Returns
+    -------
+    labels
+        Cluster per sample in ``0..n_clusters-1``.
+    relation
+        ``n_clusters x G`` 0/1 matrix: the group of each cluster.
+    """
+    n_groups = int(groups.max()) + 1
+    graph = knn_graph(neighbors)
+    if targets is None:
+        labels = leiden_with_count(graph, n_clusters, random_state=random_state)
+        # a cluster never spans groups (no edges between them); count clusters per group, at least one each
+        counts = np.array([max(1, len(np.unique(labels[groups == g]))) for g in range(n_groups)])
+        while counts.sum() > n_clusters:
+            counts[np.argmax(counts)] -= 1
+        while counts.sum() < n_clusters:
+            counts[np.argmax(np.bincount(groups, minlength=n_groups) / counts)] += 1
+        targets = counts
+    else:
+        targets = np.asarray(targets, dtype=int)
+        labels = np.empty(len(groups), dtype=np.int64)
+        offset = 0
+        for g in range(n_groups):
+            idx = np.flatnonzero(groups == g)
+            sub = graph.induced_subgraph(idx.tolist())
+            memb = leiden_with_count(sub, int(targets[g]), random_state=random_state) if targets[g] > 1 else 0
+            labels[idx] = offset + memb
+            offset = labels[idx].max() + 1
+    labels = _fix_counts(X, labels, groups, targets, random_state)
+    # relabel clusters to 0..n_clusters-1, grouped by group
+    relation = np.zeros((n_clusters, n_groups), dtype=np.int8)
+    out = np.empty_like(labels)
+    nxt = 0
+    for g in range(n_groups):
+        idx = np.flatnonzero(groups == g)
+        for old in np.unique(labels[idx]):
+            out[idx[labels[idx] == old]] = nxt
+            relation[nxt, g] = 1
+            nxt += 1
+    return out, relation

@@ -1,0 +1,126 @@
+"""Nearest neighbours searched inside each coarse class."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from sklearn.neighbors import NearestNeighbors
+
+from falcon_sc.core import neighbors as nbmod
+from falcon_sc.core.neighbors import within_class_neighbors
+
+
+def _data(seed=0, sizes=(40, 25, 60), d=6):
+    rng = np.random.default_rng(seed)
+    groups = rng.permutation(np.repeat(np.arange(len(sizes)), sizes))
+    X = rng.normal(size=(groups.size, d)) + groups[:, None] * 0.5
+    return X, groups
+
+
+def _reference(X, groups, k, metric):
+    """Brute force per group with sklearn on its own (no shared code path), self removed."""
+    out = np.empty((X.shape[0], k), dtype=np.int64)
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        nn = NearestNeighbors(n_neighbors=k + 1, metric=metric, algorithm="brute").fit(X[idx])
+        _, local = nn.kneighbors(X[idx])
+        assert np.all(local[:, 0] == np.arange(idx.size))  # no ties/duplicates in this random data
+        out[idx] = idx[local[:, 1:]]
+    return out
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("k", [1, 5, 10])
+def test_matches_sklearn_brute_force(metric, k):
+    X, groups = _data()
+    got = within_class_neighbors(X, groups, k, metric=metric)
+    assert got.dtype == np.int64 and got.shape == (X.shape[0], k)
+    np.testing.assert_array_equal(got, _reference(X, groups, k, metric))
+
+
+def test_matches_numpy_distances():
+    """Independent check of the cosine search with plain numpy."""
+    X, groups = _data(seed=1)
+    k = 7
+    got = within_class_neighbors(X, groups, k)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    dist = 1 - Xn @ Xn.T
+    dist[groups[:, None] != groups[None, :]] = np.inf
+    np.fill_diagonal(dist, np.inf)
+    expected = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    for i in range(X.shape[0]):
+        assert set(got[i]) == set(expected[i])
+
+
+def test_never_crosses_groups_and_excludes_self():
+    X, groups = _data(seed=2, sizes=(30, 12, 50, 3))
+    got = within_class_neighbors(X, groups, 8)
+    rows = np.arange(X.shape[0])[:, None]
+    assert np.all(groups[got] == groups[:, None])
+    assert not np.any(got == rows)
+
+
+def test_tiny_groups():
+    rng = np.random.default_rng(3)
+    groups = np.array([0] * 20 + [1] * 3 + [2])
+    X = rng.normal(size=(groups.size, 4))
+    k = 5
+    got = within_class_neighbors(X, groups, k)
+    assert got.shape == (groups.size, k)
+    # a group of 3: each row holds both other members, repeated cyclically
+    for i in range(20, 23):
+        others = set(range(20, 23)) - {i}
+        assert set(got[i]) == others
+        assert got[i][0] != got[i][1]
+        np.testing.assert_array_equal(got[i][:2], got[i][2:4])
+    # a group of one is its own neighbour
+    assert np.all(got[23] == 23)
+    # the large group is unaffected
+    assert np.all(groups[got[:20]] == 0) and not np.any(got[:20] == np.arange(20)[:, None])
+
+
+def test_group_exactly_k_plus_one_and_k():
+    rng = np.random.default_rng(4)
+    groups = np.array([0] * 6 + [1] * 5)
+    X = rng.normal(size=(11, 3))
+    got = within_class_neighbors(X, groups, 5)
+    for i in range(6):  # 6 members: each gets all 5 others
+        assert sorted(got[i]) == sorted(set(range(6)) - {i})
+    for i in range(6, 11):  # 5 members: 4 others, one repeated
+        assert set(got[i]) == set(range(6, 11)) - {i}
+
+
+def test_duplicate_points_still_exclude_self():
+    X = np.vstack([np.ones((5, 3)), np.random.default_rng(5).normal(size=(10, 3))])
+    groups = np.array([0] * 5 + [1] * 10)
+    got = within_class_neighbors(X, groups, 2, metric="euclidean")
+    assert not np.any(got == np.arange(15)[:, None])
+    assert np.all(groups[got] == groups[:, None])
+
+
+def test_non_contiguous_group_codes():
+    X, groups = _data(seed=6, sizes=(20, 20))
+    groups = np.where(groups == 1, 3, 0)  # codes 0 and 3, nothing in 1 and 2
+    got = within_class_neighbors(X, groups, 4)
+    assert np.all(groups[got] == groups[:, None])
+
+
+def test_invalid_n_neighbors():
+    X, groups = _data()
+    with pytest.raises(ValueError):
+        within_class_neighbors(X, groups, 0)
+
+
+@pytest.mark.skipif(not os.environ.get("FALCON_SLOW_TESTS"), reason="pynndescent JIT compilation takes ~1 min")
+def test_approximate_path(monkeypatch):
+    pytest.importorskip("pynndescent")
+    X, groups = _data(seed=7, sizes=(120, 80))
+    monkeypatch.setattr(nbmod, "EXACT_MAX", 50)
+    got = within_class_neighbors(X, groups, 5)
+    assert np.all(groups[got] == groups[:, None])
+    assert not np.any(got == np.arange(X.shape[0])[:, None])
+    exact = _reference(X, groups, 5, "cosine")
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(got, exact, strict=True)])
+    assert recall > 0.9
