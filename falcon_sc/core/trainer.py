@@ -22,7 +22,7 @@ class FalconConfig:
     """Hyperparameters of FALCON training (see ``docs/method.md`` for where each default comes from)."""
 
     n_epochs: int | None = None
-    min_steps: int = 1500
+    min_steps: int = 300
     max_epochs: int = 300
     batch_size: int = 1024
     optimizer: str = "adam"

@@ -28,12 +28,15 @@ class Prepared:
         Names of the selected genes.
     input_kind
         ``"counts"`` or ``"lognorm"``: what was detected in the input.
+    batches
+        Integer batch code per cell.
     """
 
     embedding: np.ndarray
     lognorm: sparse.csr_matrix | np.ndarray
     genes: pd.Index
     input_kind: str
+    batches: np.ndarray
 
 
 def _matrix(adata: ad.AnnData, layer: str | None):
@@ -213,4 +216,38 @@ def prepare(
         tmp = tmp[:, tmp.var["highly_variable"].to_numpy()]
     emb = batch_scaled_pca(tmp.X, batches, n_comps)
     lognorm = tmp.X if not sparse.issparse(tmp.X) else sparse.csr_matrix(tmp.X)
-    return Prepared(embedding=emb, lognorm=lognorm, genes=tmp.var_names.copy(), input_kind=kind)
+    return Prepared(embedding=emb, lognorm=lognorm, genes=tmp.var_names.copy(), input_kind=kind, batches=batches)
+
+
+def within_class_pca(X, groups: np.ndarray, batches: np.ndarray, n_comps: int) -> np.ndarray:
+    """PCA computed separately inside each group (coarse class), stacked into one cells x ``n_comps`` array.
+
+    Each group's cells get coordinates on that group's own top components (scaled within batches), which resolve
+    the variation *inside* a coarse class far better than a global PCA dominated by differences between classes.
+    Coordinates of different groups are not comparable: use them only for searches inside a group. Groups too
+    small for ``n_comps`` components get fewer, zero-padded.
+
+    Parameters
+    ----------
+    X
+        Cells x genes log-normalised matrix (dense or CSR).
+    groups
+        Group per cell.
+    batches
+        Batch code per cell (centring and scaling are done per batch inside each group).
+    n_comps
+        Components per group.
+
+    Returns
+    -------
+    Cells x ``n_comps`` float32 array.
+    """
+    out = np.zeros((X.shape[0], n_comps), dtype=np.float32)
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        k = min(n_comps, idx.size - 1, X.shape[1] - 1)
+        if k < 1:
+            continue
+        _, local = np.unique(batches[idx], return_inverse=True)
+        out[idx, :k] = batch_scaled_pca(X[idx], local.astype(np.int64), k)
+    return out

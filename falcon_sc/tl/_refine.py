@@ -18,7 +18,7 @@ from ..core.prior import kmeans_within_relation
 from ..core.relation import solve_relation
 from ..core.trainer import FalconConfig, train_falcon
 from ..models.mlp import MLPClassifier
-from ..pp import prepare
+from ..pp import prepare, within_class_pca
 from ._validate import check_refine_args, resolve_device
 
 Prior = Literal["auto", "uniform", "size"] | Mapping[str, int]
@@ -34,6 +34,7 @@ def refine(
     batch_key: str | None = None,
     n_top_genes: int = 2000,
     n_comps: int = 50,
+    n_comps_within: int = 10,
     model_input: Literal["pca", "hvg"] = "pca",
     n_neighbors: int = 20,
     children_prior: Prior = "auto",
@@ -41,12 +42,12 @@ def refine(
     hidden: Sequence[int] = (64, 64, 64, 64),
     n_epochs: int | None = None,
     batch_size: int = 1024,
-    lr: float = 1e-3,
+    lr: float = 3e-4,
     optimizer: Literal["adam", "sgd"] = "adam",
     lambda_coarse: float = 0.5,
     lambda_fine: float = 0.5,
-    lambda_reg: float = 0.2,
-    regulariser: Literal["global", "within", "both"] = "within",
+    lambda_reg: float = 0.05,
+    regulariser: Literal["global", "within", "both"] = "global",
     lambda_relation: float = 5e-3,
     temperature: float = 0.9,
     relation_every: int = 30,
@@ -84,6 +85,9 @@ def refine(
         Number of highly variable genes.
     n_comps
         Principal components of the scaled HVGs (model input and neighbour space).
+    n_comps_within
+        Principal components computed inside each coarse class: the space where neighbours are searched and the
+        warm-start clusters are found (0 searches the global components instead).
     model_input
         ``"pca"`` trains on the principal components (default), ``"hvg"`` on the log-normalised HVGs as in the
         reference (sparse data are densified one minibatch at a time).
@@ -191,6 +195,11 @@ def refine(
         )
         neighbour_space = prepared.embedding
         features = prepared.embedding if model_input == "pca" else prepared.lognorm
+        if n_comps_within > 0:
+            within = within_class_pca(prepared.lognorm, coarse, prepared.batches, n_comps_within)
+            neighbour_space = np.hstack([_unit_rows(prepared.embedding), _unit_rows(within)])
+            if model_input == "pca":
+                features = np.hstack([prepared.embedding, within])
     counts = np.bincount(coarse, minlength=n_coarse)
     small = [f"{coarse_names[c]} ({counts[c]})" for c in np.flatnonzero(counts <= n_neighbors)]
     if small:
@@ -253,6 +262,7 @@ def refine(
         "batch_key": batch_key,
         "n_top_genes": n_top_genes,
         "n_comps": n_comps,
+        "n_comps_within": n_comps_within,
         "model_input": model_input,
         "n_neighbors": n_neighbors,
         "children_prior": children_prior if isinstance(children_prior, str) else dict(children_prior),
@@ -269,6 +279,11 @@ def refine(
         deep=f"added\n    'obs[{key_added!r}]', fine labels\n    'uns[{key_added!r}]', relations and history",
     )
     return adata if copy else None
+
+
+def _unit_rows(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, so that the cosine of concatenated blocks averages the blocks' cosines."""
+    return X / np.clip(np.linalg.norm(X, axis=1, keepdims=True), 1e-12, None)
 
 
 def _progress(show_progress: bool | None) -> bool:
