@@ -427,9 +427,6 @@ def test_n_fine_above_n_cells(small, no_prepare):
         fal.tl.refine(small, "coarse", small.n_obs + 1)
 
 
-@pytest.mark.xfail(reason="library bug: _refine._targets looks mapping keys up as str(coarse label); int-keyed "
-                          "children_prior passes validation, then fails with KeyError after preprocessing",
-                   strict=False)
 def test_children_prior_mapping_with_non_string_labels(small):
     adata = small.copy()
     adata.obs["c_int"] = adata.obs["coarse"].cat.codes.astype(int)

@@ -1,0 +1,78 @@
+"""Children priors and the Leiden warm start on the within-class neighbour graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from falcon_sc import metrics
+from falcon_sc.core.graph_init import graph_clusters
+from falcon_sc.core.neighbors import within_class_neighbors
+from falcon_sc.core.prior import children_prior, kmeans_within_relation, proportional_counts
+
+
+@pytest.mark.parametrize(
+    ("sizes", "total", "expected"),
+    [([167, 333, 500], 6, [1, 2, 3]), ([100, 100, 800], 10, [1, 1, 8]), ([5, 5, 5], 3, [1, 1, 1]), ([1, 99], 4, [1, 3])],
+)
+def test_proportional_counts_known(sizes, total, expected):
+    assert proportional_counts(np.array(sizes), total).tolist() == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 1000), min_size=1, max_size=8), st.integers(0, 30))
+def test_proportional_counts_properties(sizes, extra):
+    total = len(sizes) + extra
+    counts = proportional_counts(np.array(sizes), total)
+    assert counts.sum() == total
+    assert counts.min() >= 1
+    share = np.array(sizes) / sum(sizes) * total
+    # a class above the one-child floor never gets more than its exact share rounded up
+    assert np.all((counts == 1) | (counts <= np.ceil(share - 1e-9)))
+
+
+def test_children_prior_methods():
+    groups = np.repeat([0, 1, 2], [10, 30, 60])
+    assert children_prior(groups, 10, method="size").tolist() == [1, 3, 6]
+    assert np.allclose(children_prior(groups, 9, method="uniform"), 3)
+    with pytest.raises(ValueError, match="children_prior"):
+        children_prior(groups, 9, method="bogus")
+
+
+def _nested_blobs(children=(1, 2, 3), per_class=60, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    parent = np.repeat(np.arange(len(children)), children)
+    centres = rng.normal(size=(len(parent), d)) * 8
+    fine = np.repeat(np.arange(len(parent)), per_class)
+    X = centres[fine] + rng.normal(size=(fine.size, d))
+    return X.astype(np.float32), fine, parent[fine], parent
+
+
+def test_graph_clusters_recovers_nested_blobs_and_counts():
+    X, fine, groups, parent = _nested_blobs()
+    nb = within_class_neighbors(X, groups, 15)
+    labels, relation = graph_clusters(X, nb, groups, len(parent))
+    assert relation.sum(axis=0).tolist() == [1, 2, 3]  # the graph decides the counts: right here
+    assert np.all(relation.sum(axis=1) == 1)
+    assert np.all(relation[labels, groups] == 1)  # every sample's cluster is a child of its group
+    assert metrics.ari(fine, labels) > 0.99
+
+
+def test_graph_clusters_with_fixed_targets():
+    X, fine, groups, parent = _nested_blobs()
+    nb = within_class_neighbors(X, groups, 15)
+    labels, relation = graph_clusters(X, nb, groups, 8, targets=np.array([2, 3, 3]))
+    assert relation.sum(axis=0).tolist() == [2, 3, 3]
+    assert len(np.unique(labels)) == 8
+    assert np.all(relation[labels, groups] == 1)
+
+
+def test_kmeans_within_relation_respects_relation():
+    X, fine, groups, parent = _nested_blobs()
+    relation = np.zeros((6, 3), dtype=np.int8)
+    relation[np.arange(6), parent] = 1
+    labels = kmeans_within_relation(X, groups, relation)
+    assert np.all(parent[labels] == groups)
+    assert metrics.ari(fine, labels) > 0.99
