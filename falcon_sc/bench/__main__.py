@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list dataset presets and methods")
     sub.add_parser("solver", help="benchmark the relation solver")
+    sc_ = sub.add_parser("scale", help="wall time and peak memory of refine on large simulated data")
+    sc_.add_argument("--n-cells", type=int, default=100_000)
+    sc_.add_argument("--n-genes", type=int, default=2000)
+    sc_.add_argument("--n-batches", type=int, default=1)
+    sc_.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda"])
     return p
 
 
@@ -69,6 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_rows", None):
             print(run_solver_bench())
+        return 0
+
+    if args.command == "scale":
+        from falcon_sc.bench.scale import run_scale_bench
+
+        with pd.option_context("display.width", 200, "display.max_columns", None):
+            print(run_scale_bench(args.n_cells, args.n_genes, n_batches=args.n_batches, accelerator=args.accelerator))
         return 0
 
     from .run import METRICS, run
