@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import datasets, metrics, tl
+from .bench._methods import complete_relation, relations_to_dict
 
 DATASETS: dict[str, Callable[[int], ad.AnnData]] = {
     "pbmc68k": lambda seed: datasets.pbmc68k(),
@@ -29,25 +30,11 @@ DATASETS: dict[str, Callable[[int], ad.AnnData]] = {
 COARSE, FINE, KEY = "coarse", "fine", "falcon"
 
 
-def relation_dict(relations: pd.DataFrame) -> dict[str, str]:
-    """Turn a fine x coarse 0/1 table into a fine -> coarse dict (rows without an entry are left out)."""
-    values = relations.to_numpy(dtype=float)
-    return {
-        str(f): str(relations.columns[int(row.argmax())])
-        for f, row in zip(relations.index, values, strict=True)
-        if row.max() > 0
-    }
-
-
 def score(adata: ad.AnnData, labels: np.ndarray, relation: dict[str, str], seconds: float, method: str) -> dict:
     """Scores of one method's fine labels against ``obs["fine"]``."""
     labels = np.asarray(labels).astype(str)
-    relation = dict(relation)
     coarse = adata.obs[COARSE].astype(str).to_numpy()
-    for fine in np.unique(labels):  # a label without a relation entry: the majority coarse class of its cells
-        if fine not in relation:
-            vals, counts = np.unique(coarse[labels == fine], return_counts=True)
-            relation[fine] = str(vals[np.argmax(counts)])
+    relation = complete_relation(labels, coarse, relation)
     res = metrics.evaluate(
         adata.obs[FINE].astype(str).to_numpy(),
         labels,
@@ -204,7 +191,9 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     start = time.perf_counter()
     tl.refine(adata, COARSE, n_fine, key_added=KEY, random_state=args.seed, n_epochs=args.n_epochs, show_progress=False)
     seconds = time.perf_counter() - start
-    rows.append(score(adata, adata.obs[KEY].to_numpy(), relation_dict(adata.uns[KEY]["relations"]), seconds, "falcon"))
+    rows.append(
+        score(adata, adata.obs[KEY].to_numpy(), relations_to_dict(adata.uns[KEY]["relations"]), seconds, "falcon")
+    )
     if not args.no_baselines:
         from .baselines import BASELINES
 

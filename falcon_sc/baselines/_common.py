@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from anndata import AnnData
+
+from ..core.prior import proportional_counts as allot_clusters
+from ..pp import prepare
+
+__all__ = ["BaselineResult", "allot_clusters", "check_n_fine", "coarse_labels", "embed", "fine_names"]
 
 
 @dataclass
@@ -65,95 +68,9 @@ def check_n_fine(n_fine: int, n_coarse: int, n_obs: int) -> int:
     return n_fine
 
 
-def allot_clusters(sizes: Sequence[int], n_fine: int) -> np.ndarray:
-    """Share ``n_fine`` clusters among classes in proportion to their sizes.
-
-    Largest-remainder (Hamilton) apportionment, with every class getting at least one cluster and never
-    more clusters than it has cells.
-
-    Parameters
-    ----------
-    sizes
-        Number of cells per class (all > 0).
-    n_fine
-        Total number of clusters, ``len(sizes) <= n_fine <= sum(sizes)``.
-
-    Returns
-    -------
-    Number of clusters per class, summing to ``n_fine``.
-    """
-    sizes = np.asarray(sizes, dtype=np.int64)
-    if sizes.ndim != 1 or len(sizes) == 0 or (sizes <= 0).any():
-        raise ValueError("sizes must be a non-empty list of positive counts")
-    if not len(sizes) <= n_fine <= sizes.sum():
-        raise ValueError(f"n_fine={n_fine} must lie between {len(sizes)} and {int(sizes.sum())}")
-    quota = n_fine * sizes / sizes.sum()
-    alloc = np.clip(np.floor(quota).astype(np.int64), 1, sizes)
-    order = np.arange(len(sizes))
-    while alloc.sum() < n_fine:  # give to the largest remainder that still has room
-        rem = np.where(alloc < sizes, quota - alloc, -np.inf)
-        alloc[np.lexsort((order, -rem))[0]] += 1
-    while alloc.sum() > n_fine:  # take from the most over-served class that can spare one
-        rem = np.where(alloc > 1, quota - alloc, np.inf)
-        alloc[np.lexsort((order, rem))[0]] -= 1
-    return alloc
-
-
-def _looks_like_counts(X: Any, n_check: int = 2000) -> bool:
-    """Whether ``X`` looks like raw counts (non-negative integers), judged on a few rows."""
-    sub = X[: min(n_check, X.shape[0])]
-    vals = sub.data if sp.issparse(sub) else np.asarray(sub).ravel()
-    if vals.size == 0:
-        return False
-    vals = np.asarray(vals, dtype=np.float64)
-    return bool((vals >= 0).all() and np.allclose(vals, np.round(vals)) and vals.max() > 1)
-
-
-def _prepare_fallback(
-    adata: AnnData,
-    *,
-    layer: str | None = None,
-    batch_key: str | None = None,
-    n_top_genes: int = 2000,
-    n_comps: int = 50,
-    random_state: int = 0,
-) -> np.ndarray:
-    """Scanpy PCA embedding on a copy: counts -> normalise+log1p, HVG (seurat), scale(10), PCA."""
-    import scanpy as sc
-
-    X = adata.layers[layer] if layer is not None else adata.X
-    X = X.copy() if sp.issparse(X) else np.array(X, dtype=np.float32, copy=True)
-    if sp.issparse(X):
-        X = sp.csr_matrix(X, dtype=np.float32)
-    ad = AnnData(X=X, obs=pd.DataFrame(index=adata.obs_names.astype(str)))
-    ad.var_names = adata.var_names.astype(str)
-    ad.var_names_make_unique()
-    if batch_key is not None:
-        ad.obs[batch_key] = adata.obs[batch_key].astype(str).astype("category").to_numpy()
-    if _looks_like_counts(ad.X):
-        sc.pp.normalize_total(ad, target_sum=1e4)
-        sc.pp.log1p(ad)
-    if ad.n_vars > n_top_genes:
-        hvg_batch = batch_key if batch_key is not None and ad.obs[batch_key].nunique() > 1 else None
-        sc.pp.highly_variable_genes(ad, n_top_genes=n_top_genes, flavor="seurat", batch_key=hvg_batch)
-        ad = ad[:, ad.var["highly_variable"].to_numpy()].copy()
-    sc.pp.scale(ad, max_value=10)
-    n_comps = max(1, min(n_comps, ad.n_obs - 1, ad.n_vars - 1))
-    sc.pp.pca(ad, n_comps=n_comps, random_state=random_state)
-    return np.asarray(ad.obsm["X_pca"], dtype=np.float32)
-
-
 def embed(adata: AnnData, *, batch_key: str | None = None, random_state: int = 0) -> np.ndarray:
-    """Shared PCA embedding of ``adata`` (cells x comps), without touching ``adata``.
-
-    Uses :func:`falcon_sc.pp.prepare` when available, else a scanpy fallback doing the same.
-    """
-    try:
-        from falcon_sc.pp import prepare
-    except ImportError:
-        prepare = _prepare_fallback
-    out = prepare(adata, batch_key=batch_key, random_state=random_state)
-    return np.asarray(getattr(out, "embedding", out))  # ``prepare`` returns a ``Prepared`` or an array
+    """Shared PCA embedding of ``adata`` (cells x comps) from :func:`falcon_sc.pp.prepare`; ``adata`` is untouched."""
+    return prepare(adata, batch_key=batch_key, random_state=random_state).embedding
 
 
 def fine_names(coarse: str, cluster_ids: np.ndarray) -> tuple[np.ndarray, list[str]]:

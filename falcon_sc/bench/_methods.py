@@ -36,6 +36,16 @@ def relations_to_dict(relations: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+def complete_relation(labels: np.ndarray, coarse: np.ndarray, relation: dict[str, str]) -> dict[str, str]:
+    """Copy of ``relation`` where every label without an entry gets the majority coarse class of its cells."""
+    relation = dict(relation)
+    for fine in np.unique(labels):
+        if fine not in relation:
+            vals, counts = np.unique(coarse[labels == fine], return_counts=True)
+            relation[str(fine)] = str(vals[np.argmax(counts)])
+    return relation
+
+
 def falcon(adata: AnnData, coarse_key: str, n_fine: int, *, batch_key: str | None, seed: int) -> BaselineResult:
     """FALCON: :func:`falcon_sc.tl.refine` on a copy of ``adata``."""
     from falcon_sc import tl
@@ -44,12 +54,8 @@ def falcon(adata: AnnData, coarse_key: str, n_fine: int, *, batch_key: str | Non
     key = "falcon"
     tl.refine(work, coarse_key, n_fine, batch_key=batch_key, key_added=key, random_state=seed)
     labels = work.obs[key].astype(str).to_numpy()
-    relation = relations_to_dict(work.uns[key]["relations"])
     coarse = work.obs[coarse_key].astype(str).to_numpy()
-    for fine in np.unique(labels):  # fine classes without a relation: majority coarse class of their cells
-        if fine not in relation:
-            vals, counts = np.unique(coarse[labels == fine], return_counts=True)
-            relation[str(fine)] = str(vals[np.argmax(counts)])
+    relation = complete_relation(labels, coarse, relations_to_dict(work.uns[key]["relations"]))
     return BaselineResult(labels=labels, relation=relation)
 
 

@@ -6,23 +6,38 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 
-def proportional_counts(sizes: np.ndarray, total: int) -> np.ndarray:
-    """Integer counts >= 1 summing to ``total``, as close to proportional to ``sizes`` as rounding allows.
+def proportional_counts(sizes, total: int) -> np.ndarray:
+    """Share ``total`` children among classes in proportion to their sizes.
 
-    Largest-remainder rounding of ``sizes / sum * total``, then classes below one child are raised to one, taking
-    the children from the classes furthest above their exact share.
+    Largest-remainder (Hamilton) apportionment, with every class getting at least one child and never more
+    children than it has samples.
+
+    Parameters
+    ----------
+    sizes
+        Number of samples per class (all > 0).
+    total
+        Total number of children, ``len(sizes) <= total <= sum(sizes)``.
+
+    Returns
+    -------
+    Number of children per class, summing to ``total``.
     """
-    sizes = np.asarray(sizes, dtype=float)
-    if total < len(sizes):
-        raise ValueError(f"total={total} is smaller than the number of classes ({len(sizes)}).")
-    share = sizes / sizes.sum() * total
-    counts = np.floor(share).astype(int)
-    counts[np.argsort(-(share - counts), kind="stable")[: total - counts.sum()]] += 1
-    while (counts < 1).any():
-        counts[np.argmax(counts < 1)] += 1
-        excess = np.where(counts > 1, counts - share, -np.inf)
-        counts[np.argmax(excess)] -= 1
-    return counts
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if sizes.ndim != 1 or len(sizes) == 0 or (sizes <= 0).any():
+        raise ValueError("sizes must be a non-empty list of positive counts")
+    if not len(sizes) <= total <= sizes.sum():
+        raise ValueError(f"n_fine={total} must lie between {len(sizes)} and {int(sizes.sum())}")
+    quota = total * sizes / sizes.sum()
+    alloc = np.clip(np.floor(quota).astype(np.int64), 1, sizes)
+    order = np.arange(len(sizes))
+    while alloc.sum() < total:  # give to the largest remainder that still has room
+        rem = np.where(alloc < sizes, quota - alloc, -np.inf)
+        alloc[np.lexsort((order, -rem))[0]] += 1
+    while alloc.sum() > total:  # take from the most over-served class that can spare one
+        rem = np.where(alloc > 1, quota - alloc, np.inf)
+        alloc[np.lexsort((order, rem))[0]] -= 1
+    return alloc
 
 
 def children_prior(groups: np.ndarray, total: int, *, method: str = "size") -> np.ndarray:

@@ -15,7 +15,12 @@ from falcon_sc.core.prior import children_prior, kmeans_within_relation, proport
 
 @pytest.mark.parametrize(
     ("sizes", "total", "expected"),
-    [([167, 333, 500], 6, [1, 2, 3]), ([100, 100, 800], 10, [1, 1, 8]), ([5, 5, 5], 3, [1, 1, 1]), ([1, 99], 4, [1, 3])],
+    [
+        ([167, 333, 500], 6, [1, 2, 3]),
+        ([100, 100, 800], 10, [1, 1, 8]),
+        ([5, 5, 5], 3, [1, 1, 1]),
+        ([1, 99], 4, [1, 3]),
+    ],
 )
 def test_proportional_counts_known(sizes, total, expected):
     assert proportional_counts(np.array(sizes), total).tolist() == expected
@@ -24,13 +29,14 @@ def test_proportional_counts_known(sizes, total, expected):
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(1, 1000), min_size=1, max_size=8), st.integers(0, 30))
 def test_proportional_counts_properties(sizes, extra):
-    total = len(sizes) + extra
+    total = min(len(sizes) + extra, sum(sizes))
     counts = proportional_counts(np.array(sizes), total)
     assert counts.sum() == total
     assert counts.min() >= 1
     share = np.array(sizes) / sum(sizes) * total
     # a class above the one-child floor never gets more than its exact share rounded up
     assert np.all((counts == 1) | (counts <= np.ceil(share - 1e-9)))
+    assert np.all(counts <= np.array(sizes))
 
 
 def test_children_prior_methods():
