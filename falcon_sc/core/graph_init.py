@@ -67,6 +67,8 @@ def _fix_counts(
                 big = ids[np.argmax(sizes)]
                 members = idx[labels[idx] == big]
                 halves = KMeans(n_clusters=2, n_init=3, random_state=random_state).fit_predict(X[members])
+                if halves.min() == halves.max():  # identical points: split arbitrarily in two
+                    halves = np.arange(members.size) % 2
                 labels[members[halves == 1]] = labels.max() + 1
             else:
                 small = ids[np.argmin(sizes)]

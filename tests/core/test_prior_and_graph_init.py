@@ -82,3 +82,13 @@ def test_kmeans_within_relation_respects_relation():
     labels = kmeans_within_relation(X, groups, relation)
     assert np.all(parent[labels] == groups)
     assert metrics.ari(fine, labels) > 0.99
+
+
+def test_graph_clusters_splits_identical_points():
+    # a group of identical samples must still be split into its target count (no endless loop)
+    X = np.zeros((20, 3), dtype=np.float32)
+    groups = np.zeros(20, dtype=np.int64)
+    nb = np.tile(np.arange(1, 6), (20, 1)) % 20
+    labels, relation = graph_clusters(X, nb, groups, 3, targets=np.array([3]))
+    assert len(np.unique(labels)) == 3
+    assert relation.sum() == 3
