@@ -169,8 +169,9 @@ def test_within_coarse_entropy_gap_zero_when_children_used_equally():
     mask = losses.children_mask(M, y)
     assert float(losses.within_coarse_entropy_gap(probs, mask, y, M)) == pytest.approx(0.0, abs=1e-6)
     # mass on other coarse classes' children is ignored (renormalised onto the own children)
-    leaky = 0.5 * probs + 0.5 * torch.tensor([[0, 0, 1, 0, 0], [0, 0, 0, 1, 0], [1, 0, 0, 0, 0], [0, 1, 0, 0, 0],
-                                              [1, 0, 0, 0, 0]], dtype=torch.float32)
+    leaky = 0.5 * probs + 0.5 * torch.tensor(
+        [[0, 0, 1, 0, 0], [0, 0, 0, 1, 0], [1, 0, 0, 0, 0], [0, 1, 0, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.float32
+    )
     assert float(losses.within_coarse_entropy_gap(leaky, mask, y, M)) == pytest.approx(0.0, abs=1e-6)
 
 

@@ -52,8 +52,9 @@ def fixed_run(blobs):
     X, fine, coarse, nb = blobs
     torch.manual_seed(0)
     model = MLPClassifier(X.shape[1], N_FINE, (32, 32))
-    return train_falcon(model, X, coarse, nb, len(CHILDREN), _cfg(learn_relation=False), relation=_true_relation(),
-                        seed=0)
+    return train_falcon(
+        model, X, coarse, nb, len(CHILDREN), _cfg(learn_relation=False), relation=_true_relation(), seed=0
+    )
 
 
 def _restricted_argmax(probs, relation, coarse):
@@ -78,8 +79,20 @@ def test_result_shapes_and_history(blobs, fixed_run):
     assert res.embedding.shape == (X.shape[0], 32)
     assert len(res.history) == 30
     rec = res.history[-1]
-    for key in ("loss", "coarse", "neighbour", "confident", "regulariser", "fine_in_use", "largest_fine_share",
-                "relation_changes", "relation_solves", "children", "epoch", "lr"):
+    for key in (
+        "loss",
+        "coarse",
+        "neighbour",
+        "confident",
+        "regulariser",
+        "fine_in_use",
+        "largest_fine_share",
+        "relation_changes",
+        "relation_solves",
+        "children",
+        "epoch",
+        "lr",
+    ):
         assert key in rec
     assert all(r["relation_solves"] == 0 for r in res.history)
     assert rec["children"] == list(CHILDREN)

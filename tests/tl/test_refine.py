@@ -405,8 +405,16 @@ def test_nan_coarse_labels(small, no_prepare):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"model_input": "genes"}, {"regulariser": "none"}, {"optimizer": "lbfgs"}, {"key_added": "coarse"},
-     {"n_neighbors": 0}, {"accelerator": "tpu"}, {"init": "bogus"}, {"model_input": "hvg", "use_rep": "X_rep"}],
+    [
+        {"model_input": "genes"},
+        {"regulariser": "none"},
+        {"optimizer": "lbfgs"},
+        {"key_added": "coarse"},
+        {"n_neighbors": 0},
+        {"accelerator": "tpu"},
+        {"init": "bogus"},
+        {"model_input": "hvg", "use_rep": "X_rep"},
+    ],
     ids=["model_input", "regulariser", "optimizer", "key_added", "n_neighbors", "accelerator", "init", "hvg+use_rep"],
 )
 def test_other_bad_arguments(small, no_prepare, kwargs):
