@@ -11,10 +11,12 @@ from collections.abc import Callable
 from ._common import BaselineResult, allot_clusters
 from .kmeans_within import kmeans_within
 from .leiden_within import leiden_within
+from .subcluster import subcluster
 
 BASELINES: dict[str, Callable[..., BaselineResult]] = {
     "kmeans_within": kmeans_within,
     "leiden_within": leiden_within,
+    "subcluster": subcluster,
 }
 
-__all__ = ["BASELINES", "BaselineResult", "allot_clusters", "kmeans_within", "leiden_within"]
+__all__ = ["BASELINES", "BaselineResult", "allot_clusters", "kmeans_within", "leiden_within", "subcluster"]

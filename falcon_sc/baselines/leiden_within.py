@@ -74,7 +74,43 @@ def leiden_within(
     ad.obsm["X_pca"] = emb
     sc.pp.neighbors(ad, n_neighbors=min(n_neighbors, adata.n_obs - 1), use_rep="X_pca", random_state=random_state)
     adjacency = _within_graph(ad.obsp["connectivities"], codes)
+    return leiden_at_count(adjacency, codes, classes, n_fine, random_state=random_state, max_evals=max_evals)
 
+
+def leiden_at_count(
+    adjacency: sp.spmatrix,
+    codes: np.ndarray,
+    classes: list[str],
+    n_fine: int,
+    *,
+    random_state: int = 0,
+    max_evals: int = 30,
+) -> BaselineResult:
+    """Leiden on a graph without edges between coarse classes, one resolution searched to give ``n_fine`` clusters.
+
+    Parameters
+    ----------
+    adjacency
+        Cells x cells weighted graph whose edges never join two coarse classes.
+    codes
+        Coarse class index per cell.
+    classes
+        Coarse class names.
+    n_fine
+        Wanted number of clusters.
+    random_state
+        Seed of Leiden.
+    max_evals
+        Most Leiden runs of the resolution search.
+
+    Returns
+    -------
+    Fine labels ``"<coarse>/<i>"``, the relation, and ``info`` with the resolution and the cluster count reached.
+    """
+    import scanpy as sc
+
+    n_obs = adjacency.shape[0]
+    ad = AnnData(obs=pd.DataFrame(index=pd.RangeIndex(n_obs).astype(str)))
     tried: dict[float, tuple[int, np.ndarray]] = {}
 
     def cluster(res: float) -> int:
@@ -89,7 +125,7 @@ def leiden_within(
             key_added="_leiden",
         )
         # (coarse, cluster) pairs: Leiden clusters are connected, so this only guards against the impossible
-        pairs = codes.astype(np.int64) * (adata.n_obs + 1) + ad.obs["_leiden"].cat.codes.to_numpy()
+        pairs = codes.astype(np.int64) * (n_obs + 1) + ad.obs["_leiden"].cat.codes.to_numpy()
         _, ids = np.unique(pairs, return_inverse=True)
         tried[res] = (int(ids.max()) + 1, ids)
         return tried[res][0]
@@ -115,7 +151,7 @@ def leiden_within(
 
     best = min(tried, key=lambda r: (abs(tried[r][0] - n_fine), r))
     n_clusters, ids = tried[best]
-    labels = np.empty(adata.n_obs, dtype=object)
+    labels = np.empty(n_obs, dtype=object)
     relation: dict[str, str] = {}
     for c, name in enumerate(classes):
         idx = np.flatnonzero(codes == c)
