@@ -6,9 +6,11 @@ import numpy as np
 from anndata import AnnData
 from sklearn.cluster import KMeans
 
+from .._docs import baseline_inputs, doc_params
 from ._common import BaselineResult, allot_clusters, check_n_fine, coarse_labels, embed, fine_names
 
 
+@doc_params(baseline_inputs=baseline_inputs)
 def kmeans_within(
     adata: AnnData,
     coarse_key: str,
@@ -26,14 +28,7 @@ def kmeans_within(
 
     Parameters
     ----------
-    adata
-        Cells x genes; counts or log-normalised expression in ``X``.
-    coarse_key
-        Column of ``adata.obs`` with the coarse labels.
-    n_fine
-        Total number of fine classes to find.
-    batch_key
-        Optional column of ``adata.obs`` with batches, passed to the preprocessing.
+    {baseline_inputs}
     random_state
         Seed for PCA and k-means.
 

@@ -9,6 +9,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._docs import baseline_inputs, doc_params
 from ._common import BaselineResult, check_n_fine, coarse_labels, embed, fine_names
 
 _R_MIN, _R_MAX = 1e-4, 1e3
@@ -21,6 +22,7 @@ def _within_graph(conn: sp.spmatrix, codes: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=coo.shape)
 
 
+@doc_params(baseline_inputs=baseline_inputs)
 def leiden_within(
     adata: AnnData,
     coarse_key: str,
@@ -42,14 +44,7 @@ def leiden_within(
 
     Parameters
     ----------
-    adata
-        Cells x genes; counts or log-normalised expression in ``X``.
-    coarse_key
-        Column of ``adata.obs`` with the coarse labels.
-    n_fine
-        Total number of fine classes to find.
-    batch_key
-        Optional column of ``adata.obs`` with batches, passed to the preprocessing.
+    {baseline_inputs}
     random_state
         Seed for PCA, neighbours and Leiden.
     n_neighbors

@@ -7,11 +7,13 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._docs import baseline_inputs, doc_params
 from ..pp import prepare
 from ._common import BaselineResult, check_n_fine, coarse_labels
 from .leiden_within import leiden_at_count
 
 
+@doc_params(baseline_inputs=baseline_inputs)
 def subcluster(
     adata: AnnData,
     coarse_key: str,
@@ -32,14 +34,7 @@ def subcluster(
 
     Parameters
     ----------
-    adata
-        Cells x genes; counts or log-normalised expression in ``X``.
-    coarse_key
-        Column of ``adata.obs`` with the coarse labels.
-    n_fine
-        Total number of fine classes to find.
-    batch_key
-        Optional column of ``adata.obs`` with batches.
+    {baseline_inputs}
     random_state
         Seed for neighbours and Leiden.
     n_neighbors

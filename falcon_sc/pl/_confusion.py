@@ -10,10 +10,12 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 
+from .._docs import doc_params, plot_output
 from ..metrics import match_labels
 from ._utils import category_order, finish, get_results, new_axes, obs_labels
 
 
+@doc_params(plot_output=plot_output)
 def confusion(
     adata: AnnData,
     true_key: str,
@@ -49,12 +51,7 @@ def confusion(
         Colormap.
     ax
         Axes to draw on. Default: a new figure.
-    figsize
-        Size of a new figure.
-    show
-        Show the figure; default: when scanpy's ``autoshow`` is on and the backend is interactive.
-    save
-        Path of a file to save the figure to (``.png`` appended when it has no suffix).
+    {plot_output}
 
     Returns
     -------

@@ -11,12 +11,14 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .._docs import doc_params, plot_output
 from ._utils import finish, get_results, new_axes, palette
 
 PANELS = ("loss", "fine_in_use", "relation_changes", "children")
 _LOSSES = ("loss", "coarse", "neighbour", "confident", "regulariser")
 
 
+@doc_params(plot_output=plot_output)
 def history(
     adata: AnnData,
     *,
@@ -51,12 +53,7 @@ def history(
         Panels to draw.
     ax
         Axes to draw on, one per panel. Default: a new figure.
-    figsize
-        Size of a new figure.
-    show
-        Show the figure; default: when scanpy's ``autoshow`` is on and the backend is interactive.
-    save
-        Path of a file to save the figure to (``.png`` appended when it has no suffix).
+    {plot_output}
 
     Returns
     -------

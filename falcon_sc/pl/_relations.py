@@ -14,12 +14,14 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from .._docs import doc_params, plot_output
 from ..metrics import match_labels
 from ._utils import category_order, finish, get_results, new_axes, obs_labels, palette
 
 _AGREE, _DIFFER = "agrees", "differs"
 
 
+@doc_params(plot_output=plot_output)
 def relations(
     adata: AnnData,
     *,
@@ -57,12 +59,7 @@ def relations(
         Column with the coarse labels; default: the one :func:`~falcon_sc.tl.refine` used.
     ax
         Axes to draw on: one, or two when ``true_key`` is given. Default: a new figure.
-    figsize
-        Size of a new figure.
-    show
-        Show the figure; default: when scanpy's ``autoshow`` is on and the backend is interactive.
-    save
-        Path of a file to save the figure to (``.png`` appended when it has no suffix).
+    {plot_output}
 
     Returns
     -------
