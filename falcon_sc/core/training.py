@@ -1,0 +1,224 @@
+"""The one minibatch training loop every network in falcon_sc is trained with (FALCON and the neural baselines).
+
+A method supplies a ``step`` function that turns a minibatch into losses; the loop owns the epochs, minibatch
+order, densifying sparse rows, the optimiser and learning-rate schedule, the device, the progress bar and the
+per-epoch history.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import sparse
+from torch import nn
+from tqdm.auto import tqdm
+
+StepFn = Callable[[np.ndarray, torch.Tensor, int], dict[str, torch.Tensor]]
+"""``step(idx, x, step_number) -> {"loss": tensor, other logged terms...}``."""
+
+
+class Features:
+    """Rows of a samples x features matrix, served as float32 tensors on ``device``.
+
+    Dense input is moved to the device once; CSR input stays on the host and is densified one request at a time.
+    """
+
+    def __init__(self, X, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        if isinstance(X, Features):
+            X = X.data
+        if sparse.issparse(X):
+            self.data = sparse.csr_matrix(X, dtype=np.float32)
+        else:
+            self.data = torch.as_tensor(np.asarray(X, dtype=np.float32), device=self.device)
+
+    @property
+    def n_obs(self) -> int:
+        """Number of samples."""
+        return int(self.data.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        """Number of input features."""
+        return int(self.data.shape[1])
+
+    def rows(self, idx: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Dense float32 tensor of the rows ``idx`` on the device."""
+        if isinstance(self.data, torch.Tensor):
+            return self.data[torch.as_tensor(idx, device=self.device)]
+        idx = idx.cpu().numpy() if isinstance(idx, torch.Tensor) else np.asarray(idx)
+        return torch.as_tensor(self.data[idx].toarray(), device=self.device)
+
+    def in_order(self, batch_size: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """``(idx, rows)`` over all samples in order, ``batch_size`` at a time."""
+        for start in range(0, self.n_obs, batch_size):
+            idx = np.arange(start, min(start + batch_size, self.n_obs))
+            yield idx, self.rows(idx)
+
+
+@dataclass
+class LoopConfig:
+    """Optimisation settings of :func:`train_minibatches`.
+
+    Attributes
+    ----------
+    n_epochs
+        Passes over the data (each a fresh random order).
+    batch_size
+        Minibatch size (capped at the number of samples).
+    optimizer
+        ``"adam"`` or ``"sgd"`` (momentum ``momentum``).
+    lr, momentum, weight_decay
+        Optimiser settings.
+    lr_milestones
+        Fractions of ``n_epochs`` after which the learning rate is multiplied by ``lr_gamma``.
+    lr_gamma
+        Learning-rate decay factor at each milestone.
+    max_steps
+        Stop after this many minibatches (``None``: run all epochs).
+    show_progress
+        tqdm bar over minibatches.
+    desc
+        Label of the bar.
+    """
+
+    n_epochs: int
+    batch_size: int = 256
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_milestones: tuple[float, ...] = ()
+    lr_gamma: float = 0.1
+    max_steps: int | None = None
+    show_progress: bool = False
+    desc: str = "train"
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer={self.optimizer!r}: use 'adam' or 'sgd'")
+        if self.n_epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"n_epochs={self.n_epochs} and batch_size={self.batch_size} must be at least 1")
+
+
+def epochs_for_steps(n_obs: int, batch_size: int, min_steps: int, min_epochs: int = 10, max_epochs: int = 300) -> int:
+    """Epochs giving at least ``min_steps`` minibatches and at least ``min_epochs`` passes (at most ``max_epochs``)."""
+    per_epoch = math.ceil(n_obs / max(1, min(batch_size, n_obs)))
+    return int(min(max_epochs, max(min_epochs, math.ceil(min_steps / per_epoch))))
+
+
+def make_optimizer(params, cfg: LoopConfig) -> torch.optim.Optimizer:
+    """The optimiser ``cfg`` names, over ``params``."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def train_minibatches(
+    model: nn.Module,
+    features: Features,
+    step: StepFn,
+    cfg: LoopConfig,
+    rng: np.random.Generator,
+    *,
+    after_step: Callable[[int], None] | None = None,
+    end_epoch: Callable[[int], dict] | None = None,
+) -> list[dict]:
+    """Minimise the losses ``step`` returns over random minibatches of ``features``.
+
+    Parameters
+    ----------
+    model
+        The network; all its parameters are optimised (it is put in train mode).
+    features
+        Input rows.
+    step
+        ``step(idx, x, n)``: losses of the minibatch ``idx`` (rows ``x``) at optimisation step ``n`` (from 1); the
+        entry ``"loss"`` is minimised, every entry is averaged per epoch into the history.
+    cfg
+        Optimisation settings.
+    rng
+        Source of the minibatch order (methods draw their own randomness from the same generator).
+    after_step
+        Called with the step number after each optimiser step (EMA updates, relation solves...).
+    end_epoch
+        Called with the epoch index after each epoch; its dict is merged into that epoch's history record.
+
+    Returns
+    -------
+    One record per epoch: the mean of each loss term, ``epoch`` and ``lr``.
+    """
+    n = features.n_obs
+    batch_size = min(cfg.batch_size, n)
+    opt = make_optimizer(model.parameters(), cfg)
+    milestones = sorted({int(f * cfg.n_epochs) for f in cfg.lr_milestones})
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg.lr_gamma)
+    total = cfg.n_epochs * math.ceil(n / batch_size)
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    history: list[dict] = []
+    n_step = 0
+    bar = tqdm(total=total, desc=cfg.desc, disable=not cfg.show_progress, leave=False)
+    for epoch in range(cfg.n_epochs):
+        if n_step >= total:
+            break
+        model.train()
+        sums: dict[str, float] = {}
+        seen = 0
+        perm = rng.permutation(n)
+        for start in range(0, n, batch_size):
+            if n_step >= total:
+                break
+            idx = perm[start : start + batch_size]
+            n_step += 1
+            terms = step(idx, features.rows(idx), n_step)
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            opt.step()
+            if after_step is not None:
+                after_step(n_step)
+            for key, val in terms.items():
+                sums[key] = sums.get(key, 0.0) + float(val.detach()) * len(idx)
+            seen += len(idx)
+            bar.update(1)
+        sched.step()
+        record = {k: v / max(seen, 1) for k, v in sums.items()}
+        record.update(epoch=epoch, lr=opt.param_groups[0]["lr"])
+        if end_epoch is not None:
+            record.update(end_epoch(epoch))
+        history.append(record)
+        bar.set_postfix(loss=f"{record.get('loss', float('nan')):.3f}")
+    bar.close()
+    return history
+
+
+@torch.no_grad()
+def map_rows(fn: Callable[[torch.Tensor], torch.Tensor], features: Features, batch_size: int = 4096) -> np.ndarray:
+    """``fn`` applied to all rows of ``features``, ``batch_size`` at a time, as one numpy array."""
+    return torch.cat([fn(xb).cpu() for _, xb in features.in_order(batch_size)]).numpy()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, X, device: torch.device | str, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities and penultimate embedding (``model.embed``) for every row of ``X``."""
+    model.eval()
+    feats = X if isinstance(X, Features) else Features(X, device)
+    emb = map_rows(model.embed, feats, batch_size)
+    probs = torch.softmax(model.head(torch.as_tensor(emb, device=feats.device)), dim=1).cpu().numpy()
+    return probs, emb
+
+
+def fit_cross_entropy(
+    model: nn.Module, features: Features, labels: np.ndarray, cfg: LoopConfig, rng: np.random.Generator
+) -> list[dict]:
+    """Fit ``model`` to integer ``labels`` with cross-entropy (warm starts, the supervised reference)."""
+    target = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=features.device)
+
+    def step(idx: np.ndarray, xb: torch.Tensor, _: int) -> dict[str, torch.Tensor]:
+        return {"loss": nn.functional.cross_entropy(model(xb), target[torch.as_tensor(idx, device=target.device)])}
+
+    return train_minibatches(model, features, step, cfg, rng)
