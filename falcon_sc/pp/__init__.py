@@ -1,5 +1,15 @@
 """Preprocessing: expression matrix -> model-ready inputs."""
 
+from ._features import CellFeatures, cell_features, unit_rows
 from ._prepare import Prepared, batch_scaled_pca, detect_input_kind, prepare, within_class_pca
 
-__all__ = ["Prepared", "batch_scaled_pca", "detect_input_kind", "prepare", "within_class_pca"]
+__all__ = [
+    "CellFeatures",
+    "Prepared",
+    "batch_scaled_pca",
+    "cell_features",
+    "detect_input_kind",
+    "prepare",
+    "unit_rows",
+    "within_class_pca",
+]

@@ -18,7 +18,7 @@ from ..core.prior import kmeans_within_relation
 from ..core.relation import solve_relation
 from ..core.trainer import FalconConfig, train_falcon
 from ..models.mlp import MLPClassifier
-from ..pp import prepare, within_class_pca
+from ..pp import cell_features
 from ._validate import check_refine_args, resolve_device
 
 Prior = Literal["auto", "uniform", "size"] | Mapping[str, int]
@@ -185,21 +185,19 @@ def refine(
     coarse = coarse_cat.codes.astype(np.int64)
     n_coarse = len(coarse_names)
 
-    if use_rep is not None:
-        features = np.asarray(adata.obsm[use_rep], dtype=np.float32)
-        neighbour_space = features
-        logg.info(f"    using adata.obsm[{use_rep!r}] ({features.shape[1]} dimensions)")
-    else:
-        prepared = prepare(
-            adata, layer=layer, batch_key=batch_key, n_top_genes=n_top_genes, n_comps=n_comps, random_state=random_state
-        )
-        neighbour_space = prepared.embedding
-        features = prepared.embedding if model_input == "pca" else prepared.lognorm
-        if n_comps_within > 0:
-            within = within_class_pca(prepared.lognorm, coarse, prepared.batches, n_comps_within)
-            neighbour_space = np.hstack([_unit_rows(prepared.embedding), _unit_rows(within)])
-            if model_input == "pca":
-                features = np.hstack([prepared.embedding, within])
+    inputs = cell_features(
+        adata,
+        coarse,
+        layer=layer,
+        use_rep=use_rep,
+        batch_key=batch_key,
+        n_top_genes=n_top_genes,
+        n_comps=n_comps,
+        n_comps_within=n_comps_within,
+        model_input=model_input,
+        random_state=random_state,
+    )
+    features, neighbour_space = inputs.features, inputs.neighbour_space
     counts = np.bincount(coarse, minlength=n_coarse)
     small = [f"{coarse_names[c]} ({counts[c]})" for c in np.flatnonzero(counts <= n_neighbors)]
     if small:
@@ -279,11 +277,6 @@ def refine(
         deep=f"added\n    'obs[{key_added!r}]', fine labels\n    'uns[{key_added!r}]', relations and history",
     )
     return adata if copy else None
-
-
-def _unit_rows(X: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length, so that the cosine of concatenated blocks averages the blocks' cosines."""
-    return X / np.clip(np.linalg.norm(X, axis=1, keepdims=True), 1e-12, None)
 
 
 def _progress(show_progress: bool | None) -> bool:

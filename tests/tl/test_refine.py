@@ -245,17 +245,19 @@ def test_use_rep(sim):
     adata = sim.copy()
     adata.obsm["X_emb"] = fal.pp.prepare(adata, n_top_genes=200, n_comps=20).embedding
     called = {}
-    original = refine_module.prepare
+    from falcon_sc.pp import _features
+
+    original = _features.prepare
 
     def spy(*args, **kwargs):
         called["prepare"] = True
         return original(*args, **kwargs)
 
-    refine_module.prepare = spy
+    _features.prepare = spy
     try:
         fal.tl.refine(adata, "coarse", N_FINE, use_rep="X_emb", **FAST)
     finally:
-        refine_module.prepare = original
+        _features.prepare = original
     assert "prepare" not in called  # the embedding is used as is
     lab = _check_valid_output(adata, n_fine=N_FINE)
     assert metrics.within_coarse_ari(adata.obs["fine"], lab, adata.obs["coarse"]) > MIN_WITHIN_ARI
@@ -335,7 +337,7 @@ def no_prepare(no_training, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("reached preprocessing; the argument error should have been raised before")
 
-    monkeypatch.setattr(refine_module, "prepare", boom)
+    monkeypatch.setattr(refine_module, "cell_features", boom)
     monkeypatch.setattr(refine_module, "within_class_neighbors", boom)
 
 

@@ -1,0 +1,83 @@
+"""Per-cell network inputs and the space where within-class neighbours are searched (shared by all networks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import anndata as ad
+import numpy as np
+from scanpy import logging as logg
+from scipy import sparse
+
+from ._prepare import Prepared, prepare, within_class_pca
+
+
+@dataclass
+class CellFeatures:
+    """What a network sees of each cell, and where its neighbours are searched.
+
+    Attributes
+    ----------
+    features
+        Cells x inputs of the network (dense float32, or CSR for ``model_input="hvg"``).
+    neighbour_space
+        Cells x dimensions whose cosine similarity defines within-coarse-class neighbours.
+    prepared
+        The preprocessing output (``None`` with ``use_rep``).
+    """
+
+    features: np.ndarray | sparse.csr_matrix
+    neighbour_space: np.ndarray
+    prepared: Prepared | None = None
+
+
+def unit_rows(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, so that the cosine of concatenated blocks averages the blocks' cosines."""
+    return X / np.clip(np.linalg.norm(X, axis=1, keepdims=True), 1e-12, None)
+
+
+def cell_features(
+    adata: ad.AnnData,
+    coarse: np.ndarray,
+    *,
+    layer: str | None = None,
+    use_rep: str | None = None,
+    batch_key: str | None = None,
+    n_top_genes: int = 2000,
+    n_comps: int = 50,
+    n_comps_within: int = 10,
+    model_input: Literal["pca", "hvg"] = "pca",
+    random_state: int = 0,
+) -> CellFeatures:
+    """Network inputs and neighbour space of every cell; ``adata`` is not modified.
+
+    With ``use_rep`` both are ``adata.obsm[use_rep]``. Otherwise :func:`prepare` gives global principal components
+    of the scaled HVGs; with ``n_comps_within > 0`` components computed inside each coarse class are appended to the
+    network input (``model_input="pca"``) and the neighbour space is the concatenation of the unit-length global and
+    within-class components (cosine = mean of the two cosines).
+
+    Parameters
+    ----------
+    adata
+        Cells x genes.
+    coarse
+        Integer coarse class per cell.
+    layer, use_rep, batch_key, n_top_genes, n_comps, n_comps_within, model_input, random_state
+        As in :func:`falcon_sc.tl.refine`.
+    """
+    if use_rep is not None:
+        rep = np.asarray(adata.obsm[use_rep], dtype=np.float32)
+        logg.info(f"    using adata.obsm[{use_rep!r}] ({rep.shape[1]} dimensions)")
+        return CellFeatures(features=rep, neighbour_space=rep)
+    prepared = prepare(
+        adata, layer=layer, batch_key=batch_key, n_top_genes=n_top_genes, n_comps=n_comps, random_state=random_state
+    )
+    features = prepared.embedding if model_input == "pca" else prepared.lognorm
+    neighbour_space = prepared.embedding
+    if n_comps_within > 0:
+        within = within_class_pca(prepared.lognorm, coarse, prepared.batches, n_comps_within)
+        neighbour_space = np.hstack([unit_rows(prepared.embedding), unit_rows(within)])
+        if model_input == "pca":
+            features = np.hstack([prepared.embedding, within])
+    return CellFeatures(features=features, neighbour_space=neighbour_space, prepared=prepared)
