@@ -43,8 +43,28 @@ def kmeans_within(
     n_fine = check_n_fine(n_fine, len(classes), adata.n_obs)
     alloc = allot_clusters(sizes, n_fine)
     emb = embed(adata, batch_key=batch_key, random_state=random_state)
+    return kmeans_per_class(emb, codes, classes, alloc, random_state)
 
-    labels = np.empty(adata.n_obs, dtype=object)
+
+def kmeans_per_class(
+    emb: np.ndarray, codes: np.ndarray, classes: list[str], alloc: np.ndarray, random_state: int = 0
+) -> BaselineResult:
+    """K-means (``n_init=10``) with ``alloc[c]`` clusters on the rows of ``emb`` in coarse class ``c``.
+
+    Parameters
+    ----------
+    emb
+        Cells x dimensions.
+    codes
+        Coarse class index per cell.
+    classes
+        Coarse class names.
+    alloc
+        Clusters per coarse class.
+    random_state
+        Seed for k-means.
+    """
+    labels = np.empty(emb.shape[0], dtype=object)
     relation: dict[str, str] = {}
     for c, (name, k) in enumerate(zip(classes, alloc, strict=True)):
         idx = np.flatnonzero(codes == c)
@@ -58,5 +78,5 @@ def kmeans_within(
     return BaselineResult(
         labels=labels.astype(str),
         relation=relation,
-        info={"allotment": dict(zip(classes, alloc.tolist(), strict=True))},
+        info={"allotment": dict(zip(classes, np.asarray(alloc).tolist(), strict=True))},
     )

@@ -33,6 +33,8 @@ class Features:
             X = X.data
         if sparse.issparse(X):
             self.data = sparse.csr_matrix(X, dtype=np.float32)
+        elif isinstance(X, torch.Tensor):
+            self.data = X.to(device=self.device, dtype=torch.float32)
         else:
             self.data = torch.as_tensor(np.asarray(X, dtype=np.float32), device=self.device)
 
@@ -52,6 +54,12 @@ class Features:
             return self.data[torch.as_tensor(idx, device=self.device)]
         idx = idx.cpu().numpy() if isinstance(idx, torch.Tensor) else np.asarray(idx)
         return torch.as_tensor(self.data[idx].toarray(), device=self.device)
+
+    def subset(self, idx: np.ndarray) -> Features:
+        """The rows ``idx`` as a new :class:`Features` on the same device."""
+        if isinstance(self.data, torch.Tensor):
+            return Features(self.data[torch.as_tensor(idx, device=self.device)], self.device)
+        return Features(self.data[np.asarray(idx)], self.device)
 
     def in_order(self, batch_size: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         """``(idx, rows)`` over all samples in order, ``batch_size`` at a time."""

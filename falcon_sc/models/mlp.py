@@ -8,6 +8,21 @@ import torch
 from torch import nn
 
 
+def mlp_body(n_input: int, hidden: Sequence[int]) -> nn.Sequential:
+    """``Linear -> ReLU`` blocks of widths ``hidden``; output width ``hidden[-1]`` (``n_input`` when empty)."""
+    layers: list[nn.Module] = []
+    width = n_input
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    return nn.Sequential(*layers)
+
+
+def projection_head(n_input: int, n_output: int) -> nn.Sequential:
+    """SimCLR/MoCo-v2 projection head ``Linear -> ReLU -> Linear`` (hidden width ``n_input``)."""
+    return nn.Sequential(nn.Linear(n_input, n_input), nn.ReLU(), nn.Linear(n_input, n_output))
+
+
 class MLPClassifier(nn.Module):
     """``in -> hidden... -> n_classes`` with ReLU; ``embed`` returns the penultimate layer.
 
@@ -23,13 +38,8 @@ class MLPClassifier(nn.Module):
 
     def __init__(self, n_input: int, n_classes: int, hidden: Sequence[int] = (64, 64, 64, 64)) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        width = n_input
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(width, n_classes)
+        self.body = mlp_body(n_input, hidden)
+        self.head = nn.Linear(hidden[-1] if len(hidden) else n_input, n_classes)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate-layer representation."""

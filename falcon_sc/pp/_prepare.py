@@ -104,6 +104,15 @@ def _dense_rows(X, start: int, stop: int) -> np.ndarray:
     return block.astype(np.float64, copy=False)
 
 
+def _top_eigenvectors(sym: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` eigenvalues (descending) and eigenvectors of a symmetric matrix (LAPACK ``evr`` on that subset)."""
+    from scipy.linalg import eigh
+
+    m = sym.shape[0]
+    evals, evecs = eigh(sym, subset_by_index=[m - k, m - 1], driver="evr")
+    return evals[::-1], evecs[:, ::-1]
+
+
 def batch_scaled_pca(X, batches: np.ndarray, n_comps: int) -> np.ndarray:
     """PCA of ``X`` after centring and scaling every gene within each batch, without densifying ``X``.
 
@@ -138,15 +147,20 @@ def batch_scaled_pca(X, batches: np.ndarray, n_comps: int) -> np.ndarray:
         sd = np.sqrt(np.maximum(sq - mu**2, 0.0))
         mean[b] = mu
         scale[b] = np.where(sd > 1e-8, 1.0 / np.maximum(sd, 1e-12), 0.0)
-    cov = np.zeros((g, g))
     Xo = X[order]
     bo = batches[order]
-    for start in range(0, n, _CHUNK):
-        stop = min(start + _CHUNK, n)
-        z = (_dense_rows(Xo, start, stop) - mean[bo[start:stop]]) * scale[bo[start:stop]]
-        cov += z.T @ z
-    evals, evecs = np.linalg.eigh(cov)
-    top = evecs[:, ::-1][:, :n_comps]
+    if n <= g:
+        # fewer cells than genes: eigenvectors of the cells x cells Gram matrix are cheaper and exact
+        z = (_dense_rows(Xo, 0, n) - mean[bo]) * scale[bo]
+        evals, u = _top_eigenvectors(z @ z.T, n_comps)
+        top = z.T @ (u / np.sqrt(np.clip(evals, 1e-12, None)))
+    else:
+        cov = np.zeros((g, g))
+        for start in range(0, n, _CHUNK):
+            stop = min(start + _CHUNK, n)
+            z = (_dense_rows(Xo, start, stop) - mean[bo[start:stop]]) * scale[bo[start:stop]]
+            cov += z.T @ z
+        top = _top_eigenvectors(cov, n_comps)[1]
     # deterministic sign: largest absolute loading positive
     signs = np.sign(top[np.abs(top).argmax(axis=0), np.arange(top.shape[1])])
     top = top * np.where(signs == 0, 1.0, signs)

@@ -1,0 +1,90 @@
+"""SCAN-C: SCAN clustering (Van Gansbeke et al. 2020) with neighbours and clusters restricted to each coarse class."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from anndata import AnnData
+
+from .._docs import baseline_inputs, doc_params
+from ..core import losses
+from ..core.training import predict, train_minibatches
+from ..models.mlp import MLPClassifier
+from ._common import BaselineResult
+from ._neural import HIDDEN, Views, coarse_tensor, head_result, loop_config, neural_data
+
+
+@doc_params(baseline_inputs=baseline_inputs)
+def scan_c(
+    adata: AnnData,
+    coarse_key: str,
+    n_fine: int,
+    *,
+    batch_key: str | None = None,
+    entropy_weight: float = 5.0,
+    self_label_fraction: float = 0.3,
+    confidence: float = 0.99,
+    random_state: int = 0,
+    accelerator: str = "auto",
+) -> BaselineResult:
+    """SCAN with coarse labels: neighbour-consistent clustering inside each coarse class, then self-labelling.
+
+    Each coarse class gets children in proportion to its size; the network's softmax runs over the children of a
+    cell's own coarse class. Clustering step (SCAN eq. 2): ``-log <p(x), p(n)>`` for a random within-class neighbour
+    ``n`` (both through the network) minus ``entropy_weight`` times the entropy of the mean prediction of each
+    coarse class. Self-labelling step (the last ``self_label_fraction`` of training): cross-entropy of a noisy view
+    on the predictions above ``confidence``. Neighbours come from FALCON's within-class neighbour graph instead of
+    a SimCLR pretext model. ``adata`` is not modified.
+
+    Parameters
+    ----------
+    {baseline_inputs}
+    entropy_weight
+        Weight of the entropy term (SCAN: 5).
+    self_label_fraction
+        Share of the training steps spent self-labelling.
+    confidence
+        Threshold of the self-labels (SCAN: 0.99).
+    random_state
+        Seed for initialisation, minibatches and views.
+    accelerator
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+    Returns
+    -------
+    Fine labels ``"<coarse>/<i>"`` and the fine -> coarse relation.
+    """
+    data = neural_data(
+        adata, coarse_key, n_fine, batch_key=batch_key, random_state=random_state, accelerator=accelerator
+    )
+    M = torch.as_tensor(data.relation(), device=data.device)
+    y = coarse_tensor(data)
+    views = Views(data)
+    model = MLPClassifier(data.features.n_features, M.shape[0], HIDDEN).to(data.device)
+    cfg = loop_config(data, desc="scan_c")
+    total = cfg.n_epochs * -(-data.n_obs // min(cfg.batch_size, data.n_obs))
+    cluster_steps = int(round((1.0 - self_label_fraction) * total))
+
+    def step(idx: np.ndarray, x: torch.Tensor, n_step: int) -> dict[str, torch.Tensor]:
+        mask = losses.children_mask(M, y[torch.as_tensor(idx, device=data.device)])
+        logits = model(views.jitter(x)).masked_fill(~mask, -1e9)
+        if n_step <= cluster_steps:
+            p = torch.softmax(logits, dim=1)
+            p_nb = torch.softmax(
+                model(views.jitter(data.features.rows(views.neighbour(idx)))).masked_fill(~mask, -1e9), 1
+            )
+            consistency = losses.neighbour_consistency(p, p_nb[:, None, :])
+            entropy = losses.within_coarse_entropy_gap(p, mask, y[torch.as_tensor(idx, device=data.device)], M)
+            return {"loss": consistency + entropy_weight * entropy, "consistency": consistency, "entropy": entropy}
+        with torch.no_grad():
+            target = torch.softmax(model(x).masked_fill(~mask, -1e9), dim=1)
+            keep = target.max(dim=1).values > confidence
+        if not bool(keep.any()):
+            return {"loss": logits.sum() * 0.0}
+        return {"loss": F.cross_entropy(logits[keep], target[keep].argmax(dim=1))}
+
+    train_minibatches(model, data.features, step, cfg, data.rng)
+    probs, _ = predict(model, data.features, data.device)
+    fine = (probs * M.cpu().numpy()[:, data.coarse].T).argmax(axis=1)
+    return head_result(data, fine, info={"allotment": data.alloc.tolist()})
