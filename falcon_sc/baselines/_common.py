@@ -12,7 +12,15 @@ from anndata import AnnData
 from ..core.prior import proportional_counts as allot_clusters
 from ..pp import prepare
 
-__all__ = ["BaselineResult", "allot_clusters", "check_n_fine", "coarse_labels", "embed", "fine_names"]
+__all__ = [
+    "BaselineResult",
+    "allot_clusters",
+    "check_n_fine",
+    "coarse_labels",
+    "embed",
+    "fine_names",
+    "majority_parent",
+]
 
 
 @dataclass
@@ -71,6 +79,12 @@ def check_n_fine(n_fine: int, n_coarse: int, n_obs: int) -> int:
 def embed(adata: AnnData, *, batch_key: str | None = None, random_state: int = 0) -> np.ndarray:
     """Shared PCA embedding of ``adata`` (cells x comps) from :func:`falcon_sc.pp.prepare`; ``adata`` is untouched."""
     return prepare(adata, batch_key=batch_key, random_state=random_state).embedding
+
+
+def majority_parent(labels: np.ndarray, coarse: np.ndarray) -> dict[str, str]:
+    """Fine label -> the coarse label most of its cells carry (first in sorted order on ties)."""
+    table = pd.crosstab(pd.Series(np.asarray(labels).astype(str)), pd.Series(np.asarray(coarse).astype(str)))
+    return {str(f): str(table.columns[np.argmax(row)]) for f, row in zip(table.index, table.to_numpy(), strict=True)}
 
 
 def fine_names(coarse: str, cluster_ids: np.ndarray) -> tuple[np.ndarray, list[str]]:

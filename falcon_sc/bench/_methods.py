@@ -9,6 +9,7 @@ import pandas as pd
 from anndata import AnnData
 
 from falcon_sc.baselines import BASELINES, BaselineResult
+from falcon_sc.baselines._common import majority_parent
 
 Method = Callable[..., BaselineResult]
 
@@ -38,12 +39,7 @@ def relations_to_dict(relations: pd.DataFrame) -> dict[str, str]:
 
 def complete_relation(labels: np.ndarray, coarse: np.ndarray, relation: dict[str, str]) -> dict[str, str]:
     """Copy of ``relation`` where every label without an entry gets the majority coarse class of its cells."""
-    relation = dict(relation)
-    for fine in np.unique(labels):
-        if fine not in relation:
-            vals, counts = np.unique(coarse[labels == fine], return_counts=True)
-            relation[str(fine)] = str(vals[np.argmax(counts)])
-    return relation
+    return {**majority_parent(labels, coarse), **relation}
 
 
 def falcon(adata: AnnData, coarse_key: str, n_fine: int, *, batch_key: str | None, seed: int) -> BaselineResult:
