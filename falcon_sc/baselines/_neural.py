@@ -164,6 +164,14 @@ def coarse_tensor(data: NeuralData) -> torch.Tensor:
     return torch.as_tensor(data.coarse, dtype=torch.long, device=data.device)
 
 
+@torch.no_grad()
+def children_logits(data: NeuralData, model: torch.nn.Module) -> np.ndarray:
+    """Cells x fine logits of ``model`` with the children of other coarse classes set to ``-inf``."""
+    model.eval()
+    logits = map_rows(model, data.features)
+    return np.where(data.relation()[:, data.coarse].T > 0, logits, -np.inf)
+
+
 def head_result(data: NeuralData, fine: np.ndarray, info: dict | None = None) -> BaselineResult:
     """Fine labels from fine-class indices under :meth:`NeuralData.relation` (named by size inside each parent)."""
     parent = np.repeat(np.arange(data.n_coarse), data.alloc)

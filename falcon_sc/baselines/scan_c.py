@@ -9,10 +9,10 @@ from anndata import AnnData
 
 from .._docs import baseline_inputs, doc_params
 from ..core import losses
-from ..core.training import predict, train_minibatches
+from ..core.training import train_minibatches
 from ..models.mlp import MLPClassifier
 from ._common import BaselineResult
-from ._neural import HIDDEN, Views, coarse_tensor, head_result, loop_config, neural_data
+from ._neural import HIDDEN, Views, children_logits, coarse_tensor, head_result, loop_config, neural_data
 
 
 @doc_params(baseline_inputs=baseline_inputs)
@@ -85,6 +85,5 @@ def scan_c(
         return {"loss": F.cross_entropy(logits[keep], target[keep].argmax(dim=1))}
 
     train_minibatches(model, data.features, step, cfg, data.rng)
-    probs, _ = predict(model, data.features, data.device)
-    fine = (probs * M.cpu().numpy()[:, data.coarse].T).argmax(axis=1)
+    fine = children_logits(data, model).argmax(axis=1)
     return head_result(data, fine, info={"allotment": data.alloc.tolist()})

@@ -5,12 +5,13 @@
 
 from __future__ import annotations
 
-from ._datasets import DATASETS, DatasetSpec, LoadedDataset, get_dataset
+from ._datasets import DATASETS, DEFAULT_DATASETS, DatasetSpec, LoadedDataset, get_dataset
 from ._methods import METHODS, get_method
 from .run import METRICS, PeakMemory, run, summary_markdown
 
 __all__ = [
     "DATASETS",
+    "DEFAULT_DATASETS",
     "METHODS",
     "METRICS",
     "DatasetSpec",

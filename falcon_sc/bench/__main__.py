@@ -31,10 +31,10 @@ def _parser() -> argparse.ArgumentParser:
         "--dataset",
         "--datasets",
         dest="dataset",
-        required=True,
-        help="comma separated preset names (see `list`) or .h5ad paths",
+        default="default",
+        help="comma separated preset names (see `list`) or .h5ad paths; 'default' is the default suite",
     )
-    r.add_argument("--methods", default="falcon,kmeans_within,leiden_within", help="comma separated method names")
+    r.add_argument("--methods", default="all", help="comma separated method names, or 'all' (default)")
     r.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="number of seeds (0..n-1) or a comma separated list")
     r.add_argument("--out", default="falcon_bench", help="output folder (default ./falcon_bench/)")
     r.add_argument("--coarse-key", default=None, help="obs column of the coarse labels (.h5ad paths)")
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``falcon-bench``; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "list":
-        from ._datasets import DATASETS
+        from ._datasets import DATASETS, DEFAULT_DATASETS
         from ._methods import METHODS
 
         print("datasets:")
@@ -66,8 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {name:<16} {spec.description}{batch}")
         print("  <path>.h5ad      any file, with --coarse-key/--fine-key/--batch-key")
         print("methods:")
-        for name in METHODS:
-            print(f"  {name}")
+        for name, fn in METHODS.items():
+            print(f"  {name:<24} {(fn.__doc__ or '').strip().splitlines()[0] if fn.__doc__ else ''}")
+        print("default suite: --dataset default = " + ",".join(DEFAULT_DATASETS))
         return 0
     if args.command == "solver":
         from falcon_sc.bench.solver import run_solver_bench

@@ -115,6 +115,10 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+DEFAULT_DATASETS: tuple[str, ...] = ("pbmc68k", "pbmc3k", "zeisel", "sim_balanced", "sim_imbalanced", "sim_batches")
+"""The default suite (``--dataset default``): the three real datasets and the three simulation presets."""
+
+
 def get_dataset(
     name: str | DatasetSpec,
     *,

@@ -1,7 +1,12 @@
-"""Benchmark methods by name, all with one signature ``(adata, coarse_key, n_fine, *, batch_key, seed)``."""
+"""Benchmark methods by name, all with one signature ``(adata, coarse_key, n_fine, *, batch_key, seed, fine_key)``.
+
+``fine_key`` names the true fine labels; only the references that are meant to see them (``erm``,
+``falcon_oracle_relation``) read it.
+"""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import numpy as np
@@ -14,9 +19,23 @@ from falcon_sc.baselines._common import majority_parent
 Method = Callable[..., BaselineResult]
 
 
+def accepts(fn: Callable, name: str) -> bool:
+    """Whether ``fn`` takes a keyword argument ``name``."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def _baseline(fn: Callable[..., BaselineResult]) -> Method:
-    def method(adata: AnnData, coarse_key: str, n_fine: int, *, batch_key: str | None, seed: int) -> BaselineResult:
-        return fn(adata, coarse_key, n_fine, batch_key=batch_key, random_state=seed)
+    supervised = accepts(fn, "fine_key")
+
+    def method(
+        adata: AnnData, coarse_key: str, n_fine: int, *, batch_key: str | None, seed: int, fine_key: str | None = None
+    ) -> BaselineResult:
+        extra = {"fine_key": fine_key} if supervised else {}
+        return fn(adata, coarse_key, n_fine, batch_key=batch_key, random_state=seed, **extra)
 
     method.__name__ = fn.__name__
     method.__doc__ = fn.__doc__
@@ -42,20 +61,53 @@ def complete_relation(labels: np.ndarray, coarse: np.ndarray, relation: dict[str
     return {**majority_parent(labels, coarse), **relation}
 
 
-def falcon(adata: AnnData, coarse_key: str, n_fine: int, *, batch_key: str | None, seed: int) -> BaselineResult:
-    """FALCON: :func:`falcon_sc.tl.refine` on a copy of ``adata``."""
+def falcon(
+    adata: AnnData, coarse_key: str, n_fine: int, *, batch_key: str | None, seed: int, fine_key: str | None = None
+) -> BaselineResult:
+    """FALCON: :func:`falcon_sc.tl.refine` with its defaults on a copy of ``adata``."""
+    return _refine(adata, coarse_key, n_fine, batch_key=batch_key, seed=seed)
+
+
+def falcon_oracle_relation(
+    adata: AnnData, coarse_key: str, n_fine: int, *, batch_key: str | None, seed: int, fine_key: str | None = None
+) -> BaselineResult:
+    """FALCON with the relation fixed to the truth: each coarse class gets its true number of children.
+
+    The paper's oracle-relation ablation, an upper reference: ``children_prior`` = true children counts (majority
+    parent of each true fine class) and ``learn_relation=False``.
+    """
+    if fine_key is None or fine_key not in adata.obs.columns:
+        raise KeyError(f"falcon_oracle_relation needs the true fine labels: fine_key {fine_key!r} is not in obs")
+    coarse = adata.obs[coarse_key].astype(str).to_numpy()
+    parents = pd.Series(majority_parent(adata.obs[fine_key].astype(str).to_numpy(), coarse))
+    counts = parents.value_counts().reindex(np.unique(coarse), fill_value=0)
+    if (counts == 0).any():
+        raise ValueError(f"coarse classes without a true fine class: {list(counts.index[counts == 0])}")
+    prior = {str(k): int(v) for k, v in counts.items()}
+    return _refine(
+        adata, coarse_key, n_fine, batch_key=batch_key, seed=seed, children_prior=prior, learn_relation=False
+    )
+
+
+def _refine(
+    adata: AnnData, coarse_key: str, n_fine: int, *, batch_key: str | None, seed: int, **kwargs
+) -> BaselineResult:
     from falcon_sc import tl
 
     work = adata.copy()
     key = "falcon"
-    tl.refine(work, coarse_key, n_fine, batch_key=batch_key, key_added=key, random_state=seed)
+    tl.refine(work, coarse_key, n_fine, batch_key=batch_key, key_added=key, random_state=seed, **kwargs)
     labels = work.obs[key].astype(str).to_numpy()
     coarse = work.obs[coarse_key].astype(str).to_numpy()
     relation = complete_relation(labels, coarse, relations_to_dict(work.uns[key]["relations"]))
     return BaselineResult(labels=labels, relation=relation)
 
 
-METHODS: dict[str, Method] = {"falcon": falcon, **{name: _baseline(fn) for name, fn in BASELINES.items()}}
+METHODS: dict[str, Method] = {
+    "falcon": falcon,
+    "falcon_oracle_relation": falcon_oracle_relation,
+    **{name: _baseline(fn) for name, fn in BASELINES.items()},
+}
 
 
 def get_method(name: str) -> Method:

@@ -17,8 +17,8 @@ import pandas as pd
 from anndata import AnnData
 from tqdm.auto import tqdm
 
-from ._datasets import DatasetSpec, LoadedDataset, get_dataset
-from ._methods import Method, get_method
+from ._datasets import DEFAULT_DATASETS, DatasetSpec, LoadedDataset, get_dataset
+from ._methods import METHODS, Method, accepts, get_method
 
 METRICS = ("accuracy", "macro_accuracy", "ari", "nmi", "within_coarse_ari", "relation_edit_distance")
 """Metric columns, from :func:`falcon_sc.metrics.evaluate`."""
@@ -104,8 +104,14 @@ class PeakMemory:
             self.peak_mb = self.maxrss_delta_mb
 
 
-def _split(names: str) -> list[str]:
-    return [n.strip() for n in names.split(",") if n.strip()]
+def _split(names: str, everything: Sequence[str] = ()) -> list[str]:
+    out: list[str] = []
+    for n in (n.strip() for n in names.split(",")):
+        if n in ("all", "default") and everything:
+            out += list(everything)
+        elif n:
+            out.append(n)
+    return out
 
 
 def _resolve_datasets(
@@ -113,7 +119,7 @@ def _resolve_datasets(
 ) -> list[DatasetSpec]:
     keys = {"coarse_key": coarse_key, "fine_key": fine_key, "batch_key": batch_key}
     if isinstance(datasets, str):
-        datasets = _split(datasets)
+        datasets = _split(datasets, DEFAULT_DATASETS)
     elif isinstance(datasets, DatasetSpec | AnnData):
         datasets = [datasets]
     if isinstance(datasets, Mapping):
@@ -146,7 +152,7 @@ def _resolve_datasets(
 
 def _resolve_methods(methods: Any) -> dict[str, Method]:
     if isinstance(methods, str):
-        methods = _split(methods)
+        methods = _split(methods, list(METHODS))
     elif callable(methods):
         methods = [methods]
     if isinstance(methods, Mapping):
@@ -173,7 +179,8 @@ def _run_one(
     adata = data.adata
     with PeakMemory() as mem:
         t0 = time.perf_counter()
-        res = method(adata, spec.coarse_key, data.n_fine, batch_key=spec.batch_key, seed=seed)
+        extra = {"fine_key": spec.fine_key} if accepts(method, "fine_key") else {}
+        res = method(adata, spec.coarse_key, data.n_fine, batch_key=spec.batch_key, seed=seed, **extra)
         seconds = time.perf_counter() - t0
     labels = np.asarray(res.labels).astype(str)
     if labels.shape != (adata.n_obs,):
@@ -198,11 +205,7 @@ def _run_one(
 
 def run(
     datasets: str | DatasetSpec | AnnData | Sequence[str | DatasetSpec | AnnData] | Mapping[str, Any],
-    methods: str | Method | Sequence[str | Method] | Mapping[str, str | Method] = (
-        "falcon",
-        "kmeans_within",
-        "leiden_within",
-    ),
+    methods: str | Method | Sequence[str | Method] | Mapping[str, str | Method] = "all",
     seeds: int | Iterable[int] = (0, 1, 2),
     out: str | os.PathLike | None = None,
     *,
@@ -220,11 +223,13 @@ def run(
     Parameters
     ----------
     datasets
-        Preset names (see :data:`falcon_sc.bench.DATASETS`, comma separated or a list), ``.h5ad`` paths,
+        Preset names (see :data:`falcon_sc.bench.DATASETS`, comma separated or a list; ``"default"`` is
+        :data:`~falcon_sc.bench.DEFAULT_DATASETS`), ``.h5ad`` paths,
         :class:`~falcon_sc.bench.DatasetSpec` objects, or a mapping name -> AnnData / name / spec.
     methods
-        Method names (see :data:`falcon_sc.bench.METHODS`), callables
-        ``(adata, coarse_key, n_fine, *, batch_key, seed) -> BaselineResult``, or a mapping name -> either.
+        Method names (see :data:`falcon_sc.bench.METHODS`; ``"all"``, the default, is every one), callables
+        ``(adata, coarse_key, n_fine, *, batch_key, seed[, fine_key]) -> BaselineResult``, or a mapping name ->
+        either.
     seeds
         Seeds, or their number ``n`` for ``0..n-1``.
     out

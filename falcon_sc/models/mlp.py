@@ -19,8 +19,12 @@ def mlp_body(n_input: int, hidden: Sequence[int]) -> nn.Sequential:
 
 
 def projection_head(n_input: int, n_output: int) -> nn.Sequential:
-    """SimCLR/MoCo-v2 projection head ``Linear -> ReLU -> Linear`` (hidden width ``n_input``)."""
-    return nn.Sequential(nn.Linear(n_input, n_input), nn.ReLU(), nn.Linear(n_input, n_output))
+    """SimCLR-v2 projection head ``Linear -> BatchNorm -> ReLU -> Linear`` (hidden width ``n_input``).
+
+    The batch normalisation spreads the outputs of a freshly initialised network, which would otherwise map all
+    inputs to nearly one direction where momentum contrast (gradient through the query only) cannot start.
+    """
+    return nn.Sequential(nn.Linear(n_input, n_input), nn.BatchNorm1d(n_input), nn.ReLU(), nn.Linear(n_input, n_output))
 
 
 class MLPClassifier(nn.Module):

@@ -51,6 +51,7 @@ def refine(
     lambda_relation: float = 5e-3,
     temperature: float = 0.9,
     relation_every: int = 30,
+    learn_relation: bool = True,
     soft_fraction: float = 0.3,
     accelerator: Literal["auto", "cpu", "cuda"] = "auto",
     random_state: int = 0,
@@ -129,6 +130,10 @@ def refine(
         Temperature of the teacher's confident targets.
     relation_every
         Steps between two relation solves.
+    learn_relation
+        ``False`` keeps the initial relation fixed: with a mapping ``children_prior`` that is the number of children
+        of each coarse class, known in advance (the paper's oracle-relation ablation); FALCON then only learns which
+        cell goes to which child.
     soft_fraction
         Share of training during which targets anneal from soft to hard and the balance term is on.
     accelerator
@@ -177,6 +182,7 @@ def refine(
         regulariser=regulariser,
         optimizer=optimizer,
         init=init,
+        learn_relation=learn_relation,
     )
     device = resolve_device(accelerator)
     adata = adata.copy() if copy else adata
@@ -233,6 +239,7 @@ def refine(
         lambda_relation=lambda_relation,
         temperature=temperature,
         relation_every=relation_every,
+        learn_relation=learn_relation,
         soft_fraction=soft_fraction,
         show_progress=_progress(show_progress),
     )

@@ -40,10 +40,13 @@ def check_refine_args(
     regulariser: str,
     optimizer: str,
     init: str = "leiden",
+    learn_relation: bool = True,
 ) -> None:
     """Raise a clear error for every bad argument of :func:`falcon_sc.tl.refine`."""
     if not isinstance(adata, ad.AnnData):
         raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+    if not isinstance(learn_relation, bool):
+        raise TypeError(f"learn_relation={learn_relation!r} must be True or False.")
     if coarse_key not in adata.obs:
         raise KeyError(f"coarse_key={coarse_key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)}).")
     col = adata.obs[coarse_key]

@@ -1,0 +1,109 @@
+"""ANCOR: coarse cross-entropy plus angular MoCo contrast inside the coarse class (Bukchin et al. 2021)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from anndata import AnnData
+from torch import nn
+
+from .._docs import baseline_inputs, doc_params
+from ..core.contrastive import angular_normalise, info_nce
+from ..core.ema import EMATeacher
+from ..core.queue import KeyQueue
+from ..core.training import map_rows, train_minibatches
+from ..models.mlp import mlp_body, projection_head
+from ._common import BaselineResult
+from ._neural import HIDDEN, Views, coarse_tensor, kmeans_result, loop_config, neural_data
+
+
+@doc_params(baseline_inputs=baseline_inputs)
+def ancor(
+    adata: AnnData,
+    coarse_key: str,
+    n_fine: int,
+    *,
+    batch_key: str | None = None,
+    dim: int = 32,
+    temperature: float = 0.2,
+    queue_size: int = 2048,
+    momentum: float = 0.99,
+    random_state: int = 0,
+    accelerator: str = "auto",
+) -> BaselineResult:
+    """ANCOR: learn an embedding from coarse labels and in-class contrast, then k-means inside each coarse class.
+
+    Query ``q`` = unit-length MLP embedding of a noisy cell, key ``k`` = the momentum encoder's embedding of a noisy
+    within-class neighbour (MoCo v2 with neighbour positives instead of image augmentations). Loss = cross-entropy
+    of a linear coarse classifier on ``q`` + InfoNCE on the *angular-normalised* ``q``, ``k`` and queue keys (the
+    unit direction from the coarse class weight ``W_y`` to the embedding), with negatives drawn only from the
+    queue entries of the same coarse class. Fine classes: k-means on ``q`` inside each coarse class, clusters
+    allotted by class size. ``adata`` is not modified.
+
+    Parameters
+    ----------
+    {baseline_inputs}
+    dim
+        Embedding dimension.
+    temperature
+        InfoNCE temperature (MoCo v2 / ANCOR: 0.2).
+    queue_size
+        Keys kept as negatives (capped at the number of cells).
+    momentum
+        Momentum of the key encoder (MoCo: 0.999 over far longer training).
+    random_state
+        Seed for initialisation, minibatches, views and k-means.
+    accelerator
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+    Returns
+    -------
+    Fine labels ``"<coarse>/<i>"`` and the fine -> coarse relation.
+    """
+    data = neural_data(
+        adata, coarse_key, n_fine, batch_key=batch_key, random_state=random_state, accelerator=accelerator
+    )
+    y = coarse_tensor(data)
+    views = Views(data)
+    net = nn.ModuleDict(
+        {
+            "body": mlp_body(data.features.n_features, HIDDEN),
+            "embed": projection_head(HIDDEN[-1], dim),
+            "classifier": nn.Linear(dim, data.n_coarse),
+        }
+    ).to(data.device)
+    key_encoder = EMATeacher(net, momentum)
+    queue = KeyQueue(min(queue_size, data.n_obs), dim, data.device)
+
+    def embed(module: nn.ModuleDict, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(module["embed"](module["body"](x)), dim=1)
+
+    def step(idx: np.ndarray, x: torch.Tensor, _: int) -> dict[str, torch.Tensor]:
+        yb = y[torch.as_tensor(idx, device=data.device)]
+        x_q, x_k = views.pair(idx, x)
+        q = embed(net, x_q)
+        with torch.no_grad():
+            k = embed(key_encoder.model, x_k)
+        W = net["classifier"].weight
+        ce = F.cross_entropy(net["classifier"](q), yb)
+        keys, labels = queue.contents()
+        q_a, k_a, keys_a = angular_normalise(q, W, yb), angular_normalise(k, W, yb), angular_normalise(keys, W, labels)
+        contrast = q.new_zeros(())
+        for c in torch.unique(yb):  # negatives: queued keys of the same coarse class only
+            rows = yb == c
+            contrast = contrast + rows.float().mean() * info_nce(q_a[rows], k_a[rows], keys_a[labels == c], temperature)
+        queue.push(k, yb)
+        return {"loss": ce + contrast, "coarse": ce, "contrast": contrast}
+
+    train_minibatches(
+        net,
+        data.features,
+        step,
+        loop_config(data, desc="ancor"),
+        data.rng,
+        after_step=lambda _: key_encoder.update(net),
+    )
+    net.eval()
+    embedding = map_rows(lambda x: embed(net, x), data.features)
+    return kmeans_result(data, embedding, random_state)
