@@ -110,3 +110,57 @@ def test_cli_run_h5ad(toy: AnnData, tmp_path, capsys) -> None:
     assert list(runs["dataset"]) == ["toy"] and runs["error"].isna().all()
     assert runs["accuracy"].iloc[0] > 0.9
     assert (out / "summary.md").exists() and not (out / "accuracy.png").exists()
+
+
+def test_oracle_relation_gets_the_true_children(toy: AnnData, monkeypatch) -> None:
+    seen = {}
+
+    def fake_refine(adata, coarse_key, n_fine, *, key_added="falcon", children_prior=None, learn_relation=True, **kw):
+        seen.update(children_prior=children_prior, learn_relation=learn_relation)
+        rows = [f"{c}/{i + 1}" for c, k in children_prior.items() for i in range(k)]
+        rel = pd.DataFrame(0, index=rows, columns=sorted(children_prior))
+        for r in rows:
+            rel.loc[r, r.split("/")[0]] = 1
+        adata.obs[key_added] = pd.Categorical(adata.obs[coarse_key].astype(str) + "/1")
+        adata.uns[key_added] = {"relations": rel}
+
+    monkeypatch.setattr(falcon_sc.tl, "refine", fake_refine, raising=False)
+    res = METHODS["falcon_oracle_relation"](toy, "coarse", N_FINE, batch_key=None, seed=0, fine_key="fine")
+    assert seen == {"children_prior": {"A": 2, "B": 3, "C": 2}, "learn_relation": False}
+    assert len(res.relation) == N_FINE
+    with pytest.raises(KeyError, match="fine_key"):
+        METHODS["falcon_oracle_relation"](toy, "coarse", N_FINE, batch_key=None, seed=0, fine_key=None)
+
+
+def test_oracle_relation_end_to_end(toy: AnnData, tmp_path) -> None:
+    df = run({"toy": toy}, ["falcon_oracle_relation", "erm"], seeds=1, progress=False, out=tmp_path)
+    assert (df["error"] == "").all(), df["error"].tolist()
+    assert (df["relation_edit_distance"] == 0).all()
+    assert (df["accuracy"] > 0.9).all()
+    # FALCON runs leave the learned relation next to the true one; other methods have none
+    assert (tmp_path / "relations_toy_falcon_oracle_relation.png").stat().st_size > 0
+    assert not (tmp_path / "relations_toy_erm.png").exists()
+
+
+def test_fine_key_only_reaches_methods_that_ask_for_it(toy: AnnData) -> None:
+    got = {}
+
+    def plain(adata, coarse_key, n_fine, *, batch_key, seed):
+        coarse = adata.obs[coarse_key].astype(str).to_numpy()
+        return BaselineResult(labels=np.array([f"{c}/0" for c in coarse]), relation={f"{c}/0": c for c in coarse})
+
+    def supervised(adata, coarse_key, n_fine, *, batch_key, seed, fine_key):
+        got["fine_key"] = fine_key
+        return plain(adata, coarse_key, n_fine, batch_key=batch_key, seed=seed)
+
+    df = run({"toy": toy}, {"plain": plain, "supervised": supervised}, seeds=1, progress=False, plots=False)
+    assert (df["error"] == "").all() and got == {"fine_key": "fine"}
+
+
+def test_default_suite_names() -> None:
+    from falcon_sc.bench import DEFAULT_DATASETS
+    from falcon_sc.bench.run import _resolve_datasets, _resolve_methods
+
+    assert list(_resolve_methods("all")) == list(METHODS)
+    assert [s.name for s in _resolve_datasets("default", None, None, None)] == list(DEFAULT_DATASETS)
+    assert {"pbmc68k", "sim_imbalanced", "sim_batches"} <= set(DEFAULT_DATASETS)

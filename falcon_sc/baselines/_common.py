@@ -35,11 +35,17 @@ class BaselineResult:
         Fine label -> coarse label.
     info
         Method specific extras (e.g. the Leiden resolution and the cluster count reached).
+    adata
+        The annotated copy the method worked on, when it keeps one (FALCON: for the relation figure of the bench).
+    embedding
+        Cells x dimensions representation the labels were read from, for methods that learn one.
     """
 
     labels: np.ndarray
     relation: dict[str, str]
     info: dict[str, Any] = field(default_factory=dict)
+    adata: AnnData | None = field(default=None, repr=False)
+    embedding: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_fine(self) -> int:

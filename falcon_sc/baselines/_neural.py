@@ -193,6 +193,7 @@ def kmeans_result(data: NeuralData, embedding: np.ndarray, seed: int, info: dict
     """Fine labels by k-means inside each coarse class on a learned ``embedding`` (``alloc`` clusters each)."""
     res = kmeans_per_class(embedding, data.coarse, data.classes, data.alloc, seed)
     res.info.update(info or {})
+    res.embedding = embedding
     return res
 
 

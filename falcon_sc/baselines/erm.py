@@ -8,9 +8,9 @@ from anndata import AnnData
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from .._docs import baseline_inputs, doc_params
-from ..core.training import fit_cross_entropy, predict
+from ..core.training import fit_cross_entropy, map_rows
 from ..models.mlp import MLPClassifier
-from ._common import BaselineResult
+from ._common import BaselineResult, majority_parent
 from ._neural import HIDDEN, loop_config, neural_data
 
 
@@ -30,7 +30,8 @@ def erm(
 
     The MLP FALCON uses, on the same inputs, is trained with cross-entropy on the fine labels of ``n_folds - 1``
     folds and predicts the held-out fold; every cell's label comes from the model that did not see it. The relation
-    is the majority coarse class of each fine class. ``adata`` is not modified.
+    is the majority coarse class of each fine class, and each cell is predicted among the fine classes under its own
+    coarse label (as every other method). ``adata`` is not modified.
 
     Parameters
     ----------
@@ -63,17 +64,16 @@ def erm(
         if counts.min() >= n_folds
         else KFold(n_folds, shuffle=True, random_state=random_state)
     )
+    names = np.asarray(fine.categories.astype(str))
+    relation = majority_parent(names[codes], adata.obs[coarse_key].to_numpy())
+    # a cell's coarse label is known: predict among the fine classes under it
+    allowed = np.array([[relation[f] == c for c in data.classes] for f in names])[:, data.coarse].T
+    allowed[~allowed.any(axis=1)] = True  # a coarse class that is nobody's majority parent: no restriction
     pred = np.empty(data.n_obs, dtype=np.int64)
     for train, test in splitter.split(np.zeros(data.n_obs), codes):
-        model = MLPClassifier(data.features.n_features, len(fine.categories), HIDDEN).to(data.device)
-        sub = data.features.subset(train)
-        fit_cross_entropy(model, sub, codes[train], loop_config(data, desc="erm"), data.rng)
-        probs, _ = predict(model, data.features.subset(test), data.device)
-        pred[test] = probs.argmax(axis=1)
-    names = np.asarray(fine.categories.astype(str))
-    coarse = adata.obs[coarse_key].astype(str).to_numpy()
-    table = pd.crosstab(pd.Series(fine.astype(str), name="fine"), pd.Series(coarse, name="coarse"))
-    relation = {
-        str(f): str(table.columns[np.argmax(row)]) for f, row in zip(table.index, table.to_numpy(), strict=True)
-    }
+        model = MLPClassifier(data.features.n_features, len(names), HIDDEN).to(data.device)
+        fit_cross_entropy(model, data.features.subset(train), codes[train], loop_config(data, desc="erm"), data.rng)
+        model.eval()
+        logits = map_rows(model, data.features.subset(test))
+        pred[test] = np.where(allowed[test], logits, -np.inf).argmax(axis=1)
     return BaselineResult(labels=names[pred], relation=relation, info={"n_folds": n_folds})

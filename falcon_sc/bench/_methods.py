@@ -100,7 +100,7 @@ def _refine(
     labels = work.obs[key].astype(str).to_numpy()
     coarse = work.obs[coarse_key].astype(str).to_numpy()
     relation = complete_relation(labels, coarse, relations_to_dict(work.uns[key]["relations"]))
-    return BaselineResult(labels=labels, relation=relation)
+    return BaselineResult(labels=labels, relation=relation, adata=work)
 
 
 METHODS: dict[str, Method] = {

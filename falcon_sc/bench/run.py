@@ -173,7 +173,12 @@ def _resolve_seeds(seeds: int | Iterable[int]) -> list[int]:
 
 
 def _run_one(
-    data: LoadedDataset, name: str, method: Method, seed: int, evaluate: Callable[..., dict[str, float]]
+    data: LoadedDataset,
+    name: str,
+    method: Method,
+    seed: int,
+    evaluate: Callable[..., dict[str, float]],
+    relation_figure: Path | None = None,
 ) -> dict[str, Any]:
     spec = data.spec
     adata = data.adata
@@ -193,6 +198,9 @@ def _run_one(
         pred_relation={str(k): str(v) for k, v in res.relation.items()},
     )
     info = getattr(res, "info", None) or {}
+    annotated = getattr(res, "adata", None)
+    if relation_figure is not None and annotated is not None and "falcon" in annotated.uns:
+        _relation_figure(annotated, spec.fine_key, relation_figure)
     return {
         "n_fine_pred": int(len(np.unique(labels))),
         **{k: float(scores[k]) for k in METRICS if k in scores},
@@ -201,6 +209,19 @@ def _run_one(
         "maxrss_delta_mb": mem.maxrss_delta_mb,
         "info": json.dumps(info, default=str) if info else "",
     }
+
+
+def _relation_figure(annotated: AnnData, fine_key: str, path: Path) -> None:
+    """Learned relation next to the true one (:func:`falcon_sc.pl.relations`), saved to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from falcon_sc import pl
+
+    pl.relations(annotated, key="falcon", true_key=fine_key, show=False, save=path)
+    plt.close("all")
 
 
 def run(
@@ -233,13 +254,15 @@ def run(
     seeds
         Seeds, or their number ``n`` for ``0..n-1``.
     out
-        Folder for ``runs.csv``, ``summary.md`` and one ``<metric>.png`` per metric; nothing is written when ``None``.
+        Folder for ``runs.csv``, ``summary.md``, one ``<metric>.png`` per metric and, for the FALCON methods (first
+        seed), ``relations_<dataset>_<method>.png``: the learned relation next to the true one. Nothing is written
+        when ``None``.
     coarse_key, fine_key, batch_key
         ``obs`` columns for ``.h5ad`` paths and AnnData objects (defaults ``"coarse"``, ``"fine"``, none).
     progress
         Show a progress bar over the runs.
     plots
-        Write the bar charts (with ``out``).
+        Write the figures (with ``out``).
 
     Returns
     -------
@@ -273,7 +296,12 @@ def run(
                 if data is not None:
                     row.update(n_cells=data.adata.n_obs, n_fine_true=data.n_fine)
                     try:
-                        row.update(_run_one(data, name, method, seed, evaluate))
+                        figure = (
+                            out_dir / f"relations_{spec.name}_{name}.png"
+                            if out_dir is not None and plots and seed == seed_list[0]
+                            else None
+                        )
+                        row.update(_run_one(data, name, method, seed, evaluate, figure))
                     except Exception as exc:  # noqa: BLE001 - recorded, the benchmark goes on
                         row["error"] = f"{type(exc).__name__}: {exc}"
                         bar.write(f"[falcon-bench] {spec.name} / {name} / seed {seed} failed: {row['error']}")

@@ -1,0 +1,96 @@
+"""The shared minibatch loop: features, steps, schedule, history and the cross-entropy fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import sparse
+
+from falcon_sc.core.training import (
+    Features,
+    LoopConfig,
+    epochs_for_steps,
+    fit_cross_entropy,
+    map_rows,
+    train_minibatches,
+)
+from falcon_sc.models.mlp import MLPClassifier
+
+
+def _blobs(n_per: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = np.array([[4.0, 0, 0], [0, 4.0, 0], [0, 0, 4.0]])
+    X = np.vstack([c + rng.normal(size=(n_per, 3)) for c in centres]).astype(np.float32)
+    return X, np.repeat(np.arange(3), n_per)
+
+
+def test_features_dense_and_sparse_agree():
+    X = np.arange(20, dtype=np.float32).reshape(5, 4)
+    dense, csr = Features(X), Features(sparse.csr_matrix(X))
+    idx = np.array([4, 0, 2])
+    np.testing.assert_array_equal(dense.rows(idx).numpy(), X[idx])
+    np.testing.assert_array_equal(csr.rows(torch.as_tensor(idx)).numpy(), X[idx])
+    assert (dense.n_obs, dense.n_features) == (csr.n_obs, csr.n_features) == (5, 4)
+    np.testing.assert_array_equal(csr.subset(idx).rows(np.arange(3)).numpy(), X[idx])
+    np.testing.assert_array_equal(map_rows(lambda x: x * 2, dense, batch_size=2), 2 * X)
+
+
+def test_loop_runs_every_minibatch_once_per_epoch_and_records_history():
+    X, _ = _blobs(10)
+    model = torch.nn.Linear(3, 1)
+    seen: list[np.ndarray] = []
+    calls: list[int] = []
+
+    def step(idx, x, n):
+        seen.append(idx)
+        np.testing.assert_array_equal(x.numpy(), X[idx])
+        return {"loss": model(x).pow(2).mean(), "extra": torch.tensor(float(n))}
+
+    cfg = LoopConfig(n_epochs=2, batch_size=7, lr=0.01, lr_milestones=(0.5,), lr_gamma=0.1)
+    hist = train_minibatches(
+        model, Features(X), step, cfg, np.random.default_rng(0), after_step=calls.append, end_epoch=lambda e: {"e": e}
+    )
+    assert len(hist) == 2 and [h["e"] for h in hist] == [0, 1]
+    steps_per_epoch = -(-30 // 7)
+    assert calls == list(range(1, 2 * steps_per_epoch + 1))
+    first_epoch = np.sort(np.concatenate(seen[:steps_per_epoch]))
+    np.testing.assert_array_equal(first_epoch, np.arange(30))
+    assert hist[0]["lr"] == pytest.approx(0.001)  # milestone after epoch 1 of 2
+    assert {"loss", "extra", "epoch", "lr"} <= set(hist[0])
+
+
+def test_loop_stops_at_max_steps():
+    X, _ = _blobs(10)
+    model = torch.nn.Linear(3, 1)
+    n_calls = []
+
+    def step(idx, x, n):
+        n_calls.append(n)
+        return {"loss": model(x).mean()}
+
+    cfg = LoopConfig(n_epochs=50, batch_size=4, max_steps=11)
+    train_minibatches(model, Features(X), step, cfg, np.random.default_rng(0))
+    assert n_calls == list(range(1, 12))
+
+
+def test_fit_cross_entropy_learns_blobs():
+    X, y = _blobs()
+    torch.manual_seed(0)
+    model = MLPClassifier(3, 3, (16,))
+    fit_cross_entropy(model, Features(X), y, LoopConfig(n_epochs=30, batch_size=32, lr=1e-2), np.random.default_rng(0))
+    pred = map_rows(model, Features(X)).argmax(axis=1)
+    assert (pred == y).mean() > 0.95
+
+
+def test_loop_config_checks():
+    with pytest.raises(ValueError, match="optimizer"):
+        LoopConfig(n_epochs=1, optimizer="lbfgs")
+    with pytest.raises(ValueError, match="n_epochs"):
+        LoopConfig(n_epochs=0)
+
+
+def test_epochs_for_steps():
+    assert epochs_for_steps(1000, 100, 400) == 40
+    assert epochs_for_steps(100_000, 100, 400) == 10  # at least 10 passes
+    assert epochs_for_steps(10, 100, 10_000, max_epochs=50) == 50
