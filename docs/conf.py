@@ -29,7 +29,7 @@ extensions = [
 
 # Markdown pages. With myst-nb (the `docs` extra) the tutorial notebook is rendered with the outputs stored in it
 # (never executed); with only myst-parser the tutorial page is a stub that points to the notebook file.
-NOTEBOOKS = ["01_pbmc_refine"]
+NOTEBOOKS = ("01_pbmc_refine", "02_benchmark")
 try:
     import myst_nb  # noqa: F401
 

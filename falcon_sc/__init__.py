@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import bench, datasets, metrics, pl, pp, tl
+from . import baselines, bench, datasets, metrics, pl, pp, tl
 
 __version__ = "0.1.0"
 
-__all__ = ["bench", "datasets", "metrics", "pl", "pp", "tl", "__version__"]
+__all__ = ["baselines", "bench", "datasets", "metrics", "pl", "pp", "tl", "__version__"]

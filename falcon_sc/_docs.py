@@ -18,6 +18,13 @@ n_fine
 batch_key
     Optional column of ``adata.obs`` with batches, passed to the preprocessing."""
 
+neural_options = """\
+random_state
+    Seed for numpy and torch (initialisation, minibatches, views, folds, k-means); the same seed on CPU gives the
+    same labels.
+accelerator
+    ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``."""
+
 plot_output = """\
 figsize
     Size of a new figure.

@@ -143,3 +143,29 @@ def test_allot_clusters() -> None:
         allot_clusters([5, 5], 1)
     with pytest.raises(ValueError):
         allot_clusters([1, 1], 3)
+
+
+@pytest.mark.parametrize("name", ["scan_c", "sela", "ancor", "gml", "wcl", "erm"])
+def test_neural_baselines_are_deterministic(blobs: AnnData, name: str) -> None:
+    first = call(name, blobs, "coarse", N_FINE, random_state=3, accelerator="cpu")
+    second = call(name, blobs, "coarse", N_FINE, random_state=3, accelerator="cpu")
+    np.testing.assert_array_equal(first.labels, second.labels)
+
+
+@pytest.mark.parametrize("name", ["scan_c", "sela", "ancor", "gml", "wcl", "erm"])
+def test_neural_baselines_refuse_missing_gpu(blobs: AnnData, name: str, monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises((RuntimeError, ValueError), match="cuda"):
+        call(name, blobs, "coarse", N_FINE, accelerator="cuda")
+
+
+def test_erm_needs_fine_key(blobs: AnnData) -> None:
+    with pytest.raises(KeyError, match="fine_key 'nope'"):
+        BASELINES["erm"](blobs, "coarse", N_FINE, fine_key="nope")
+
+
+def test_sela_rejects_unknown_marginals(blobs: AnnData) -> None:
+    with pytest.raises(ValueError, match="marginals"):
+        BASELINES["sela"](blobs, "coarse", N_FINE, marginals="equal")

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from anndata import AnnData
 from torch import nn
 
-from .._docs import baseline_inputs, doc_params
+from .._docs import baseline_inputs, doc_params, neural_options
 from ..core.contrastive import angular_normalise, info_nce
 from ..core.ema import EMATeacher
 from ..core.queue import KeyQueue
@@ -18,7 +18,7 @@ from ._common import BaselineResult
 from ._neural import HIDDEN, Views, coarse_tensor, kmeans_result, loop_config, neural_data
 
 
-@doc_params(baseline_inputs=baseline_inputs)
+@doc_params(baseline_inputs=baseline_inputs, neural_options=neural_options)
 def ancor(
     adata: AnnData,
     coarse_key: str,
@@ -52,10 +52,7 @@ def ancor(
         Keys kept as negatives (capped at the number of cells).
     momentum
         Momentum of the key encoder (MoCo: 0.999 over far longer training).
-    random_state
-        Seed for initialisation, minibatches, views and k-means.
-    accelerator
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    {neural_options}
 
     Returns
     -------

@@ -7,14 +7,14 @@ import pandas as pd
 from anndata import AnnData
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from .._docs import baseline_inputs, doc_params
+from .._docs import baseline_inputs, doc_params, neural_options
 from ..core.training import fit_cross_entropy, map_rows
 from ..models.mlp import MLPClassifier
 from ._common import BaselineResult, majority_parent
 from ._neural import HIDDEN, loop_config, neural_data
 
 
-@doc_params(baseline_inputs=baseline_inputs)
+@doc_params(baseline_inputs=baseline_inputs, neural_options=neural_options)
 def erm(
     adata: AnnData,
     coarse_key: str,
@@ -40,10 +40,7 @@ def erm(
         Column of ``adata.obs`` with the true fine labels (the supervision).
     n_folds
         Cross-validation folds (stratified when every fine class has at least ``n_folds`` cells).
-    random_state
-        Seed for folds, initialisation and minibatches.
-    accelerator
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    {neural_options}
 
     Returns
     -------

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from anndata import AnnData
 from torch import nn
 
-from .._docs import baseline_inputs, doc_params
+from .._docs import baseline_inputs, doc_params, neural_options
 from ..core.contrastive import class_kde_log_likelihood, logit_adjusted_cross_entropy
 from ..core.ema import EMATeacher
 from ..core.queue import KeyQueue
@@ -18,7 +18,7 @@ from ._common import BaselineResult
 from ._neural import HIDDEN, Views, coarse_tensor, kmeans_result, loop_config, neural_data
 
 
-@doc_params(baseline_inputs=baseline_inputs)
+@doc_params(baseline_inputs=baseline_inputs, neural_options=neural_options)
 def gml(
     adata: AnnData,
     coarse_key: str,
@@ -60,10 +60,7 @@ def gml(
         Shortest queue (capped at the class size).
     momentum
         Momentum of the teacher that fills the queues.
-    random_state
-        Seed for initialisation, minibatches, views and k-means.
-    accelerator
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    {neural_options}
 
     Returns
     -------

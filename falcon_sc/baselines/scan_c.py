@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from anndata import AnnData
 
-from .._docs import baseline_inputs, doc_params
+from .._docs import baseline_inputs, doc_params, neural_options
 from ..core import losses
 from ..core.training import train_minibatches
 from ..models.mlp import MLPClassifier
@@ -15,7 +15,7 @@ from ._common import BaselineResult
 from ._neural import HIDDEN, Views, children_logits, coarse_tensor, head_result, loop_config, neural_data
 
 
-@doc_params(baseline_inputs=baseline_inputs)
+@doc_params(baseline_inputs=baseline_inputs, neural_options=neural_options)
 def scan_c(
     adata: AnnData,
     coarse_key: str,
@@ -46,10 +46,7 @@ def scan_c(
         Share of the training steps spent self-labelling.
     confidence
         Threshold of the self-labels (SCAN: 0.99).
-    random_state
-        Seed for initialisation, minibatches and views.
-    accelerator
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    {neural_options}
 
     Returns
     -------

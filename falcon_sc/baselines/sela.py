@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from anndata import AnnData
 
-from .._docs import baseline_inputs, doc_params
+from .._docs import baseline_inputs, doc_params, neural_options
 from ..core import losses
 from ..core.contrastive import sinkhorn_labels
 from ..core.prior import kmeans_within_relation
@@ -17,7 +17,7 @@ from ._common import BaselineResult
 from ._neural import HIDDEN, Views, children_logits, coarse_tensor, head_result, loop_config, neural_data
 
 
-@doc_params(baseline_inputs=baseline_inputs)
+@doc_params(baseline_inputs=baseline_inputs, neural_options=neural_options)
 def sela(
     adata: AnnData,
     coarse_key: str,
@@ -49,10 +49,7 @@ def sela(
         Label re-assignments over training (SeLa: about 80 over 400 epochs).
     marginals
         ``"kmeans"`` (non-uniform, from k-means within coarse classes) or ``"uniform"``.
-    random_state
-        Seed for initialisation, minibatches and views.
-    accelerator
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    {neural_options}
 
     Returns
     -------

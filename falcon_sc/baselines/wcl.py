@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from anndata import AnnData
 from torch import nn
 
-from .._docs import baseline_inputs, doc_params
+from .._docs import baseline_inputs, doc_params, neural_options
 from ..core.contrastive import nearest_neighbour_components, nt_xent, supervised_contrastive
 from ..core.training import map_rows, train_minibatches
 from ..models.mlp import mlp_body, projection_head
@@ -16,7 +16,7 @@ from ._common import BaselineResult
 from ._neural import HIDDEN, Views, coarse_tensor, kmeans_result, loop_config, neural_data
 
 
-@doc_params(baseline_inputs=baseline_inputs)
+@doc_params(baseline_inputs=baseline_inputs, neural_options=neural_options)
 def wcl(
     adata: AnnData,
     coarse_key: str,
@@ -52,10 +52,7 @@ def wcl(
         Weight of the weak-label loss.
     coarse_weight
         Weight of the coarse cross-entropy.
-    random_state
-        Seed for initialisation, minibatches, views and k-means.
-    accelerator
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    {neural_options}
 
     Returns
     -------

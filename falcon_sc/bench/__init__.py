@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ._datasets import DATASETS, DEFAULT_DATASETS, DatasetSpec, LoadedDataset, get_dataset
 from ._methods import METHODS, get_method
-from .run import METRICS, PeakMemory, run, summary_markdown
+from .run import METRICS, PeakMemory, pivot_markdown, run, summary_markdown
 
 __all__ = [
     "DATASETS",
@@ -19,6 +19,7 @@ __all__ = [
     "PeakMemory",
     "get_dataset",
     "get_method",
+    "pivot_markdown",
     "run",
     "summary_markdown",
 ]
