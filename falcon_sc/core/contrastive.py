@@ -67,7 +67,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 def supervised_contrastive(
     anchors: torch.Tensor, others: torch.Tensor, positives: torch.Tensor, temperature: float
 ) -> torch.Tensor:
-    """Supervised contrastive loss: mean over anchors of ``-mean_{j positive} log softmax_j(a_i . o_j / T)``.
+    """Supervised contrastive loss: mean over anchors of ``-mean_{j positive} log softmax_j(a_i @ o_j / T)``.
 
     Parameters
     ----------
@@ -111,9 +111,9 @@ def nearest_neighbour_components(z: np.ndarray, groups: np.ndarray) -> np.ndarra
 
 
 def class_kde_log_likelihood(z: torch.Tensor, queues: list[torch.Tensor], temperature: float) -> torch.Tensor:
-    """``log s(x|c) = log mean_{z_c in queue_c} exp(z . z_c / T)`` for every class ``c`` (batch x classes).
+    """``log s(x|c) = log mean_{z_c in queue_c} exp(z @ z_c / T)`` for every class ``c`` (batch x classes).
 
-    The Gaussian-kernel density of GML with unit-length features (``-|z - z_c|^2 / 2T = z.z_c / T - 1/T``).
+    The Gaussian-kernel density of GML with unit-length features (``-|z - z_c|^2 / 2T = z @ z_c / T - 1/T``).
     An empty queue gives ``-inf``.
     """
     out = []
