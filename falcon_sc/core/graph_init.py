@@ -80,6 +80,59 @@ def _fix_counts(
     return labels
 
 
+def merge_by_connectivity(
+    labels: np.ndarray, groups: np.ndarray, neighbors: np.ndarray, n_clusters: int, n_use: int = 15
+) -> np.ndarray:
+    """Merge sibling clusters (same group) until ``n_clusters`` remain, most inter-connected pair first.
+
+    The connectivity of clusters ``a`` and ``b`` is the number of kNN edges between them divided by the number
+    expected if edges fell at random inside their group, ``d_a d_b / 2 m_g`` (``d``: total degree, ``m_g``: edges of
+    the group), as in PAGA. It does not depend on cluster or group size, so a large homogeneous class cut in pieces
+    (connectivity near 1) is rejoined before two small distinct types (connectivity near 0).
+
+    Parameters
+    ----------
+    labels
+        Cluster per sample; clusters never span groups.
+    groups
+        Group per sample.
+    neighbors
+        Samples x k neighbour indices (inside the group).
+    n_clusters
+        Clusters to keep (at least one per group is always kept).
+    n_use
+        Neighbours per sample that make the graph.
+
+    Returns
+    -------
+    Merged labels (ids are a subset of the input ids).
+    """
+    labels = labels.copy()
+    k = min(n_use, neighbors.shape[1])
+    src = np.repeat(np.arange(len(labels)), k)
+    dst = neighbors[:, :k].ravel()
+    keep = src != dst
+    src, dst = src[keep], dst[keep]
+    while True:
+        ids, dense = np.unique(labels, return_inverse=True)
+        if len(ids) <= n_clusters:
+            return labels
+        edges = np.zeros((len(ids), len(ids)))
+        np.add.at(edges, (dense[src], dense[dst]), 1.0)
+        edges = edges + edges.T
+        degree = edges.sum(axis=1)
+        group = np.zeros(len(ids), dtype=np.int64)
+        group[dense] = groups
+        group_edges = np.bincount(group, weights=degree)
+        expected = np.outer(degree, degree) / np.maximum(group_edges[group], 1e-12)[:, None]
+        ratio = np.where(group[:, None] == group[None, :], edges / np.maximum(expected, 1e-12), -np.inf)
+        np.fill_diagonal(ratio, -np.inf)
+        a, b = np.unravel_index(np.argmax(ratio), ratio.shape)
+        if not np.isfinite(ratio[a, b]):
+            return labels
+        labels[labels == ids[b]] = ids[a]
+
+
 def graph_clusters(
     X: np.ndarray,
     neighbors: np.ndarray,
@@ -87,14 +140,19 @@ def graph_clusters(
     n_clusters: int,
     *,
     targets: np.ndarray | None = None,
+    overcluster: float = 1.5,
     random_state: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Leiden clusters nested in the groups, ``n_clusters`` in all.
 
-    With ``targets`` (clusters per group) each group's subgraph is clustered to its own count; without, one
-    resolution is searched on the whole within-group graph (no edges cross groups), which lets graph structure decide
-    how many clusters each group gets. Counts that the search cannot reach exactly are fixed by k-means splits of the
-    largest cluster or merges of the smallest into its nearest sibling.
+    With ``targets`` (clusters per group) each group's subgraph is clustered to its own count. Without, the graph
+    decides how many clusters each group gets: one Leiden resolution is searched on the whole within-group graph (no
+    edges cross groups) to give ``overcluster x n_clusters`` clusters, the most inter-connected siblings are merged
+    back to ``n_clusters`` (:func:`merge_by_connectivity`), and the resulting counts are the targets of the
+    per-group clustering. A single resolution alone gives large groups too many clusters and small ones too few (the
+    modularity null model is global); over-clustering then merging by a size-free connectivity corrects that.
+    ``overcluster=1`` keeps the single-resolution partition as it is. Counts that a search cannot reach exactly are
+    fixed by k-means splits of the largest cluster or merges of the smallest into its nearest sibling.
 
     Parameters
     ----------
@@ -108,6 +166,8 @@ def graph_clusters(
         Total number of clusters (at least G).
     targets
         Optional clusters per group, summing to ``n_clusters``.
+    overcluster
+        Over-clustering factor used to find the counts when ``targets`` is not given.
     random_state
         Seed.
 
@@ -121,26 +181,39 @@ def graph_clusters(
     n_groups = int(groups.max()) + 1
     graph = knn_graph(neighbors)
     if targets is None:
-        labels = leiden_with_count(graph, n_clusters, random_state=random_state)
-        # a cluster never spans groups (no edges between them); count clusters per group, at least one each
-        counts = np.array([max(1, len(np.unique(labels[groups == g]))) for g in range(n_groups)])
-        while counts.sum() > n_clusters:
-            counts[np.argmax(counts)] -= 1
-        while counts.sum() < n_clusters:
-            counts[np.argmax(np.bincount(groups, minlength=n_groups) / counts)] += 1
-        targets = counts
-    else:
-        targets = np.asarray(targets, dtype=int)
-        labels = np.empty(len(groups), dtype=np.int64)
-        offset = 0
-        for g in range(n_groups):
-            idx = np.flatnonzero(groups == g)
-            sub = graph.induced_subgraph(idx.tolist())
-            memb = leiden_with_count(sub, int(targets[g]), random_state=random_state) if targets[g] > 1 else 0
-            labels[idx] = offset + memb
-            offset = labels[idx].max() + 1
-    labels = _fix_counts(X, labels, groups, targets, random_state)
-    # relabel clusters to 0..n_clusters-1, grouped by group
+        n_over = max(n_clusters, min(int(round(overcluster * n_clusters)), len(groups)))
+        labels = merge_by_connectivity(
+            leiden_with_count(graph, n_over, random_state=random_state), groups, neighbors, n_clusters
+        )
+        targets = _counts_per_group(labels, groups, n_clusters)
+        if overcluster <= 1.0:
+            return _ordered(_fix_counts(X, labels, groups, targets, random_state), groups, n_clusters)
+    targets = np.asarray(targets, dtype=int)
+    labels = np.empty(len(groups), dtype=np.int64)
+    offset = 0
+    for g in range(n_groups):
+        idx = np.flatnonzero(groups == g)
+        sub = graph.induced_subgraph(idx.tolist())
+        memb = leiden_with_count(sub, int(targets[g]), random_state=random_state) if targets[g] > 1 else 0
+        labels[idx] = offset + memb
+        offset = labels[idx].max() + 1
+    return _ordered(_fix_counts(X, labels, groups, targets, random_state), groups, n_clusters)
+
+
+def _counts_per_group(labels: np.ndarray, groups: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Clusters per group (at least one each), adjusted to sum to ``n_clusters``."""
+    n_groups = int(groups.max()) + 1
+    counts = np.array([max(1, len(np.unique(labels[groups == g]))) for g in range(n_groups)])
+    while counts.sum() > n_clusters:
+        counts[np.argmax(counts)] -= 1
+    while counts.sum() < n_clusters:
+        counts[np.argmax(np.bincount(groups, minlength=n_groups) / counts)] += 1
+    return counts
+
+
+def _ordered(labels: np.ndarray, groups: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clusters renumbered ``0..n_clusters-1`` group by group, and the cluster x group relation."""
+    n_groups = int(groups.max()) + 1
     relation = np.zeros((n_clusters, n_groups), dtype=np.int8)
     out = np.empty_like(labels)
     nxt = 0

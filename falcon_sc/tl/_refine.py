@@ -97,7 +97,8 @@ def refine(
     children_prior
         Expected number of fine classes per coarse class, used for the initial relation and by the balance term of
         the relation solve: ``"auto"`` lets the neighbour graph decide (Leiden with one resolution over the
-        within-class graph, searched to give ``n_fine`` clusters), ``"size"`` in proportion to class sizes,
+        within-class graph gives ``1.5 x n_fine`` clusters, the most inter-connected siblings are merged back to
+        ``n_fine``; see :func:`~falcon_sc.core.graph_init.graph_clusters`), ``"size"`` in proportion to class sizes,
         ``"uniform"`` ``n_fine / n_coarse`` each (reference), or a mapping coarse label -> count summing to
         ``n_fine``.
     init

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from falcon_sc import metrics
-from falcon_sc.core.graph_init import graph_clusters
+from falcon_sc.core.graph_init import graph_clusters, merge_by_connectivity
 from falcon_sc.core.neighbors import within_class_neighbors
 from falcon_sc.core.prior import children_prior, kmeans_within_relation, proportional_counts
 
@@ -92,3 +92,37 @@ def test_graph_clusters_splits_identical_points():
     labels, relation = graph_clusters(X, nb, groups, 3, targets=np.array([3]))
     assert len(np.unique(labels)) == 3
     assert relation.sum() == 3
+
+
+def _imbalanced_groups(seed=0):
+    """Group 0: one large homogeneous blob (600 samples); group 1: two small distinct blobs (40 each)."""
+    rng = np.random.default_rng(seed)
+    big = rng.normal(size=(600, 6))
+    small = np.vstack([rng.normal(size=(40, 6)) + 10, rng.normal(size=(40, 6)) - 10])
+    X = np.vstack([big, small]).astype(np.float32)
+    groups = np.repeat([0, 1], [600, 80])
+    fine = np.repeat([0, 1, 2], [600, 40, 40])
+    return X, groups, fine
+
+
+def test_merge_by_connectivity_rejoins_a_cut_homogeneous_class_first():
+    X, groups, fine = _imbalanced_groups()
+    nb = within_class_neighbors(X, groups, 15)
+    # the large blob cut in two halves, the small group's two blobs kept apart: 4 clusters, keep 3
+    labels = np.where(groups == 0, (X[:, 0] > 0).astype(int), 2 + (fine == 2))
+    merged = merge_by_connectivity(labels, groups, nb, 3)
+    assert len(np.unique(merged[groups == 0])) == 1
+    assert len(np.unique(merged[groups == 1])) == 2
+    assert metrics.ari(fine, merged) == pytest.approx(1.0)
+    # never merges across groups, stops at one cluster per group
+    one = merge_by_connectivity(labels, groups, nb, 1)
+    assert [len(np.unique(one[groups == g])) for g in (0, 1)] == [1, 1] and one[0] != one[-1]
+
+
+def test_graph_clusters_counts_after_overclustering():
+    # over-clustering cuts the large homogeneous group; merging by connectivity gives back the counts 1 and 2
+    X, groups, fine = _imbalanced_groups()
+    nb = within_class_neighbors(X, groups, 15)
+    labels, relation = graph_clusters(X, nb, groups, 3)
+    assert relation.sum(axis=0).tolist() == [1, 2]
+    assert metrics.ari(fine, labels) > 0.99
