@@ -31,25 +31,30 @@ def leiden(graph: ig.Graph, resolution: float, random_state: int = 0) -> np.ndar
     return np.asarray(part.membership, dtype=np.int64)
 
 
-def leiden_with_count(graph: ig.Graph, n_clusters: int, *, random_state: int = 0, max_evals: int = 25) -> np.ndarray:
-    """Leiden membership whose number of clusters is as close to ``n_clusters`` as a resolution search gets."""
+def leiden_with_count(
+    graph: ig.Graph, n_clusters: int, *, random_state: int = 0, max_evals: int = 25, return_resolution: bool = False
+) -> np.ndarray | tuple[np.ndarray, float]:
+    """Leiden membership whose number of clusters is as close to ``n_clusters`` as a resolution search gets.
+
+    With ``return_resolution``, also the resolution that gave it.
+    """
     lo, hi = 0.0, 1.0
-    best = leiden(graph, hi, random_state)
+    best, best_res = leiden(graph, hi, random_state), hi
     while best.max() + 1 < n_clusters and hi < 64:
         lo, hi = hi, hi * 2
-        best = leiden(graph, hi, random_state)
+        best, best_res = leiden(graph, hi, random_state), hi
     for _ in range(max_evals):
         if best.max() + 1 == n_clusters:
             break
         mid = 0.5 * (lo + hi)
         memb = leiden(graph, mid, random_state)
         if abs(memb.max() + 1 - n_clusters) <= abs(best.max() + 1 - n_clusters):
-            best = memb
+            best, best_res = memb, mid
         if memb.max() + 1 < n_clusters:
             lo = mid
         else:
             hi = mid
-    return best
+    return (best, best_res) if return_resolution else best
 
 
 def _fix_counts(
@@ -140,7 +145,8 @@ def graph_clusters(
     n_clusters: int,
     *,
     targets: np.ndarray | None = None,
-    overcluster: float = 1.5,
+    overcluster: float = 1.25,
+    n_consensus: int = 5,
     random_state: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Leiden clusters nested in the groups, ``n_clusters`` in all.
@@ -149,8 +155,10 @@ def graph_clusters(
     decides how many clusters each group gets: one Leiden resolution is searched on the whole within-group graph (no
     edges cross groups) to give ``overcluster x n_clusters`` clusters, the most inter-connected siblings are merged
     back to ``n_clusters`` (:func:`merge_by_connectivity`), and the resulting counts are the targets of the
-    per-group clustering. A single resolution alone gives large groups too many clusters and small ones too few (the
-    modularity null model is global); over-clustering then merging by a size-free connectivity corrects that.
+    per-group clustering; the counts are the median over ``n_consensus`` Leiden seeds at the searched resolution,
+    since one run can cut a continuum of subtypes differently. A single resolution alone gives large groups too
+    many clusters and small ones too few (the modularity null model is global); over-clustering then merging by a
+    size-free connectivity corrects that.
     ``overcluster=1`` keeps the single-resolution partition as it is. Counts that a search cannot reach exactly are
     fixed by k-means splits of the largest cluster or merges of the smallest into its nearest sibling.
 
@@ -168,6 +176,8 @@ def graph_clusters(
         Optional clusters per group, summing to ``n_clusters``.
     overcluster
         Over-clustering factor used to find the counts when ``targets`` is not given.
+    n_consensus
+        Leiden runs whose median counts are used.
     random_state
         Seed.
 
@@ -182,12 +192,21 @@ def graph_clusters(
     graph = knn_graph(neighbors)
     if targets is None:
         n_over = max(n_clusters, min(int(round(overcluster * n_clusters)), len(groups)))
-        labels = merge_by_connectivity(
-            leiden_with_count(graph, n_over, random_state=random_state), groups, neighbors, n_clusters
-        )
+        first, resolution = leiden_with_count(graph, n_over, random_state=random_state, return_resolution=True)
+        labels = merge_by_connectivity(first, groups, neighbors, n_clusters)
         targets = _counts_per_group(labels, groups, n_clusters)
         if overcluster <= 1.0:
             return _ordered(_fix_counts(X, labels, groups, targets, random_state), groups, n_clusters)
+        # consensus: the median count per group over Leiden runs with other seeds at the same resolution
+        runs = [targets] + [
+            _counts_per_group(
+                merge_by_connectivity(leiden(graph, resolution, random_state + i), groups, neighbors, n_clusters),
+                groups,
+                n_clusters,
+            )
+            for i in range(1, n_consensus)
+        ]
+        targets = _counts_per_group(None, groups, n_clusters, start=np.median(runs, axis=0))
     targets = np.asarray(targets, dtype=int)
     labels = np.empty(len(groups), dtype=np.int64)
     offset = 0
@@ -200,10 +219,15 @@ def graph_clusters(
     return _ordered(_fix_counts(X, labels, groups, targets, random_state), groups, n_clusters)
 
 
-def _counts_per_group(labels: np.ndarray, groups: np.ndarray, n_clusters: int) -> np.ndarray:
-    """Clusters per group (at least one each), adjusted to sum to ``n_clusters``."""
+def _counts_per_group(
+    labels: np.ndarray | None, groups: np.ndarray, n_clusters: int, start: np.ndarray | None = None
+) -> np.ndarray:
+    """Clusters per group of ``labels`` (or the rounded ``start``), at least one each, summing to ``n_clusters``."""
     n_groups = int(groups.max()) + 1
-    counts = np.array([max(1, len(np.unique(labels[groups == g]))) for g in range(n_groups)])
+    if start is None:
+        counts = np.array([max(1, len(np.unique(labels[groups == g]))) for g in range(n_groups)])
+    else:
+        counts = np.maximum(1, np.round(start).astype(int))
     while counts.sum() > n_clusters:
         counts[np.argmax(counts)] -= 1
     while counts.sum() < n_clusters:

@@ -97,10 +97,10 @@ def refine(
     children_prior
         Expected number of fine classes per coarse class, used for the initial relation and by the balance term of
         the relation solve: ``"auto"`` lets the neighbour graph decide (Leiden with one resolution over the
-        within-class graph gives ``1.5 x n_fine`` clusters, the most inter-connected siblings are merged back to
-        ``n_fine``; see :func:`~falcon_sc.core.graph_init.graph_clusters`), ``"size"`` in proportion to class sizes,
-        ``"uniform"`` ``n_fine / n_coarse`` each (reference), or a mapping coarse label -> count summing to
-        ``n_fine``.
+        within-class graph gives ``1.25 x n_fine`` clusters, the most inter-connected siblings are merged back to
+        ``n_fine``, median over 5 Leiden seeds; see :func:`~falcon_sc.core.graph_init.graph_clusters`), ``"size"``
+        in proportion to class sizes, ``"uniform"`` ``n_fine / n_coarse`` each (reference), or a mapping coarse
+        label -> count summing to ``n_fine``.
     init
         Warm start of the network before FALCON training: ``"leiden"`` fits it to Leiden clusters of the
         within-class neighbour graph (as many per coarse class as the prior gives), ``"kmeans"`` to k-means
