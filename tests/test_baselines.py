@@ -169,3 +169,26 @@ def test_erm_needs_fine_key(blobs: AnnData) -> None:
 def test_sela_rejects_unknown_marginals(blobs: AnnData) -> None:
     with pytest.raises(ValueError, match="marginals"):
         BASELINES["sela"](blobs, "coarse", N_FINE, marginals="equal")
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "match"),
+    [
+        ("scan_c", {"confidence": 1.5}, "confidence"),
+        ("scan_c", {"self_label_fraction": 1.0}, "self_label_fraction"),
+        ("sela", {"lam": 0.0}, "lam"),
+        ("ancor", {"temperature": 0.0}, "temperature"),
+        ("ancor", {"momentum": 1.0}, "momentum"),
+        ("gml", {"queue_min": 0}, "queue_min"),
+        ("wcl", {"weak_weight": -1.0}, "weak_weight"),
+    ],
+)
+def test_neural_baselines_check_their_options(blobs: AnnData, name: str, kwargs: dict, match: str, monkeypatch) -> None:
+    import falcon_sc.baselines._neural as neural
+
+    def boom(*args, **kw):
+        raise AssertionError("reached preprocessing: the option should have been refused first")
+
+    monkeypatch.setattr(neural, "cell_features", boom)
+    with pytest.raises(ValueError, match=match):
+        call(name, blobs, "coarse", N_FINE, **kwargs)

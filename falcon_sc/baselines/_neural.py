@@ -8,7 +8,6 @@ a head whose children are allotted to coarse classes by size, or by k-means insi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -197,9 +196,9 @@ def kmeans_result(data: NeuralData, embedding: np.ndarray, seed: int, info: dict
     return res
 
 
-def check_hidden(hidden: Sequence[int]) -> tuple[int, ...]:
-    """Validate MLP hidden widths (non-empty, positive)."""
-    widths = tuple(int(h) for h in hidden)
-    if not widths or min(widths) < 1:
-        raise ValueError(f"hidden={hidden!r} must be a non-empty sequence of positive widths")
-    return widths
+def check_range(name: str, value: float, low: float, high: float = np.inf, *, closed_low: bool = True) -> None:
+    """Raise a ``ValueError`` naming ``name`` unless ``low <= value < high`` (``low < value`` if not ``closed_low``)."""
+    ok = (value >= low if closed_low else value > low) and value < high
+    if not ok:
+        bounds = f"{'[' if closed_low else '('}{low}, {high})"
+        raise ValueError(f"{name}={value!r} must be in {bounds}")

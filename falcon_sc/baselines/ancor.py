@@ -15,7 +15,7 @@ from ..core.queue import KeyQueue
 from ..core.training import map_rows, train_minibatches
 from ..models.mlp import mlp_body, projection_head
 from ._common import BaselineResult
-from ._neural import HIDDEN, Views, coarse_tensor, kmeans_result, loop_config, neural_data
+from ._neural import HIDDEN, Views, check_range, coarse_tensor, kmeans_result, loop_config, neural_data
 
 
 @doc_params(baseline_inputs=baseline_inputs, neural_options=neural_options)
@@ -58,6 +58,10 @@ def ancor(
     -------
     Fine labels ``"<coarse>/<i>"`` and the fine -> coarse relation.
     """
+    check_range("dim", dim, 1)
+    check_range("temperature", temperature, 0.0, closed_low=False)
+    check_range("queue_size", queue_size, 1)
+    check_range("momentum", momentum, 0.0, 1.0)
     data = neural_data(
         adata, coarse_key, n_fine, batch_key=batch_key, random_state=random_state, accelerator=accelerator
     )

@@ -12,7 +12,7 @@ from ..core import losses
 from ..core.training import train_minibatches
 from ..models.mlp import MLPClassifier
 from ._common import BaselineResult
-from ._neural import HIDDEN, Views, children_logits, coarse_tensor, head_result, loop_config, neural_data
+from ._neural import HIDDEN, Views, check_range, children_logits, coarse_tensor, head_result, loop_config, neural_data
 
 
 @doc_params(baseline_inputs=baseline_inputs, neural_options=neural_options)
@@ -52,6 +52,9 @@ def scan_c(
     -------
     Fine labels ``"<coarse>/<i>"`` and the fine -> coarse relation.
     """
+    check_range("entropy_weight", entropy_weight, 0.0)
+    check_range("self_label_fraction", self_label_fraction, 0.0, 1.0)
+    check_range("confidence", confidence, 0.0, 1.0, closed_low=False)
     data = neural_data(
         adata, coarse_key, n_fine, batch_key=batch_key, random_state=random_state, accelerator=accelerator
     )

@@ -14,7 +14,7 @@ from ..core.prior import kmeans_within_relation
 from ..core.training import map_rows, train_minibatches
 from ..models.mlp import MLPClassifier
 from ._common import BaselineResult
-from ._neural import HIDDEN, Views, children_logits, coarse_tensor, head_result, loop_config, neural_data
+from ._neural import HIDDEN, Views, check_range, children_logits, coarse_tensor, head_result, loop_config, neural_data
 
 
 @doc_params(baseline_inputs=baseline_inputs, neural_options=neural_options)
@@ -59,6 +59,7 @@ def sela(
         raise ValueError(f"marginals={marginals!r}: use 'kmeans' or 'uniform'")
     if n_label_updates < 1:
         raise ValueError(f"n_label_updates={n_label_updates} must be at least 1")
+    check_range("lam", lam, 0.0, closed_low=False)
     data = neural_data(
         adata, coarse_key, n_fine, batch_key=batch_key, random_state=random_state, accelerator=accelerator
     )
