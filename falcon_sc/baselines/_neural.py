@@ -158,6 +158,11 @@ class Views:
         return self.jitter(x), self.jitter(self.data.features.rows(self.neighbour(idx)))
 
 
+def unit_embedding(net: torch.nn.ModuleDict, x: torch.Tensor) -> torch.Tensor:
+    """Unit-length output of ``net["embed"]`` on ``net["body"]``: the query/key space of the momentum methods."""
+    return torch.nn.functional.normalize(net["embed"](net["body"](x)), dim=1)
+
+
 def coarse_tensor(data: NeuralData) -> torch.Tensor:
     """Coarse class per cell as a long tensor on the device."""
     return torch.as_tensor(data.coarse, dtype=torch.long, device=data.device)

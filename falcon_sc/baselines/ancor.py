@@ -15,7 +15,7 @@ from ..core.queue import KeyQueue
 from ..core.training import map_rows, train_minibatches
 from ..models.mlp import mlp_body, projection_head
 from ._common import BaselineResult
-from ._neural import HIDDEN, Views, check_range, coarse_tensor, kmeans_result, loop_config, neural_data
+from ._neural import HIDDEN, Views, check_range, coarse_tensor, kmeans_result, loop_config, neural_data, unit_embedding
 
 
 @doc_params(baseline_inputs=baseline_inputs, neural_options=neural_options)
@@ -77,15 +77,12 @@ def ancor(
     key_encoder = EMATeacher(net, momentum)
     queue = KeyQueue(min(queue_size, data.n_obs), dim, data.device)
 
-    def embed(module: nn.ModuleDict, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(module["embed"](module["body"](x)), dim=1)
-
     def step(idx: np.ndarray, x: torch.Tensor, _: int) -> dict[str, torch.Tensor]:
         yb = y[torch.as_tensor(idx, device=data.device)]
         x_q, x_k = views.pair(idx, x)
-        q = embed(net, x_q)
+        q = unit_embedding(net, x_q)
         with torch.no_grad():
-            k = embed(key_encoder.model, x_k)
+            k = unit_embedding(key_encoder.model, x_k)
         W = net["classifier"].weight
         ce = F.cross_entropy(net["classifier"](q), yb)
         keys, labels = queue.contents()
@@ -106,5 +103,5 @@ def ancor(
         after_step=lambda _: key_encoder.update(net),
     )
     net.eval()
-    embedding = map_rows(lambda x: embed(net, x), data.features)
+    embedding = map_rows(lambda x: unit_embedding(net, x), data.features)
     return kmeans_result(data, embedding, random_state)

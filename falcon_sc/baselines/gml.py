@@ -15,7 +15,7 @@ from ..core.queue import KeyQueue
 from ..core.training import map_rows, train_minibatches
 from ..models.mlp import mlp_body, projection_head
 from ._common import BaselineResult
-from ._neural import HIDDEN, Views, check_range, coarse_tensor, kmeans_result, loop_config, neural_data
+from ._neural import HIDDEN, Views, check_range, coarse_tensor, kmeans_result, loop_config, neural_data, unit_embedding
 
 
 @doc_params(baseline_inputs=baseline_inputs, neural_options=neural_options)
@@ -89,15 +89,12 @@ def gml(
     net.register_parameter("class_weights", classes)
     teacher = EMATeacher(net, momentum)
 
-    def embed(module: nn.ModuleDict, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(module["embed"](module["body"](x)), dim=1)
-
     def step(idx: np.ndarray, x: torch.Tensor, _: int) -> dict[str, torch.Tensor]:
         yb = y[torch.as_tensor(idx, device=data.device)]
         x_q, x_k = views.pair(idx, x)
-        z = embed(net, x_q)
+        z = unit_embedding(net, x_q)
         with torch.no_grad():
-            k = embed(teacher.model, x_k)
+            k = unit_embedding(teacher.model, x_k)
         cosine = z @ F.normalize(net.class_weights, dim=1).T
         cls = logit_adjusted_cross_entropy(classifier_scale * cosine, yb, log_prior)
         for c, queue in enumerate(queues):
