@@ -10,7 +10,7 @@ import numpy as np
 from scanpy import logging as logg
 from scipy import sparse
 
-from ._prepare import Prepared, prepare, within_class_pca
+from ._prepare import Prepared, check_input_kind, prepare, within_class_pca
 
 
 @dataclass
@@ -43,6 +43,7 @@ def cell_features(
     *,
     layer: str | None = None,
     use_rep: str | None = None,
+    input_kind: Literal["auto", "counts", "normalized", "lognorm"] = "auto",
     batch_key: str | None = None,
     n_top_genes: int = 2000,
     n_comps: int = 50,
@@ -63,15 +64,27 @@ def cell_features(
         Cells x genes.
     coarse
         Integer coarse class per cell.
-    layer, use_rep, batch_key, n_top_genes, n_comps, n_comps_within, model_input, random_state
+    layer, use_rep, input_kind, batch_key, n_top_genes, n_comps, n_comps_within, model_input, random_state
         As in :func:`falcon_sc.tl.refine`.
     """
+    check_input_kind(input_kind)
+    if use_rep is not None and input_kind != "auto":
+        raise ValueError(
+            f"input_kind={input_kind!r} describes the expression matrix; it cannot be combined with use_rep= "
+            "(leave input_kind='auto')."
+        )
     if use_rep is not None:
         rep = np.asarray(adata.obsm[use_rep], dtype=np.float32)
         logg.info(f"    using adata.obsm[{use_rep!r}] ({rep.shape[1]} dimensions)")
         return CellFeatures(features=rep, neighbour_space=rep)
     prepared = prepare(
-        adata, layer=layer, batch_key=batch_key, n_top_genes=n_top_genes, n_comps=n_comps, random_state=random_state
+        adata,
+        layer=layer,
+        batch_key=batch_key,
+        n_top_genes=n_top_genes,
+        n_comps=n_comps,
+        input_kind=input_kind,
+        random_state=random_state,
     )
     features = prepared.embedding if model_input == "pca" else prepared.lognorm
     neighbour_space = prepared.embedding

@@ -31,6 +31,7 @@ def refine(
     *,
     layer: str | None = None,
     use_rep: str | None = None,
+    input_kind: Literal["auto", "counts", "normalized", "lognorm"] = "auto",
     batch_key: str | None = None,
     n_top_genes: int = 2000,
     n_comps: int = 50,
@@ -69,7 +70,8 @@ def refine(
     Parameters
     ----------
     adata
-        Annotated data matrix (cells x genes). Raw counts or log-normalised values in ``X`` or ``layer`` (detected).
+        Annotated data matrix (cells x genes). Raw counts, normalised values (CPM/TPM) or log-normalised values in
+        ``X`` or ``layer`` (detected, see ``input_kind``).
     coarse_key
         Column of ``adata.obs`` with the coarse labels.
     n_fine
@@ -79,6 +81,11 @@ def refine(
     use_rep
         Key of ``adata.obsm`` holding an embedding (e.g. a batch-corrected ``X_scVI``) to use instead of the
         built-in preprocessing.
+    input_kind
+        What ``X``/``layer`` holds: ``"auto"`` detects it (:func:`~falcon_sc.pp.detect_input_kind`); ``"counts"``
+        (raw counts: ``normalize_total(1e4)`` + ``log1p``), ``"normalized"`` (normalised, not logged, e.g. CPM/TPM:
+        rescaled to 1e4 per cell + ``log1p``) or ``"lognorm"`` (``log1p`` of normalised values: used as they are)
+        override the detection. Not used with ``use_rep``.
     batch_key
         Column of ``adata.obs`` with batches/donors: HVGs are selected per batch and genes centred and scaled within
         each batch, so a batch shift does not become a fine class.
@@ -184,6 +191,7 @@ def refine(
         optimizer=optimizer,
         init=init,
         learn_relation=learn_relation,
+        input_kind=input_kind,
     )
     device = resolve_device(accelerator)
     adata = adata.copy() if copy else adata
@@ -197,6 +205,7 @@ def refine(
         coarse,
         layer=layer,
         use_rep=use_rep,
+        input_kind=input_kind,
         batch_key=batch_key,
         n_top_genes=n_top_genes,
         n_comps=n_comps,
@@ -265,6 +274,8 @@ def refine(
         "n_fine": n_fine,
         "layer": layer,
         "use_rep": use_rep,
+        "input_kind": input_kind,
+        "input_kind_detected": None if inputs.prepared is None else inputs.prepared.input_kind_detected,
         "batch_key": batch_key,
         "n_top_genes": n_top_genes,
         "n_comps": n_comps,

@@ -8,6 +8,8 @@ import anndata as ad
 import pandas as pd
 import torch
 
+from ..pp._prepare import INPUT_KINDS
+
 
 def resolve_device(accelerator: str) -> torch.device:
     """``"auto"`` -> CUDA when available else CPU; an explicit ``"cuda"`` without a GPU is an error."""
@@ -41,6 +43,7 @@ def check_refine_args(
     optimizer: str,
     init: str = "leiden",
     learn_relation: bool = True,
+    input_kind: str = "auto",
 ) -> None:
     """Raise a clear error for every bad argument of :func:`falcon_sc.tl.refine`."""
     if not isinstance(adata, ad.AnnData):
@@ -77,6 +80,12 @@ def check_refine_args(
     if key_added == coarse_key:
         raise ValueError(f"key_added={key_added!r} would overwrite the coarse labels; choose another key_added.")
     _choice("model_input", model_input, ("pca", "hvg"))
+    _choice("input_kind", input_kind, INPUT_KINDS)
+    if use_rep is not None and input_kind != "auto":
+        raise ValueError(
+            f"input_kind={input_kind!r} describes the expression matrix; it cannot be combined with use_rep= "
+            "(leave input_kind='auto')."
+        )
     if use_rep is not None and model_input == "hvg":
         raise ValueError("model_input='hvg' needs the expression matrix; it cannot be combined with use_rep=.")
     _choice("init", init, ("leiden", "kmeans", "random"))
