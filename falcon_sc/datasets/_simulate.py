@@ -73,6 +73,62 @@ def _effects(
     return lfc
 
 
+def _class_sizes(
+    n_cells: int,
+    weights: np.ndarray,
+    fine_parent: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    size_sd: float,
+    n_rare: int,
+    rare_coarse: Sequence[int] | None,
+    rare_fraction: float,
+    minimum: int,
+    rare_minimum: int,
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Fine class sizes with a within-coarse log-normal spread and rare children.
+
+    Returns the final weights, the sizes and the indices of the rare fine classes.
+    """
+    n_coarse = int(fine_parent.max()) + 1
+    counts = np.bincount(fine_parent, minlength=n_coarse)
+    total = np.bincount(fine_parent, weights=weights, minlength=n_coarse)  # coarse weights, kept throughout
+    w = weights.copy()
+    if size_sd > 0:
+        w *= np.exp(size_sd * rng.standard_normal(w.size))
+        w *= (total / np.bincount(fine_parent, weights=w, minlength=n_coarse))[fine_parent]
+    if rare_coarse is None:
+        candidates = np.flatnonzero(counts >= 2)
+        rare_coarse = sorted(candidates[np.argsort(-total[candidates], kind="stable")[:n_rare]].tolist())
+    last = np.cumsum(counts) - 1  # the last child of every coarse class
+    rare_fine = [int(last[c]) for c in rare_coarse]
+    if not rare_fine:
+        return w, _allocate(n_cells, w, minimum), []
+    is_rare = np.zeros(w.size, dtype=bool)
+    is_rare[rare_fine] = True
+    for c in rare_coarse:  # the rare child gets rare_fraction of the coarse weight, its siblings share the rest
+        sib = (fine_parent == c) & ~is_rare
+        w[sib] *= (1 - rare_fraction) * total[c] / w[sib].sum()
+        w[last[c]] = rare_fraction * total[c]
+    # coarse class sizes first, then the children inside every coarse class
+    floors = np.where(is_rare, rare_minimum, minimum)
+    coarse_floor = np.bincount(fine_parent, weights=floors, minlength=n_coarse).astype(np.int64)
+    coarse_sizes = coarse_floor + _allocate(int(n_cells - coarse_floor.sum()), total, 0)
+    sizes = np.zeros(w.size, dtype=np.int64)
+    for c in range(n_coarse):
+        members = np.flatnonzero(fine_parent == c)
+        n_c = int(coarse_sizes[c])
+        if is_rare[members].any():
+            sib = members[~is_rare[members]]
+            rare_size = max(rare_minimum, int(np.floor(rare_fraction * n_c + 0.5)))
+            rare_size = min(rare_size, n_c - sib.size * minimum)
+            sizes[last[c]] = rare_size
+            sizes[sib] = _allocate(n_c - rare_size, w[sib], minimum)
+        else:
+            sizes[members] = _allocate(n_c, w[members], minimum)
+    return w, sizes, rare_fine
+
+
 def simulate(
     n_cells: int = 5000,
     n_genes: int = 2000,
@@ -80,6 +136,11 @@ def simulate(
     *,
     imbalance: float = 0.5,
     min_cells_per_class: int = 20,
+    size_sd: float = 0.0,
+    n_rare: int = 0,
+    rare_coarse: Sequence[int] | None = None,
+    rare_fraction: float = 0.02,
+    rare_min_cells: int = 30,
     coarse_effect: float = 1.5,
     coarse_de_frac: float = 0.1,
     fine_effect: float = 0.8,
@@ -114,7 +175,15 @@ def simulate(
 
     Class sizes: fine class proportions are :math:`\exp(\mathrm{imbalance}\,(z_c + z_{cf}))` with standard
     normal :math:`z` per coarse class and per fine class (0 = all fine classes equally large), after reserving
-    ``min_cells_per_class`` cells for every fine class. Batches (``n_batches > 1``) are assigned uniformly and
+    ``min_cells_per_class`` cells for every fine class. ``size_sd > 0`` adds a log-normal spread *within* each coarse
+    class: the weights of the children of a coarse class are multiplied by :math:`\exp(\mathrm{size\_sd}\, u_{cf})`
+    (standard normal :math:`u`, drawn from a random stream of its own) and rescaled so that the coarse class keeps its
+    total weight, hence its expected size. Rare subtypes (``n_rare`` or ``rare_coarse``): in each chosen coarse class
+    (two or more children) the last child is rare, with :math:`\max(\mathrm{rare\_min\_cells},
+    \mathrm{round}(\mathrm{rare\_fraction}\, n_c))` of the :math:`n_c` cells of its coarse class, the other
+    children sharing the rest by their weights; coarse class sizes are then allocated first (from the same weights) and
+    the children inside each coarse class second. The rare fine classes are listed in ``uns["falcon_dataset"]["rare"]``.
+    Batches (``n_batches > 1``) are assigned uniformly and
     independently of type; each batch changes ``batch_de_frac * n_genes`` genes by about ``batch_effect`` (by
     default larger than the fine effects, so a batch-unaware method splits by batch) and shifts the log library
     size by :math:`\mathcal{N}(0, \text{batch\_library\_shift}^2)`.
@@ -128,7 +197,19 @@ def simulate(
     imbalance
         Log-scale spread of class proportions; 0 gives balanced fine classes.
     min_cells_per_class
-        Minimum number of cells of every fine class.
+        Minimum number of cells of every fine class (except the rare ones, see ``rare_min_cells``).
+    size_sd
+        Log-sd of the fine class sizes within each coarse class, on top of ``imbalance`` and without changing the
+        coarse class sizes (0, the default, adds nothing).
+    n_rare
+        Number of coarse classes that get one rare child: the ``n_rare`` coarse classes with two or more children and
+        the largest expected size. Ignored when ``rare_coarse`` is given.
+    rare_coarse
+        Indices of the coarse classes (each with two or more children) that get one rare child, instead of ``n_rare``.
+    rare_fraction
+        Share of its coarse class's cells that a rare child gets, in (0, 0.5].
+    rare_min_cells
+        Minimum number of cells of a rare child (it wins over ``rare_fraction`` in small coarse classes).
     coarse_effect, coarse_de_frac, fine_effect, fine_de_frac
         Magnitude (log scale) and gene fraction of the coarse and fine programs.
     state_effect, state_de_frac
@@ -149,7 +230,8 @@ def simulate(
     AnnData
         ``X``: raw counts (CSR float32, integer-valued). ``obs``: ``coarse`` ("C0", ...), ``fine`` ("C0.f0", ...),
         ``batch`` (if any), ``library_size``, ``state``. ``var``: ``base_mean`` and booleans ``coarse_de``, ``fine_de``,
-        ``batch_de``. ``uns["falcon_dataset"]`` holds name, relation, source and the parameters.
+        ``batch_de``. ``uns["falcon_dataset"]`` holds name, relation, source, ``rare`` (the rare fine classes, possibly
+        none) and the parameters.
     """
     n_cells = _check_int("n_cells", n_cells, 1)
     n_genes = _check_int("n_genes", n_genes, 10)
@@ -158,6 +240,30 @@ def simulate(
     children = [_check_int("children", k, 1) for k in children]
     imbalance = _check_number("imbalance", imbalance, low=0)
     min_cells_per_class = _check_int("min_cells_per_class", min_cells_per_class, 1)
+    size_sd = _check_number("size_sd", size_sd, low=0, high=5)
+    rare_fraction = _check_number("rare_fraction", rare_fraction, low=0, high=0.5, strict=True)
+    rare_min_cells = _check_int("rare_min_cells", rare_min_cells, 1)
+    n_rare = _check_int("n_rare", n_rare, 0)
+    multi = [c for c, k in enumerate(children) if k >= 2]
+    if rare_coarse is not None:
+        if isinstance(rare_coarse, str | bytes) or not isinstance(rare_coarse, Sequence | np.ndarray):
+            raise ValueError(f"`rare_coarse` must be a sequence of coarse class indices, got {rare_coarse!r}.")
+        rare_coarse = [_check_int("rare_coarse", c, 0) for c in rare_coarse]
+        bad = [c for c in rare_coarse if c >= len(children) or children[c] < 2]
+        if bad:
+            raise ValueError(
+                f"`rare_coarse` must name coarse classes with two or more children (indices {multi}), got {bad}."
+            )
+        if len(set(rare_coarse)) != len(rare_coarse):
+            raise ValueError(f"`rare_coarse` has repeated coarse classes: {rare_coarse}.")
+        if n_rare not in (0, len(rare_coarse)):
+            raise ValueError(f"`n_rare`={n_rare} disagrees with `rare_coarse` ({len(rare_coarse)} classes).")
+        n_rare = len(rare_coarse)
+    elif n_rare > len(multi):
+        raise ValueError(
+            f"`n_rare`={n_rare} is too large: only {len(multi)} coarse classes have two or more children to hold a "
+            "rare child."
+        )
     coarse_effect = _check_number("coarse_effect", coarse_effect, low=0)
     fine_effect = _check_number("fine_effect", fine_effect, low=0)
     batch_effect = _check_number("batch_effect", batch_effect, low=0)
@@ -177,14 +283,17 @@ def simulate(
     if isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral) or random_state < 0:
         raise ValueError(f"`random_state` must be a non-negative integer, got {random_state!r}.")
     n_fine = sum(children)
-    if n_cells < n_fine * min_cells_per_class:
+    needed = (n_fine - n_rare) * min_cells_per_class + n_rare * rare_min_cells
+    if n_cells < needed:
         raise ValueError(
             f"`n_cells`={n_cells} is too small: {n_fine} fine classes need at least "
-            f"{n_fine * min_cells_per_class} cells (min_cells_per_class={min_cells_per_class})."
+            f"{needed} cells (min_cells_per_class={min_cells_per_class}"
+            + (f", {n_rare} rare with rare_min_cells={rare_min_cells})." if n_rare else ").")
         )
 
     seq = np.random.SeedSequence(int(random_state))
-    ss_params, ss_cells, ss_counts = seq.spawn(3)
+    # the first three streams are those of earlier versions: the output for the old arguments is unchanged
+    ss_params, ss_cells, ss_counts, ss_sizes = seq.spawn(4)
     rng = np.random.default_rng(ss_params)
 
     # ---- hierarchy and class sizes
@@ -195,7 +304,22 @@ def simulate(
     z_coarse = rng.standard_normal(n_coarse)
     z_fine = rng.standard_normal(n_fine)
     weights = np.exp(imbalance * (z_coarse[fine_parent] + z_fine))
-    sizes = _allocate(n_cells, weights, min_cells_per_class)
+    rare_fine: list[int] = []
+    if size_sd > 0 or n_rare > 0:
+        weights, sizes, rare_fine = _class_sizes(
+            n_cells,
+            weights,
+            fine_parent,
+            np.random.default_rng(ss_sizes),
+            size_sd=size_sd,
+            n_rare=n_rare,
+            rare_coarse=rare_coarse,
+            rare_fraction=rare_fraction,
+            minimum=min_cells_per_class,
+            rare_minimum=rare_min_cells,
+        )
+    else:
+        sizes = _allocate(n_cells, weights, min_cells_per_class)
 
     # ---- gene programs (log scale), one row per fine class
     base = rng.gamma(0.6, 1.0 / 0.3, n_genes) + 1e-3
@@ -276,12 +400,18 @@ def simulate(
     adata = ad.AnnData(X=X, obs=obs, var=var)
     relation = {fine_names[k]: coarse_names[fine_parent[k]] for k in range(n_fine)}
     finalise(adata, "simulate", "falcon_sc.datasets.simulate (hierarchical negative-binomial simulator)", relation)
+    adata.uns["falcon_dataset"]["rare"] = [fine_names[k] for k in rare_fine]
     adata.uns["falcon_dataset"]["params"] = {
         "n_cells": n_cells,
         "n_genes": n_genes,
         "children": list(children),
         "imbalance": imbalance,
         "min_cells_per_class": min_cells_per_class,
+        "size_sd": size_sd,
+        "n_rare": n_rare,
+        "rare_coarse": [int(fine_parent[k]) for k in rare_fine],
+        "rare_fraction": rare_fraction,
+        "rare_min_cells": rare_min_cells,
         "coarse_effect": coarse_effect,
         "coarse_de_frac": coarse_de_frac,
         "fine_effect": fine_effect,
@@ -306,6 +436,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     "balanced": {"n_cells": 4000, "imbalance": 0.0},
     "imbalanced": {"n_cells": 6000, "imbalance": 0.8},
     "batches": {"n_cells": 5000, "imbalance": 0.5, "n_batches": 3, "batch_effect": 1.0},
+    # rare subtypes: one child with 2% of its coarse class (>= 30 cells) in the 3 largest multi-child coarse classes,
+    # the other children log-normal within their coarse class
+    "rare": {"n_cells": 8000, "imbalance": 0.3, "size_sd": 0.5, "n_rare": 3, "rare_fraction": 0.02},
+    # another hierarchy (5 coarse / 16 fine), wider log-normal sizes, 3 rare children, 2 batches, 10% dropout
+    "rare_batches": {
+        "n_cells": 10000,
+        "children": (1, 3, 6, 2, 4),
+        "imbalance": 0.3,
+        "size_sd": 0.7,
+        "n_rare": 3,
+        "rare_fraction": 0.02,
+        "n_batches": 2,
+        "dropout": 0.1,
+    },
 }
 
 
@@ -315,8 +459,11 @@ def simulate_preset(name: str, *, random_state: int = 0, **overrides: Any) -> ad
     Parameters
     ----------
     name
-        ``"balanced"`` (all fine classes equally large), ``"imbalanced"`` (strongly unequal class sizes) or
-        ``"batches"`` (3 batches with a batch effect stronger than the fine programs).
+        ``"balanced"`` (all fine classes equally large), ``"imbalanced"`` (strongly unequal class sizes),
+        ``"batches"`` (3 batches with a batch effect stronger than the fine programs), ``"rare"`` (8000 cells,
+        log-normal sizes within the coarse classes and a rare child with 2% of its coarse class in 3 coarse classes)
+        or ``"rare_batches"`` (10000 cells, children ``(1, 3, 6, 2, 4)``, wider log-normal sizes, 3 rare children,
+        2 batches, 10% dropout).
     random_state
         Seed.
     **overrides

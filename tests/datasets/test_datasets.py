@@ -148,7 +148,8 @@ def test_simulate_fine_signal_is_subtle():
 def test_presets(name):
     adata = D.simulate_preset(name, n_cells=800, n_genes=200)
     _check_labelled(adata, f"simulate:{name}")
-    assert ("batch" in adata.obs) == (name == "batches")
+    assert ("batch" in adata.obs) == (D.PRESETS[name].get("n_batches", 1) > 1)
+    assert len(adata.uns["falcon_dataset"]["rare"]) == D.PRESETS[name].get("n_rare", 0)
     with pytest.raises(ValueError, match="name"):
         D.simulate_preset("nope")
 
@@ -172,9 +173,110 @@ def test_presets(name):
         ({"dropout": 1.0}, "dropout"),
         ({"library_size": -5}, "library_size"),
         ({"random_state": -1}, "random_state"),
+        ({"size_sd": -0.1}, "size_sd"),
+        ({"size_sd": float("nan")}, "size_sd"),
+        ({"rare_fraction": 0.0}, "rare_fraction"),
+        ({"rare_fraction": 0.6}, "rare_fraction"),
+        ({"rare_min_cells": 0}, "rare_min_cells"),
+        ({"n_rare": -1}, "n_rare"),
+        ({"n_rare": 1.5}, "n_rare"),
+        ({"n_rare": 3}, "n_rare"),  # only C1 and C2 have two or more children
+        ({"rare_coarse": [0]}, "rare_coarse"),  # C0 has a single child
+        ({"rare_coarse": [1, 1]}, "rare_coarse"),
+        ({"rare_coarse": [5]}, "rare_coarse"),
+        ({"rare_coarse": "1"}, "rare_coarse"),
+        ({"rare_coarse": [1], "n_rare": 2}, "n_rare"),
+        ({"n_cells": 130, "n_rare": 2}, "n_cells"),  # 4 x 20 + 2 x 30 = 140 cells needed
     ],
 )
 def test_simulate_bad_arguments(kwargs, name):
     args = {**SMALL, **kwargs}
     with pytest.raises(ValueError, match=name):
         D.simulate(**args)
+
+
+# ---------------------------------------------------------------- log-normal sizes and rare subtypes
+
+RARE = {"n_cells": 4000, "n_genes": 50, "children": (1, 4, 3), "n_rare": 2, "rare_fraction": 0.02}
+
+
+def _shares(adata):
+    fine = adata.obs["fine"].value_counts()
+    coarse = adata.obs["coarse"].value_counts()
+    rel = adata.uns["falcon_dataset"]["relation"]
+    return {f: (int(n), int(coarse[rel[f]])) for f, n in fine.items()}
+
+
+def test_simulate_rare_subtypes():
+    adata = D.simulate(**RARE, size_sd=0.5, random_state=1)
+    _check_labelled(adata, "simulate")
+    info = adata.uns["falcon_dataset"]
+    assert info["rare"] == ["C1.f3", "C2.f2"]  # the last child of every coarse class with two or more children
+    assert info["params"]["rare_coarse"] == [1, 2] and info["params"]["n_rare"] == 2
+    shares = _shares(adata)
+    for f in info["rare"]:
+        n, n_c = shares[f]
+        assert n == max(30, round(0.02 * n_c))  # the requested share, up to rounding, and the floor
+        assert n >= 30 and abs(n / n_c - 0.02) <= 0.5 / n_c + 1e-12
+    others = [n for f, (n, _) in shares.items() if f not in info["rare"]]
+    assert min(others) > 3 * 30  # the other children are not rare
+
+
+def test_simulate_rare_floor_and_explicit_coarse(tmp_path):
+    import anndata as ad
+
+    # C1 has ~1000 cells: 2% would be 20, the floor of 30 wins; rare_coarse picks the coarse class
+    adata = D.simulate(n_cells=2000, n_genes=50, children=(2, 2), rare_coarse=[1], imbalance=0.0)
+    assert adata.uns["falcon_dataset"]["rare"] == ["C1.f1"]
+    n, n_c = _shares(adata)["C1.f1"]
+    assert n == 30 and n_c > 900
+    adata.write_h5ad(tmp_path / "rare.h5ad")
+    assert list(ad.read_h5ad(tmp_path / "rare.h5ad").uns["falcon_dataset"]["rare"]) == ["C1.f1"]
+    # rare_min_cells lowers the floor; n_rare picks the largest multi-child coarse class
+    adata = D.simulate(n_cells=2000, n_genes=50, children=(2, 3), n_rare=1, rare_min_cells=5, imbalance=0.0)
+    assert adata.uns["falcon_dataset"]["rare"] == ["C1.f2"]
+    n, n_c = _shares(adata)["C1.f2"]
+    assert n == round(0.02 * n_c)
+    # without rare classes the list is empty
+    assert list(D.simulate(**SMALL).uns["falcon_dataset"]["rare"]) == []
+
+
+def test_simulate_size_sd_is_lognormal_within_coarse():
+    kw = {"n_cells": 20000, "n_genes": 20, "children": (30, 30), "imbalance": 0.0, "min_cells_per_class": 1}
+    flat = D.simulate(**kw)
+    assert np.ptp(flat.obs["fine"].value_counts().to_numpy()) <= 1
+    spread = D.simulate(**kw, size_sd=0.8, random_state=2)
+    sizes = spread.obs["fine"].value_counts()
+    coarse = spread.obs["coarse"].value_counts()
+    # the coarse classes keep their size (up to rounding), the children spread log-normally inside them
+    assert abs(coarse["C0"] - coarse["C1"]) <= 30
+    for c in ("C0", "C1"):
+        logs = np.log(sizes[sizes.index.str.startswith(c + ".")].to_numpy())
+        assert 0.55 < logs.std(ddof=1) < 1.1
+        centred = (logs - logs.mean()) / logs.std(ddof=1)
+        assert abs(np.mean(centred**3)) < 1.2  # roughly symmetric on the log scale
+    assert sizes.max() > 5 * sizes.min()
+
+
+def test_simulate_rare_reproducible_and_programs_unchanged():
+    a = D.simulate(**RARE, size_sd=0.5, random_state=4)
+    b = D.simulate(**RARE, size_sd=0.5, random_state=4)
+    assert (a.X != b.X).nnz == 0 and a.obs["fine"].equals(b.obs["fine"])
+    # class sizes have their own random stream: the gene programs do not depend on them
+    plain = D.simulate(**{k: v for k, v in RARE.items() if k not in ("n_rare", "rare_fraction")}, random_state=4)
+    pd.testing.assert_frame_equal(a.var, plain.var)
+    assert not a.obs["fine"].equals(plain.obs["fine"])
+
+
+@pytest.mark.parametrize("name", ["rare", "rare_batches"])
+def test_rare_presets_at_full_size(name):
+    adata = D.simulate_preset(name, n_genes=20)
+    preset = D.PRESETS[name]
+    assert adata.n_obs == preset["n_cells"]
+    rare = adata.uns["falcon_dataset"]["rare"]
+    assert len(rare) == preset["n_rare"] == 3
+    shares = _shares(adata)
+    for f in rare:
+        n, n_c = shares[f]
+        assert 30 <= n <= 150 and 0.01 <= n / n_c <= 0.03
+    assert ("batch" in adata.obs) == (name == "rare_batches")
