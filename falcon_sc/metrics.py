@@ -22,6 +22,8 @@ __all__ = [
     "macro_accuracy",
     "match_labels",
     "nmi",
+    "per_class_recall",
+    "rare_recall",
     "relation_edit_distance",
     "within_coarse_ari",
 ]
@@ -125,6 +127,90 @@ def macro_accuracy(y_true: Any, y_pred: Any) -> float:
     recall = np.zeros(table.shape[0])
     recall[rows] = table[rows, cols] / table[rows].sum(axis=1)
     return float(recall.mean())
+
+
+def per_class_recall(y_true: Any, y_pred: Any, coarse: Any = None) -> pd.DataFrame:
+    """Recall of every true class under the Hungarian matching of :func:`clustering_accuracy`.
+
+    Parameters
+    ----------
+    y_true, y_pred
+        True and predicted fine labels, one per sample.
+    coarse
+        Coarse label of every sample (optional). A true class belongs to the coarse class that holds most of its
+        samples.
+
+    Returns
+    -------
+    DataFrame
+        One row per true class (in order of first appearance) with columns ``true_class``, ``coarse`` (``None``
+        without ``coarse``), ``n_cells``, ``share_of_coarse`` (``n_cells`` over the number of samples of its coarse
+        class, or of all samples without ``coarse``), ``matched`` (the predicted class matched to it, ``None`` if
+        none) and ``recall`` (fraction of its samples that carry the matched predicted label; 0 when unmatched). The
+        mean of ``recall`` is :func:`macro_accuracy`.
+    """
+    t, p = _check_pair(y_true, y_pred)
+    table, t_names, p_names = _contingency(t, p)
+    rows, cols = _hungarian(table)
+    n_cells = table.sum(axis=1)
+    recall = np.zeros(table.shape[0])
+    recall[rows] = table[rows, cols] / n_cells[rows]
+    matched: list[Hashable | None] = [None] * table.shape[0]
+    for r, c in zip(rows, cols, strict=True):
+        matched[r] = p_names[c]
+    if coarse is None:
+        parent: list[Hashable | None] = [None] * table.shape[0]
+        share = n_cells / t.shape[0]
+    else:
+        c_arr = _as_labels(coarse, "coarse")
+        if c_arr.shape[0] != t.shape[0]:
+            raise ValueError(f"`coarse` has length {c_arr.shape[0]} but `y_true` has length {t.shape[0]}.")
+        t_codes = pd.factorize(t, sort=False)[0]  # same order as the contingency rows
+        c_codes, c_names = pd.factorize(c_arr, sort=False)
+        by_coarse = np.zeros((table.shape[0], len(c_names)), dtype=np.int64)
+        np.add.at(by_coarse, (t_codes, c_codes), 1)
+        major = by_coarse.argmax(axis=1)
+        parent = [c_names[k] for k in major]
+        share = n_cells / np.bincount(c_codes, minlength=len(c_names))[major]
+    return pd.DataFrame(
+        {
+            "true_class": list(t_names),
+            "coarse": parent,
+            "n_cells": n_cells,
+            "share_of_coarse": share,
+            "matched": matched,
+            "recall": recall,
+        }
+    )
+
+
+def rare_recall(y_true: Any, y_pred: Any, coarse: Any, *, max_share: float = 0.05) -> float:
+    """Mean recall of the rare true classes: those with at most ``max_share`` of their coarse class's samples.
+
+    Recall is computed under the Hungarian matching of :func:`clustering_accuracy` (see :func:`per_class_recall`);
+    a rare class whose samples are merged into a larger predicted class has recall 0. The mean is unweighted.
+
+    Parameters
+    ----------
+    y_true, y_pred
+        True and predicted fine labels, one per sample.
+    coarse
+        Coarse label of every sample.
+    max_share
+        A true class is rare when it holds at most this share of the samples of its coarse class, in (0, 1].
+
+    Returns
+    -------
+    float
+        Mean recall of the rare classes in [0, 1], or NaN if there are none.
+    """
+    if isinstance(max_share, bool) or not isinstance(max_share, int | float | np.number) or not 0 < max_share <= 1:
+        raise ValueError(f"`max_share` must be a number in (0, 1], got {max_share!r}.")
+    if coarse is None:
+        raise ValueError("`coarse` is None: rare classes are defined by their share of their coarse class.")
+    table = per_class_recall(y_true, y_pred, coarse)
+    rare = table["share_of_coarse"] <= max_share
+    return float(table.loc[rare, "recall"].mean()) if rare.any() else float("nan")
 
 
 def ari(y_true: Any, y_pred: Any) -> float:
@@ -251,6 +337,8 @@ def evaluate(
     coarse: Any = None,
     true_relation: Any = None,
     pred_relation: Any = None,
+    *,
+    rare_max_share: float = 0.05,
 ) -> dict[str, float]:
     """Compute all metrics at once.
 
@@ -259,15 +347,17 @@ def evaluate(
     y_true, y_pred
         True and predicted fine labels, one per sample.
     coarse
-        Coarse label per sample; enables ``within_coarse_ari``.
+        Coarse label per sample; enables ``within_coarse_ari`` and ``rare_recall``.
     true_relation, pred_relation
         Fine -> coarse mappings; when both are given, enables ``relation_edit_distance``.
+    rare_max_share
+        ``max_share`` of :func:`rare_recall`.
 
     Returns
     -------
     dict
-        Keys ``accuracy``, ``macro_accuracy``, ``ari``, ``nmi`` and, when available, ``within_coarse_ari`` and
-        ``relation_edit_distance``.
+        Keys ``accuracy``, ``macro_accuracy``, ``ari``, ``nmi`` and, when available, ``within_coarse_ari``,
+        ``rare_recall`` (NaN without rare classes) and ``relation_edit_distance``.
     """
     out: dict[str, float] = {
         "accuracy": clustering_accuracy(y_true, y_pred),
@@ -277,6 +367,7 @@ def evaluate(
     }
     if coarse is not None:
         out["within_coarse_ari"] = within_coarse_ari(y_true, y_pred, coarse)
+        out["rare_recall"] = rare_recall(y_true, y_pred, coarse, max_share=rare_max_share)
     if true_relation is not None and pred_relation is not None:
         out["relation_edit_distance"] = relation_edit_distance(y_true, y_pred, true_relation, pred_relation)
     return out

@@ -126,8 +126,74 @@ def test_evaluate_keys():
     assert set(res) == {"accuracy", "macro_accuracy", "ari", "nmi"}
     coarse = [REL_TRUE[f] for f in Y_FINE]
     res = M.evaluate(Y_FINE, Y_FINE, coarse=coarse, true_relation=REL_TRUE, pred_relation=REL_TRUE)
-    assert set(res) == {"accuracy", "macro_accuracy", "ari", "nmi", "within_coarse_ari", "relation_edit_distance"}
+    assert set(res) == {
+        "accuracy",
+        "macro_accuracy",
+        "ari",
+        "nmi",
+        "within_coarse_ari",
+        "rare_recall",
+        "relation_edit_distance",
+    }
     assert res["relation_edit_distance"] == 0
+    assert math.isnan(res["rare_recall"])  # no class holds <= 5% of its coarse class
+    res = M.evaluate(Y_FINE, Y_FINE, coarse=coarse, rare_max_share=0.5)
+    assert res["rare_recall"] == 1.0  # f1..f4 hold <= half of X or Y
+
+
+# ---------------------------------------------------------------- per-class and rare recall
+
+# X: a 50, b 47, r 3 (3% of X); Y: c 18, s 2 (10% of Y); Z: z 10 (single child)
+RARE_TRUE = ["a"] * 50 + ["b"] * 47 + ["r"] * 3 + ["c"] * 18 + ["s"] * 2 + ["z"] * 10
+RARE_COARSE = ["X"] * 100 + ["Y"] * 20 + ["Z"] * 10
+# r: 2 of 3 cells in its own cluster "R", 1 in "B"; s merged into "C"; c: 16 of 18 in "C", 2 in "A"
+RARE_PRED = ["A"] * 50 + ["B"] * 47 + ["R", "R", "B"] + ["C"] * 16 + ["A"] * 2 + ["C"] * 2 + ["Z"] * 10
+
+
+def test_per_class_recall_hand_example():
+    table = M.per_class_recall(RARE_TRUE, RARE_PRED, RARE_COARSE)
+    assert list(table.columns) == ["true_class", "coarse", "n_cells", "share_of_coarse", "matched", "recall"]
+    table = table.set_index("true_class")
+    assert table["coarse"].to_dict() == {"a": "X", "b": "X", "r": "X", "c": "Y", "s": "Y", "z": "Z"}
+    assert table["n_cells"].to_dict() == {"a": 50, "b": 47, "r": 3, "c": 18, "s": 2, "z": 10}
+    assert table.loc["r", "share_of_coarse"] == pytest.approx(0.03)
+    assert table.loc["s", "share_of_coarse"] == pytest.approx(0.1)
+    assert table.loc["z", "share_of_coarse"] == 1.0
+    assert table["matched"].to_dict() == {"a": "A", "b": "B", "r": "R", "c": "C", "s": None, "z": "Z"}
+    expected = {"a": 1.0, "b": 1.0, "r": 2 / 3, "c": 16 / 18, "s": 0.0, "z": 1.0}
+    assert table["recall"].to_dict() == pytest.approx(expected)
+    assert table["recall"].mean() == pytest.approx(M.macro_accuracy(RARE_TRUE, RARE_PRED))
+    # without coarse labels the share is of all cells
+    plain = M.per_class_recall(RARE_TRUE, RARE_PRED).set_index("true_class")
+    assert plain["coarse"].isna().all() and plain.loc["z", "share_of_coarse"] == pytest.approx(10 / 130)
+
+
+def test_rare_recall_hand_example():
+    # rare at 5%: only r (3%) -> 2/3; at 10%: r and s -> (2/3 + 0) / 2
+    assert M.rare_recall(RARE_TRUE, RARE_PRED, RARE_COARSE) == pytest.approx(2 / 3)
+    assert M.rare_recall(RARE_TRUE, RARE_PRED, RARE_COARSE, max_share=0.1) == pytest.approx(1 / 3)
+    assert math.isnan(M.rare_recall(RARE_TRUE, RARE_PRED, RARE_COARSE, max_share=0.02))
+    # a perfect prediction under other names has rare recall 1; merging r into b gives 0
+    renamed = [v + "!" for v in RARE_TRUE]
+    assert M.rare_recall(RARE_TRUE, renamed, RARE_COARSE, max_share=0.1) == 1.0
+    merged = ["b" if v == "r" else v for v in RARE_TRUE]
+    assert M.rare_recall(RARE_TRUE, merged, RARE_COARSE) == 0.0
+    assert M.evaluate(RARE_TRUE, RARE_PRED, coarse=RARE_COARSE)["rare_recall"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("max_share", [0, -0.1, 1.5, "0.1", True, float("nan")])
+def test_rare_recall_bad_max_share(max_share):
+    with pytest.raises(ValueError, match="max_share"):
+        M.rare_recall(RARE_TRUE, RARE_PRED, RARE_COARSE, max_share=max_share)
+
+
+def test_rare_recall_bad_coarse():
+    with pytest.raises(ValueError, match="coarse"):
+        M.rare_recall(RARE_TRUE, RARE_PRED, None)
+    with pytest.raises(ValueError, match="coarse"):
+        M.rare_recall(RARE_TRUE, RARE_PRED, RARE_COARSE[:-1])
+    with pytest.raises(ValueError, match="coarse"):
+        M.per_class_recall(RARE_TRUE, RARE_PRED, [None] * len(RARE_TRUE))
 
 
 # ---------------------------------------------------------------- validation
