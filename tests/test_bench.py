@@ -7,7 +7,7 @@ from anndata import AnnData
 
 import falcon_sc.tl
 from falcon_sc.baselines import BaselineResult
-from falcon_sc.bench import DATASETS, METHODS, run
+from falcon_sc.bench import DATASETS, METHODS, run, summary_markdown
 from falcon_sc.bench.__main__ import main
 from falcon_sc.bench._methods import relations_to_dict
 
@@ -164,3 +164,164 @@ def test_default_suite_names() -> None:
     assert list(_resolve_methods("all")) == list(METHODS)
     assert [s.name for s in _resolve_datasets("default", None, None, None)] == list(DEFAULT_DATASETS)
     assert {"pbmc68k", "sim_imbalanced", "sim_batches"} <= set(DEFAULT_DATASETS)
+
+
+# ---------------------------------------------------------------- simulated datasets, rare recall, warm start
+
+
+def test_simulated_datasets_and_seeds(monkeypatch) -> None:
+    from falcon_sc.bench._datasets import get_dataset, simulated
+    from falcon_sc.datasets import PRESETS
+
+    assert {"sim_rare", "sim_rare_batches"} <= set(DATASETS)
+    assert DATASETS["sim_rare_batches"].batch_key == "batch" and DATASETS["sim_rare"].batch_key is None
+    spec = get_dataset("sim_rare_batches@7")
+    assert spec.name == "sim_rare_batches@7" and spec.batch_key == "batch" and "seed 7" in spec.description
+    assert simulated("rare", random_state=3).name == "sim_rare@3"
+    assert simulated("balanced").name == "sim_balanced"
+    assert simulated("rare", n_cells=900).name == "sim_rare@0+n_cells=900"
+    # small stand-in for the preset, so that loading is quick
+    monkeypatch.setitem(
+        PRESETS, "rare", {**PRESETS["rare"], "n_cells": 600, "n_genes": 60, "children": (1, 3, 2), "n_rare": 2}
+    )
+    seed0, seed7 = get_dataset("sim_rare").load(), get_dataset("sim_rare@7").load()
+    assert seed7.adata.uns["falcon_dataset"]["params"]["random_state"] == 7
+    assert (seed0.adata.X != seed7.adata.X).nnz > 0
+    assert (get_dataset("sim_rare@7").load().adata.X != seed7.adata.X).nnz == 0
+    assert len(seed7.adata.uns["falcon_dataset"]["rare"]) == 2 and seed7.n_fine == 6
+    for bad, match in [("pbmc3k@3", "simulated"), ("sim_rare@x", "non-negative"), ("sim_rare@-2", "non-negative")]:
+        with pytest.raises(ValueError, match=match):
+            get_dataset(bad)
+    with pytest.raises(ValueError, match="preset"):
+        simulated("nope")
+    with pytest.raises(ValueError, match="seed"):
+        simulated("rare", random_state=-1)
+
+
+def test_cli_run_simulator_seed(tmp_path, monkeypatch) -> None:
+    from falcon_sc.datasets import PRESETS
+
+    monkeypatch.setitem(
+        PRESETS,
+        "rare",
+        {**PRESETS["rare"], "n_cells": 600, "n_genes": 80, "children": (1, 3, 2), "n_rare": 2, "rare_min_cells": 5},
+    )
+    out = tmp_path / "out"
+    argv = ["run", "--dataset", "sim_rare@3", "--methods", "kmeans_within", "--seeds", "1", "--out", str(out)]
+    assert main([*argv, "--no-plots", "--quiet"]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert list(runs["dataset"]) == ["sim_rare@3"] and runs["error"].isna().all()
+    assert 0 <= runs["rare_recall"].iloc[0] <= 1
+
+
+def _with_rare_class(toy: AnnData) -> AnnData:
+    """``toy`` with the last fine class of coarse class B cut to 4 cells (a few % of B)."""
+    fine = toy.obs["fine"].astype(str)
+    last = sorted(f for f in fine.unique() if f.startswith("B"))[-1]
+    keep = np.flatnonzero(fine != last).tolist() + np.flatnonzero(fine == last)[:4].tolist()
+    return toy[sorted(keep)].copy()
+
+
+def test_rare_recall_and_warm_start_columns(toy: AnnData, tmp_path) -> None:
+    def truth(adata, coarse_key, n_fine, *, batch_key, seed, fine_key):
+        labels = adata.obs[fine_key].astype(str).to_numpy()
+        coarse = adata.obs[coarse_key].astype(str).to_numpy()
+        warm = np.array([f"{c}/0" for c in coarse])  # the warm start found no fine structure
+        relation = dict(zip(labels, coarse, strict=True))
+        return BaselineResult(labels=labels, relation=relation, info={"warm_start_labels": warm, "steps": 3})
+
+    def constant(adata, coarse_key, n_fine, *, batch_key, seed):
+        coarse = adata.obs[coarse_key].astype(str).to_numpy()
+        return BaselineResult(labels=np.array([f"{c}/0" for c in coarse]), relation={f"{c}/0": c for c in coarse})
+
+    rare = _with_rare_class(toy)
+    df = run(
+        {"toy": toy, "rare": rare}, {"truth": truth, "constant": constant}, seeds=[0, 1], out=tmp_path, progress=False
+    )
+    assert (df["error"] == "").all(), df["error"].tolist()
+    warm_cols = ["warm_accuracy", "warm_macro_accuracy", "warm_ari", "warm_within_coarse_ari", "warm_rare_recall"]
+    assert set(warm_cols) <= set(df.columns) and "rare_recall" in df.columns
+    by = df.set_index(["dataset", "method", "seed"])
+    # rare recall: NaN without rare classes, 1 for the truth, 0 for one label per coarse class
+    assert by.loc[("toy", "truth", 0), "rare_recall"] != by.loc[("toy", "truth", 0), "rare_recall"]
+    assert by.loc[("rare", "truth", 0), "rare_recall"] == 1.0
+    assert by.loc[("rare", "constant", 0), "rare_recall"] == 0.0
+    # warm scores: those of the one-label-per-coarse-class warm start, NaN for methods without one
+    for col in ("accuracy", "macro_accuracy", "ari", "within_coarse_ari", "rare_recall"):
+        truth_rows, const_rows = df[df["method"] == "truth"], df[df["method"] == "constant"]
+        np.testing.assert_allclose(truth_rows[f"warm_{col}"], const_rows[col])
+        assert const_rows[f"warm_{col}"].isna().all()
+    # the labels never reach the info column; other extras do
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert set(warm_cols) <= set(runs.columns)
+    truth_info = runs.loc[runs["method"] == "truth", "info"]
+    assert truth_info.str.contains('"steps": 3').all() and not truth_info.str.contains("warm").any()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "## rare_recall (mean over seeds; methods x datasets)" in summary
+    assert "## FALCON: warm start vs final" in summary
+    warm_lines = [line for line in summary.splitlines() if line.startswith("| toy | truth |")]
+    assert len(warm_lines) == 1 and "-> 1.000 (+" in warm_lines[0] and "| 2 |" in warm_lines[0]
+    assert not any(line.startswith("| toy | constant |") for line in summary.splitlines())
+    assert "–" in summary  # rare recall of toy: no rare classes
+    assert (tmp_path / "rare_recall.png").stat().st_size > 0
+    assert not (tmp_path / "warm_accuracy.png").exists()
+
+
+def test_no_warm_start_table_without_warm_scores(toy: AnnData) -> None:
+    from falcon_sc.bench.run import warm_start_markdown
+
+    def plain(adata, coarse_key, n_fine, *, batch_key, seed):
+        coarse = adata.obs[coarse_key].astype(str).to_numpy()
+        return BaselineResult(labels=np.array([f"{c}/0" for c in coarse]), relation={f"{c}/0": c for c in coarse})
+
+    df = run({"toy": toy}, {"plain": plain}, seeds=1, progress=False, plots=False)
+    assert df["warm_accuracy"].isna().all() and warm_start_markdown(df) == ""
+    assert "warm start" not in summary_markdown(df)
+
+
+def test_falcon_adapter_passes_warm_start(toy: AnnData, monkeypatch) -> None:
+    def fake_refine(adata, coarse_key, n_fine, *, key_added="falcon", warm=True, **kw):
+        coarse = adata.obs[coarse_key].astype(str)
+        adata.obs[key_added] = pd.Categorical(coarse + "/0")
+        if warm:
+            adata.obs[f"{key_added}_warm_start"] = pd.Categorical(coarse + "/1")
+        cats = sorted(coarse.unique())
+        adata.uns[key_added] = {
+            "relations": pd.DataFrame(np.eye(len(cats)), index=[f"{c}/0" for c in cats], columns=cats)
+        }
+
+    monkeypatch.setattr(falcon_sc.tl, "refine", fake_refine, raising=False)
+    res = METHODS["falcon"](toy, "coarse", N_FINE, batch_key=None, seed=0)
+    warm = res.info["warm_start_labels"]
+    assert isinstance(warm, np.ndarray) and warm.shape == (toy.n_obs,)
+    assert list(warm[:2]) == [f"{c}/1" for c in toy.obs["coarse"].astype(str)[:2]]
+    monkeypatch.setattr(falcon_sc.tl, "refine", lambda *a, **kw: fake_refine(*a, warm=False, **kw), raising=False)
+    assert "warm_start_labels" not in METHODS["falcon"](toy, "coarse", N_FINE, batch_key=None, seed=0).info
+
+
+def test_scale_bench_both_methods() -> None:
+    from falcon_sc.bench.scale import run_scale_bench
+
+    df = run_scale_bench(2000, 200, accelerator="cpu")
+    assert list(df["method"]) == ["leiden_scanpy", "falcon"] and list(df["order"]) == [1, 2]
+    assert (df["n_cells"] == 2000).all() and (df["n_genes"] == 200).all()
+    assert (df["seconds"] > 0).all() and df["peak_mem_mb"].notna().all() and (df["peak_mem_mb"] >= 0).all()
+    for col in ("accuracy", "macro_accuracy", "ari", "within_coarse_ari"):
+        assert df[col].between(-1, 1).all() and df[col].notna().all()
+    assert (df["accuracy"] > 0.3).all() and (df["n_fine_pred"] > 1).all()
+    assert "neighbors" in df.loc[0, "detail"]
+    sec = df.set_index("method")["seconds"]
+    assert df.attrs["ratio"] == pytest.approx(sec["falcon"] / sec["leiden_scanpy"], abs=0.01)
+
+
+def test_cli_scale_one_method(capsys) -> None:
+    assert main(["scale", "--n-cells", "600", "--n-genes", "100", "--methods", "leiden_scanpy"]) == 0
+    out = capsys.readouterr().out
+    assert "leiden_scanpy" in out and "falcon " not in out and "ratio" not in out
+
+
+def test_scale_bench_unknown_method() -> None:
+    from falcon_sc.bench.scale import run_scale_bench
+
+    with pytest.raises(ValueError, match="nope"):
+        run_scale_bench(100, 50, methods="falcon,nope")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -92,25 +93,92 @@ def _packaged(name: str) -> Callable[[], AnnData]:
     return load
 
 
-def _simulated(preset: str) -> Callable[[], AnnData]:
+def _simulated(preset: str, random_state: int = 0, **overrides: Any) -> Callable[[], AnnData]:
     def load() -> AnnData:
         from falcon_sc import datasets
 
-        return datasets.simulate_preset(preset)
+        return datasets.simulate_preset(preset, random_state=random_state, **overrides)
 
     return load
 
+
+def simulated(
+    preset: str,
+    *,
+    random_state: int = 0,
+    name: str | None = None,
+    description: str | None = None,
+    **overrides: Any,
+) -> DatasetSpec:
+    """A benchmark dataset simulated with a preset of :func:`falcon_sc.datasets.simulate_preset`.
+
+    New simulator seeds give new data sets of the same design, e.g. held-out data for tuning. On the command line,
+    ``--dataset sim_rare@7`` is ``simulated("rare", random_state=7)``.
+
+    Parameters
+    ----------
+    preset
+        A key of :data:`falcon_sc.datasets.PRESETS`.
+    random_state
+        Simulator seed (the registered ``sim_<preset>`` datasets use 0).
+    name
+        Name in the result tables; default ``sim_<preset>``, ``sim_<preset>@<seed>`` for a seed other than 0, with
+        ``+key=value,...`` appended when there are overrides.
+    description
+        One line for ``falcon-bench list``.
+    **overrides
+        Further :func:`falcon_sc.datasets.simulate` arguments, replacing the preset's.
+
+    Returns
+    -------
+    DatasetSpec
+        With ``batch_key="batch"`` when the simulation has more than one batch.
+    """
+    from falcon_sc.datasets import PRESETS
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown simulator preset {preset!r}: use one of {sorted(PRESETS)}")
+    if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer) or random_state < 0:
+        raise ValueError(f"simulator seed must be a non-negative integer, got {random_state!r}")
+    random_state = int(random_state)
+    if name is None:
+        name = f"sim_{preset}" + (f"@{random_state}" if random_state or overrides else "")
+        if overrides:
+            name += "+" + ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+    n_batches = {**PRESETS[preset], **overrides}.get("n_batches", 1)
+    if description is None:
+        description = f"simulated counts, preset {preset!r}" + (
+            f", simulator seed {random_state}" if random_state else ""
+        )
+    return DatasetSpec(
+        name,
+        _simulated(preset, random_state, **overrides),
+        batch_key="batch" if n_batches > 1 else None,
+        description=description,
+    )
+
+
+_SIMULATED: dict[str, str] = {
+    "sim_balanced": "balanced",
+    "sim_imbalanced": "imbalanced",
+    "sim_batches": "batches",
+    "sim_rare": "rare",
+    "sim_rare_batches": "rare_batches",
+}
+"""Registered simulated datasets -> their simulator preset (``<name>@<seed>`` draws a new seed)."""
 
 DATASETS: dict[str, DatasetSpec] = {
     "pbmc68k": DatasetSpec("pbmc68k", _packaged("pbmc68k"), description="Zheng 2017 PBMC 68k (log-normalised X)"),
     "pbmc3k": DatasetSpec("pbmc3k", _packaged("pbmc3k"), description="10x PBMC 3k, Seurat tutorial labels"),
     "zeisel": DatasetSpec("zeisel", _packaged("zeisel"), description="Zeisel 2015 mouse cortex, level 1 / level 2"),
-    "sim_balanced": DatasetSpec("sim_balanced", _simulated("balanced"), description="simulated counts, balanced"),
-    "sim_imbalanced": DatasetSpec(
-        "sim_imbalanced", _simulated("imbalanced"), description="simulated counts, rare fine classes"
+    "sim_balanced": simulated("balanced", description="simulated counts, balanced"),
+    "sim_imbalanced": simulated("imbalanced", description="simulated counts, rare fine classes"),
+    "sim_batches": simulated("batches", description="simulated counts with batch effects"),
+    "sim_rare": simulated(
+        "rare", description="simulated counts, log-normal subtype sizes, 3 rare subtypes (2% of their class)"
     ),
-    "sim_batches": DatasetSpec(
-        "sim_batches", _simulated("batches"), batch_key="batch", description="simulated counts with batch effects"
+    "sim_rare_batches": simulated(
+        "rare_batches", description="simulated, 5 coarse / 16 fine, log-normal sizes, 3 rare subtypes, 2 batches"
     ),
 }
 
@@ -131,7 +199,9 @@ def get_dataset(
     Parameters
     ----------
     name
-        A key of :data:`DATASETS`, a path to an ``.h5ad`` file, or a :class:`DatasetSpec` (returned as is).
+        A key of :data:`DATASETS`; a simulated one with ``@<seed>`` appended (``"sim_rare@7"``: the same preset
+        simulated with seed 7, see :func:`simulated`); a path to an ``.h5ad`` file; or a :class:`DatasetSpec`
+        (returned as is).
     coarse_key, fine_key, batch_key
         ``obs`` columns of an ``.h5ad`` file (defaults ``"coarse"``, ``"fine"``, none).
     """
@@ -139,6 +209,22 @@ def get_dataset(
         return name
     if name in DATASETS:
         return DATASETS[name]
+    base, at, seed = name.rpartition("@")
+    if at and not name.endswith(".h5ad"):
+        if base not in _SIMULATED:
+            raise ValueError(
+                f"dataset {name!r}: '@<seed>' draws a new simulator seed and needs a simulated dataset, one of "
+                f"{sorted(_SIMULATED)}"
+            )
+        if not seed.isdigit():
+            raise ValueError(f"dataset {name!r}: the simulator seed after '@' must be a non-negative integer")
+        spec = DATASETS[base]
+        return simulated(
+            _SIMULATED[base],
+            random_state=int(seed),
+            name=f"{base}@{int(seed)}",
+            description=f"{spec.description}, simulator seed {int(seed)}",
+        )
     path = Path(name).expanduser()
     if path.suffix == ".h5ad":
         if not path.exists():
@@ -157,4 +243,7 @@ def get_dataset(
             batch_key=batch_key,
             description=str(path),
         )
-    raise ValueError(f"unknown dataset {name!r}: use one of {sorted(DATASETS)} or a path to an .h5ad file")
+    raise ValueError(
+        f"unknown dataset {name!r}: use one of {sorted(DATASETS)} (simulated ones with '@<seed>'), or a path to an "
+        ".h5ad file"
+    )

@@ -100,7 +100,11 @@ def _refine(
     labels = work.obs[key].astype(str).to_numpy()
     coarse = work.obs[coarse_key].astype(str).to_numpy()
     relation = complete_relation(labels, coarse, relations_to_dict(work.uns[key]["relations"]))
-    return BaselineResult(labels=labels, relation=relation, adata=work)
+    info = {}
+    warm = f"{key}_warm_start"
+    if warm in work.obs.columns:  # the warm start's fine labels (refine writes them; older versions do not)
+        info["warm_start_labels"] = work.obs[warm].astype(str).to_numpy()
+    return BaselineResult(labels=labels, relation=relation, info=info, adata=work)
 
 
 METHODS: dict[str, Method] = {

@@ -20,8 +20,13 @@ from tqdm.auto import tqdm
 from ._datasets import DEFAULT_DATASETS, DatasetSpec, LoadedDataset, get_dataset
 from ._methods import METHODS, Method, accepts, get_method
 
-METRICS = ("accuracy", "macro_accuracy", "ari", "nmi", "within_coarse_ari", "relation_edit_distance")
-"""Metric columns, from :func:`falcon_sc.metrics.evaluate`."""
+METRICS = ("accuracy", "macro_accuracy", "ari", "nmi", "within_coarse_ari", "rare_recall", "relation_edit_distance")
+"""Metric columns, from :func:`falcon_sc.metrics.evaluate` (``rare_recall`` is NaN on data without rare classes)."""
+
+WARM_METRICS = ("accuracy", "macro_accuracy", "ari", "within_coarse_ari", "rare_recall")
+"""Metrics of the warm start's labels (``info["warm_start_labels"]`` of a result), in columns ``warm_<metric>``."""
+
+WARM_COLUMNS = tuple(f"warm_{m}" for m in WARM_METRICS)
 
 COST = ("seconds", "peak_mem_mb")
 """Cost columns: wall seconds and peak memory of the method call."""
@@ -42,6 +47,7 @@ COLUMNS = (
     "seconds",
     "peak_mem_mb",
     "maxrss_delta_mb",
+    *WARM_COLUMNS,
     "info",
     "error",
 )
@@ -193,14 +199,24 @@ def _run_one(
     labels = np.asarray(res.labels).astype(str)
     if labels.shape != (adata.n_obs,):
         raise ValueError(f"method {name!r} returned {labels.shape} labels for {adata.n_obs} cells")
+    y_true = adata.obs[spec.fine_key].astype(str).to_numpy()
+    coarse = adata.obs[spec.coarse_key].astype(str).to_numpy()
     scores = evaluate(
-        adata.obs[spec.fine_key].astype(str).to_numpy(),
+        y_true,
         labels,
-        coarse=adata.obs[spec.coarse_key].astype(str).to_numpy(),
+        coarse=coarse,
         true_relation=data.relation,
         pred_relation={str(k): str(v) for k, v in res.relation.items()},
     )
-    info = getattr(res, "info", None) or {}
+    info = dict(getattr(res, "info", None) or {})
+    warm_scores: dict[str, float] = {}
+    warm = info.pop("warm_start_labels", None)  # an array per cell: scored, never written to the info column
+    if warm is not None:
+        warm = np.asarray(warm).astype(str)
+        if warm.shape == (adata.n_obs,):
+            warm_scores = evaluate(y_true, warm, coarse=coarse)
+        else:
+            info["warm_start_error"] = f"{warm.shape} warm-start labels for {adata.n_obs} cells"
     annotated = getattr(res, "adata", None)
     if relation_figure is not None and annotated is not None and "falcon" in annotated.uns:
         _relation_figure(annotated, spec.fine_key, relation_figure)
@@ -210,6 +226,7 @@ def _run_one(
         "seconds": seconds,
         "peak_mem_mb": mem.peak_mb,
         "maxrss_delta_mb": mem.maxrss_delta_mb,
+        **{f"warm_{k}": float(warm_scores[k]) for k in WARM_METRICS if k in warm_scores},
         "info": json.dumps(info, default=str) if info else "",
     }
 
@@ -257,7 +274,8 @@ def run(
     seeds
         Seeds, or their number ``n`` for ``0..n-1``.
     out
-        Folder for ``runs.csv``, ``summary.md``, one ``<metric>.png`` per metric and, for the FALCON methods (first
+        Folder for ``runs.csv``, ``summary.md`` (with the table "FALCON: warm start vs final" when there are warm
+        start scores), one ``<metric>.png`` per metric and, for the FALCON methods (first
         seed), ``relations_<dataset>_<method>.png``: the learned relation next to the true one. Nothing is written
         when ``None``.
     coarse_key, fine_key, batch_key
@@ -271,7 +289,9 @@ def run(
     -------
     One row per run: ``dataset, method, seed, n_cells, n_fine_true, n_fine_pred``, the metrics
     (:data:`METRICS`), ``seconds`` (wall time of the method call), ``peak_mem_mb`` and ``maxrss_delta_mb``
-    (see :class:`PeakMemory`), ``info`` (JSON of method extras) and ``error`` (empty when the run succeeded).
+    (see :class:`PeakMemory`), ``warm_<metric>`` (:data:`WARM_METRICS` of the warm start's labels, for methods whose
+    result has ``info["warm_start_labels"]``, i.e. FALCON; NaN otherwise), ``info`` (JSON of method extras, without
+    the warm-start labels) and ``error`` (empty when the run succeeded).
     """
     from falcon_sc.metrics import evaluate
 
@@ -379,9 +399,12 @@ def summary_markdown(df: pd.DataFrame) -> str:
     )
     ok_all = df[df["error"] == ""]
     if df["dataset"].nunique() > 1:
-        for metric in ("accuracy", "within_coarse_ari"):
+        for metric in ("accuracy", "within_coarse_ari", "rare_recall"):
             if metric in cols:
                 lines += ["", f"## {metric} (mean over seeds; methods x datasets)", "", pivot_markdown(df, metric)]
+    warm = warm_start_markdown(df)
+    if warm:
+        lines += ["", warm]
     for dataset, sub in df.groupby("dataset", sort=False):
         ok = ok_all[ok_all["dataset"] == dataset]
         methods = list(dict.fromkeys(sub["method"]))
@@ -416,6 +439,38 @@ def summary_markdown(df: pd.DataFrame) -> str:
             for _, r in errors.iterrows():
                 lines.append(f"- {r['method']} (seed {r['seed']}): `{r['error'].splitlines()[0][:300]}`")
     return "\n".join(lines) + "\n"
+
+
+def warm_start_markdown(df: pd.DataFrame, digits: int = 3) -> str:
+    """Markdown table "FALCON: warm start vs final": per dataset and method, mean warm -> final (difference).
+
+    Only the successful runs that scored a warm start (columns ``warm_<metric>``, see :data:`WARM_METRICS`) count,
+    and both means are over the same runs. Empty string when there are none.
+    """
+    if "warm_accuracy" not in df.columns:
+        return ""
+    ok = df[(df["error"] == "") & df["warm_accuracy"].notna()]
+    if ok.empty:
+        return ""
+    metrics = [m for m in WARM_METRICS if m in ok.columns and ok[m].notna().any()]
+    lines = [
+        "## FALCON: warm start vs final",
+        "",
+        "Mean over seeds of the warm start's labels -> the final labels (final - warm in brackets).",
+        "",
+        "| dataset | method | runs | " + " | ".join(metrics) + " |",
+        "|---|---|---:|" + "---:|" * len(metrics),
+    ]
+    for (dataset, method), sub in ok.groupby(["dataset", "method"], sort=False):
+        cells = []
+        for m in metrics:
+            w, f = sub[f"warm_{m}"].mean(), sub[m].mean()
+            if pd.isna(w) or pd.isna(f):
+                cells.append("–")
+            else:
+                cells.append(f"{w:.{digits}f} -> {f:.{digits}f} ({f - w:+.{digits}f})")
+        lines.append(f"| {dataset} | {method} | {len(sub)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot_metrics(df: pd.DataFrame, out: str | os.PathLike) -> list[Path]:
