@@ -31,32 +31,6 @@ def leiden(graph: ig.Graph, resolution: float, random_state: int = 0) -> np.ndar
     return np.asarray(part.membership, dtype=np.int64)
 
 
-def leiden_with_count(
-    graph: ig.Graph, n_clusters: int, *, random_state: int = 0, max_evals: int = 25, return_resolution: bool = False
-) -> np.ndarray | tuple[np.ndarray, float]:
-    """Leiden membership whose number of clusters is as close to ``n_clusters`` as a resolution search gets.
-
-    With ``return_resolution``, also the resolution that gave it.
-    """
-    lo, hi = 0.0, 1.0
-    best, best_res = leiden(graph, hi, random_state), hi
-    while best.max() + 1 < n_clusters and hi < 64:
-        lo, hi = hi, hi * 2
-        best, best_res = leiden(graph, hi, random_state), hi
-    for _ in range(max_evals):
-        if best.max() + 1 == n_clusters:
-            break
-        mid = 0.5 * (lo + hi)
-        memb = leiden(graph, mid, random_state)
-        if abs(memb.max() + 1 - n_clusters) <= abs(best.max() + 1 - n_clusters):
-            best, best_res = memb, mid
-        if memb.max() + 1 < n_clusters:
-            lo = mid
-        else:
-            hi = mid
-    return (best, best_res) if return_resolution else best
-
-
 def _fix_counts(
     X: np.ndarray, labels: np.ndarray, groups: np.ndarray, targets: np.ndarray, random_state: int
 ) -> np.ndarray:
@@ -93,7 +67,8 @@ def merge_by_connectivity(
     The connectivity of clusters ``a`` and ``b`` is the number of kNN edges between them divided by the number
     expected if edges fell at random inside their group, ``d_a d_b / 2 m_g`` (``d``: total degree, ``m_g``: edges of
     the group), as in PAGA. It does not depend on cluster or group size, so a large homogeneous class cut in pieces
-    (connectivity near 1) is rejoined before two small distinct types (connectivity near 0).
+    (connectivity near 1) is rejoined before two small distinct types (connectivity near 0). The cluster graph is
+    built once and updated after each merge.
 
     Parameters
     ----------
@@ -112,30 +87,108 @@ def merge_by_connectivity(
     -------
     Merged labels (ids are a subset of the input ids).
     """
-    labels = labels.copy()
+    ids, dense = np.unique(labels, return_inverse=True)
+    n_ids = len(ids)
+    if n_ids <= n_clusters:
+        return labels.copy()
     k = min(n_use, neighbors.shape[1])
     src = np.repeat(np.arange(len(labels)), k)
     dst = neighbors[:, :k].ravel()
     keep = src != dst
-    src, dst = src[keep], dst[keep]
-    while True:
-        ids, dense = np.unique(labels, return_inverse=True)
-        if len(ids) <= n_clusters:
-            return labels
-        edges = np.zeros((len(ids), len(ids)))
-        np.add.at(edges, (dense[src], dense[dst]), 1.0)
-        edges = edges + edges.T
-        degree = edges.sum(axis=1)
-        group = np.zeros(len(ids), dtype=np.int64)
-        group[dense] = groups
-        group_edges = np.bincount(group, weights=degree)
-        expected = np.outer(degree, degree) / np.maximum(group_edges[group], 1e-12)[:, None]
-        ratio = np.where(group[:, None] == group[None, :], edges / np.maximum(expected, 1e-12), -np.inf)
-        np.fill_diagonal(ratio, -np.inf)
+    edges = np.zeros((n_ids, n_ids))
+    np.add.at(edges, (dense[src[keep]], dense[dst[keep]]), 1.0)
+    edges = edges + edges.T
+    degree = edges.sum(axis=1)
+    group = np.zeros(n_ids, dtype=np.int64)
+    group[dense] = groups
+    group_edges = np.maximum(np.bincount(group, weights=degree)[group], 1e-12)
+    siblings = group[:, None] == group[None, :]
+    np.fill_diagonal(siblings, False)
+    owner = np.arange(n_ids)
+    alive = np.ones(n_ids, dtype=bool)
+    for _ in range(n_ids - n_clusters):
+        expected = np.outer(degree, degree) / group_edges[:, None]
+        ratio = np.where(siblings, edges / np.maximum(expected, 1e-12), -np.inf)
         a, b = np.unravel_index(np.argmax(ratio), ratio.shape)
         if not np.isfinite(ratio[a, b]):
-            return labels
-        labels[labels == ids[b]] = ids[a]
+            break
+        if a > b:  # keep the smaller id, as merging ``b`` into ``a`` in id order
+            a, b = b, a
+        edges[a] += edges[b]
+        edges[:, a] += edges[:, b]
+        edges[b] = 0.0
+        edges[:, b] = 0.0
+        degree[a] += degree[b]
+        degree[b] = 0.0
+        siblings[b] = False
+        siblings[:, b] = False
+        alive[b] = False
+        owner[owner == b] = a
+    return ids[owner[dense]]
+
+
+def group_subgraphs(graph: ig.Graph, groups: np.ndarray) -> list[tuple[np.ndarray, ig.Graph]]:
+    """``(members, induced subgraph)`` of every group ``0..G-1``."""
+    return [
+        (idx, graph.induced_subgraph(idx.tolist()))
+        for idx in (np.flatnonzero(groups == g) for g in range(int(groups.max()) + 1))
+    ]
+
+
+def leiden_nested(
+    subgraphs: list[tuple[np.ndarray, ig.Graph]], n_obs: int, resolution: float, random_state: int = 0
+) -> np.ndarray:
+    """Leiden run separately on each group's subgraph with one shared resolution (scanpy's ``restrict_to``).
+
+    Each group has its own modularity null model, so the resolution means the same inside a small and a large group.
+    """
+    labels = np.zeros(n_obs, dtype=np.int64)
+    offset = 0
+    for idx, sub in subgraphs:
+        if idx.size == 0:
+            continue
+        memb = leiden(sub, resolution, random_state) if idx.size > 1 else np.zeros(1, dtype=np.int64)
+        labels[idx] = offset + memb
+        offset += int(memb.max()) + 1
+    return labels
+
+
+def nested_leiden_with_count(
+    subgraphs: list[tuple[np.ndarray, ig.Graph]],
+    n_obs: int,
+    n_clusters: int,
+    *,
+    random_state: int = 0,
+    max_evals: int = 20,
+) -> tuple[np.ndarray, float]:
+    """:func:`leiden_nested` at the shared resolution whose total cluster count is closest to ``n_clusters``.
+
+    The resolution is searched by doubling/halving from 1, then geometric bisection; on equal distance the larger
+    count wins (it is merged back afterwards).
+    """
+    lo, hi, res = None, None, 1.0
+    best: tuple[int, np.ndarray, float] | None = None
+    for _ in range(max_evals):
+        labels = leiden_nested(subgraphs, n_obs, res, random_state)
+        count = int(labels.max()) + 1
+        if best is None or (abs(count - n_clusters), -count) < (abs(best[0] - n_clusters), -best[0]):
+            best = (count, labels, res)
+        if count == n_clusters:
+            break
+        if count < n_clusters:
+            lo = res
+        else:
+            hi = res
+        if lo is not None and hi is not None:
+            if hi / lo < 1.001:
+                break
+            res = float(np.sqrt(lo * hi))
+        else:
+            res = res * 2.0 if hi is None else res / 2.0
+        if not 1e-4 <= res <= 1e3:
+            break
+    assert best is not None
+    return best[1], best[2]
 
 
 def graph_clusters(
@@ -145,22 +198,20 @@ def graph_clusters(
     n_clusters: int,
     *,
     targets: np.ndarray | None = None,
-    overcluster: float = 1.25,
-    n_consensus: int = 5,
+    overcluster: float = 2.0,
     random_state: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Leiden clusters nested in the groups, ``n_clusters`` in all.
+    """Leiden clusters nested in the groups, ``n_clusters`` in all: over-cluster, then merge by connectivity.
 
-    With ``targets`` (clusters per group) each group's subgraph is clustered to its own count. Without, the graph
-    decides how many clusters each group gets: one Leiden resolution is searched on the whole within-group graph (no
-    edges cross groups) to give ``overcluster x n_clusters`` clusters, the most inter-connected siblings are merged
-    back to ``n_clusters`` (:func:`merge_by_connectivity`), and the resulting counts are the targets of the
-    per-group clustering; the counts are the median over ``n_consensus`` Leiden seeds at the searched resolution,
-    since one run can cut a continuum of subtypes differently. A single resolution alone gives large groups too
-    many clusters and small ones too few (the modularity null model is global); over-clustering then merging by a
-    size-free connectivity corrects that.
-    ``overcluster=1`` keeps the single-resolution partition as it is. Counts that a search cannot reach exactly are
-    fixed by k-means splits of the largest cluster or merges of the smallest into its nearest sibling.
+    Leiden runs on each group's within-group kNN subgraph with one shared resolution (each group its own modularity
+    null model, as scanpy's ``restrict_to``), searched to give ``overcluster x n_clusters`` clusters in all; the
+    most inter-connected siblings are then merged (:func:`merge_by_connectivity`, a size-free PAGA connectivity)
+    until ``n_clusters`` remain. The number of clusters each group keeps is decided by the graph. Forcing each
+    group to an exact count with a resolution search instead splits large subtypes before it isolates rare ones
+    (modularity's resolution limit); the size-free merge rejoins the pieces of a large homogeneous subtype first.
+    With ``targets`` (clusters per group) the same is done inside each group to its own count. Counts that cannot
+    be reached (e.g. identical points) are fixed by k-means splits of the largest cluster or merges of the smallest
+    into its nearest sibling.
 
     Parameters
     ----------
@@ -175,9 +226,7 @@ def graph_clusters(
     targets
         Optional clusters per group, summing to ``n_clusters``.
     overcluster
-        Over-clustering factor used to find the counts when ``targets`` is not given.
-    n_consensus
-        Leiden runs whose median counts are used.
+        Over-clustering factor before the merges (1 keeps the Leiden partition at the searched resolution).
     random_state
         Seed.
 
@@ -188,46 +237,39 @@ def graph_clusters(
     relation
         ``n_clusters x G`` 0/1 matrix: the group of each cluster.
     """
-    n_groups = int(groups.max()) + 1
+    n_obs = len(groups)
     graph = knn_graph(neighbors)
+    subgraphs = group_subgraphs(graph, groups)
     if targets is None:
-        n_over = max(n_clusters, min(int(round(overcluster * n_clusters)), len(groups)))
-        first, resolution = leiden_with_count(graph, n_over, random_state=random_state, return_resolution=True)
-        labels = merge_by_connectivity(first, groups, neighbors, n_clusters)
+        n_over = max(n_clusters, min(int(round(overcluster * n_clusters)), n_obs))
+        over, _ = nested_leiden_with_count(subgraphs, n_obs, n_over, random_state=random_state)
+        labels = merge_by_connectivity(over, groups, neighbors, n_clusters)
         targets = _counts_per_group(labels, groups, n_clusters)
-        if overcluster <= 1.0:
-            return _ordered(_fix_counts(X, labels, groups, targets, random_state), groups, n_clusters)
-        # consensus: the median count per group over Leiden runs with other seeds at the same resolution
-        runs = [targets] + [
-            _counts_per_group(
-                merge_by_connectivity(leiden(graph, resolution, random_state + i), groups, neighbors, n_clusters),
-                groups,
-                n_clusters,
-            )
-            for i in range(1, n_consensus)
-        ]
-        targets = _counts_per_group(None, groups, n_clusters, start=np.median(runs, axis=0))
-    targets = np.asarray(targets, dtype=int)
-    labels = np.empty(len(groups), dtype=np.int64)
-    offset = 0
-    for g in range(n_groups):
-        idx = np.flatnonzero(groups == g)
-        sub = graph.induced_subgraph(idx.tolist())
-        memb = leiden_with_count(sub, int(targets[g]), random_state=random_state) if targets[g] > 1 else 0
-        labels[idx] = offset + memb
-        offset = labels[idx].max() + 1
+    else:
+        targets = np.asarray(targets, dtype=int)
+        labels = np.zeros(n_obs, dtype=np.int64)
+        offset = 0
+        for g, (idx, sub) in enumerate(subgraphs):
+            if idx.size == 0:
+                continue
+            local = np.zeros(idx.size, dtype=np.int64)
+            if targets[g] > 1:
+                n_over = min(int(round(overcluster * targets[g])), idx.size)
+                over, _ = nested_leiden_with_count(
+                    [(np.arange(idx.size), sub)], idx.size, n_over, random_state=random_state
+                )
+                local_nb = np.searchsorted(idx, neighbors[idx])
+                local = merge_by_connectivity(over, np.zeros(idx.size, dtype=np.int64), local_nb, int(targets[g]))
+                local = np.unique(local, return_inverse=True)[1]
+            labels[idx] = offset + local
+            offset += int(local.max()) + 1
     return _ordered(_fix_counts(X, labels, groups, targets, random_state), groups, n_clusters)
 
 
-def _counts_per_group(
-    labels: np.ndarray | None, groups: np.ndarray, n_clusters: int, start: np.ndarray | None = None
-) -> np.ndarray:
-    """Clusters per group of ``labels`` (or the rounded ``start``), at least one each, summing to ``n_clusters``."""
+def _counts_per_group(labels: np.ndarray, groups: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Clusters per group of ``labels``, at least one each, adjusted to sum to ``n_clusters``."""
     n_groups = int(groups.max()) + 1
-    if start is None:
-        counts = np.array([max(1, len(np.unique(labels[groups == g]))) for g in range(n_groups)])
-    else:
-        counts = np.maximum(1, np.round(start).astype(int))
+    counts = np.array([max(1, len(np.unique(labels[groups == g]))) for g in range(n_groups)])
     while counts.sum() > n_clusters:
         counts[np.argmax(counts)] -= 1
     while counts.sum() < n_clusters:

@@ -64,3 +64,14 @@ def within_coarse_entropy_gap(
     entropy = -(mean * torch.log(mean.clamp_min(eps))).sum(dim=1)
     gap = torch.log(relation.sum(dim=0).clamp_min(1.0)) - entropy
     return (counts / counts.sum() * gap).sum()
+
+
+def marginal_prior_kl(probs: torch.Tensor, prior: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``KL(prior || mean_batch p)``: zero when the batch uses the fine classes in the proportions ``prior``.
+
+    Unlike :func:`marginal_entropy_gap` it does not pull the classes towards equal sizes: a rare class keeps its
+    small share, and emptying it costs ``prior_f log(prior_f / share_f)``, growing as its share vanishes.
+    """
+    mean = probs.mean(dim=0).clamp_min(eps)
+    prior = prior.clamp_min(0.0)
+    return (prior * (torch.log(prior.clamp_min(eps)) - torch.log(mean))).sum()

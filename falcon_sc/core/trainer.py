@@ -44,6 +44,7 @@ class FalconConfig:
     ema_decay: float = 0.99
     learn_relation: bool = True
     init_steps: int = 200
+    init_balance: float = 1.0
     show_progress: bool = True
 
     def to_dict(self) -> dict:
@@ -125,13 +126,16 @@ def train_falcon(
     batch_size = min(cfg.batch_size, n)
     if init_labels is not None:
         warm = LoopConfig(n_epochs=cfg.init_steps, batch_size=batch_size, lr=1e-3, max_steps=cfg.init_steps)
-        fit_cross_entropy(model, feats, init_labels, warm, rng)
+        fit_cross_entropy(model, feats, init_labels, warm, rng, balance=cfg.init_balance)
     teacher = EMATeacher(model, cfg.ema_decay)
     y = torch.as_tensor(coarse, dtype=torch.long, device=device)
     nbrs = torch.as_tensor(neighbors, dtype=torch.long, device=device)
     if relation is None:
         relation = random_relation(n_fine, n_coarse, rng)
     state = {"M": torch.as_tensor(np.asarray(relation), dtype=torch.float32, device=device)}
+    # fine-class proportions the "prior" regulariser keeps: the warm start's, else uniform
+    shares = np.bincount(init_labels, minlength=n_fine) if init_labels is not None else np.ones(n_fine)
+    prior = torch.as_tensor(shares / shares.sum(), dtype=torch.float32, device=device)
     n_epochs = _n_epochs(cfg, n, batch_size)
     total_steps = n_epochs * math.ceil(n / batch_size)
     soft_steps = max(1, int(cfg.soft_fraction * total_steps))
@@ -161,6 +165,8 @@ def train_falcon(
             l_reg = l_reg + losses.marginal_entropy_gap(probs)
         if cfg.regulariser in ("within", "both"):
             l_reg = l_reg + losses.within_coarse_entropy_gap(probs, mask, yb, M)
+        if cfg.regulariser == "prior":
+            l_reg = l_reg + losses.marginal_prior_kl(probs, prior)
         loss = cfg.lambda_coarse * l_coarse + cfg.lambda_fine * (l_conf + l_nn) + cfg.lambda_reg * l_reg
         t_probs = torch.softmax(t_logits, dim=1)
         epoch_stats["pred"] += torch.bincount(t_probs.argmax(dim=1), minlength=n_fine)

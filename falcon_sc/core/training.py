@@ -221,12 +221,29 @@ def predict(model: nn.Module, X, device: torch.device | str, batch_size: int = 4
 
 
 def fit_cross_entropy(
-    model: nn.Module, features: Features, labels: np.ndarray, cfg: LoopConfig, rng: np.random.Generator
+    model: nn.Module,
+    features: Features,
+    labels: np.ndarray,
+    cfg: LoopConfig,
+    rng: np.random.Generator,
+    *,
+    balance: float = 0.0,
 ) -> list[dict]:
-    """Fit ``model`` to integer ``labels`` with cross-entropy (warm starts, the supervised reference)."""
-    target = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=features.device)
+    """Fit ``model`` to integer ``labels`` with cross-entropy (warm starts, the supervised reference).
+
+    ``balance`` weights each class by ``frequency ** -balance`` (0: plain cross-entropy, 1: every class counts as
+    much as any other), so that a rare class is learned as well as a frequent one.
+    """
+    labels = np.asarray(labels)
+    target = torch.as_tensor(labels, dtype=torch.long, device=features.device)
+    weight = None
+    if balance > 0:
+        freq = np.bincount(labels, minlength=int(labels.max()) + 1).astype(np.float64)
+        w = np.where(freq > 0, np.maximum(freq, 1.0) ** -balance, 0.0)
+        weight = torch.as_tensor(w / (w * freq).sum() * freq.sum(), dtype=torch.float32, device=features.device)
 
     def step(idx: np.ndarray, xb: torch.Tensor, _: int) -> dict[str, torch.Tensor]:
-        return {"loss": nn.functional.cross_entropy(model(xb), target[torch.as_tensor(idx, device=target.device)])}
+        yb = target[torch.as_tensor(idx, device=target.device)]
+        return {"loss": nn.functional.cross_entropy(model(xb), yb, weight=weight)}
 
     return train_minibatches(model, features, step, cfg, rng)

@@ -48,7 +48,7 @@ def refine(
     lambda_coarse: float = 0.5,
     lambda_fine: float = 0.5,
     lambda_reg: float = 0.05,
-    regulariser: Literal["global", "within", "both"] = "global",
+    regulariser: Literal["prior", "global", "within", "both"] = "prior",
     lambda_relation: float = 5e-3,
     temperature: float = 0.9,
     relation_every: int = 30,
@@ -103,9 +103,9 @@ def refine(
         Neighbours per cell searched inside its coarse class (cosine on the PCs); 5 are sampled per step.
     children_prior
         Expected number of fine classes per coarse class, used for the initial relation and by the balance term of
-        the relation solve: ``"auto"`` lets the neighbour graph decide (Leiden with one resolution over the
-        within-class graph gives ``1.25 x n_fine`` clusters, the most inter-connected siblings are merged back to
-        ``n_fine``, median over 5 Leiden seeds; see :func:`~falcon_sc.core.graph_init.graph_clusters`), ``"size"``
+        the relation solve: ``"auto"`` lets the neighbour graph decide (Leiden inside each coarse class with one
+        shared resolution gives ``2 x n_fine`` clusters, the most inter-connected siblings are merged back to
+        ``n_fine``; see :func:`~falcon_sc.core.graph_init.graph_clusters`), ``"size"``
         in proportion to class sizes, ``"uniform"`` ``n_fine / n_coarse`` each (reference), or a mapping coarse
         label -> count summing to ``n_fine``.
     init
@@ -128,10 +128,12 @@ def refine(
     lambda_fine
         Weight of the neighbour-consistency and confident-target losses.
     lambda_reg
-        Weight of the entropy regulariser.
+        Weight of the regulariser that keeps every fine class in use.
     regulariser
-        ``"within"`` keeps fine classes balanced inside each coarse class (default), ``"global"`` over all cells
-        (reference), ``"both"`` adds them.
+        ``"prior"`` (default) keeps the batch's fine-class proportions near the warm start's,
+        ``KL(prior || mean p)``: no class can empty, and none is pulled towards equal sizes, so a dominant subtype
+        is not split to feed a rare one; ``"global"`` is the reference's entropy of the batch mean (favours equal
+        sizes over all cells), ``"within"`` equal sizes inside each coarse class, ``"both"`` adds the last two.
     lambda_relation
         Weight of the balance term in the relation solve (set to 0 after the soft-label phase).
     temperature
@@ -166,6 +168,9 @@ def refine(
         Probability of that label among its siblings.
     ``obs[f"{key_added}_outside_parent"]``
         True where the unrestricted prediction lies under another coarse class (possible coarse mislabel).
+    ``obs[f"{key_added}_warm_start"]``
+        The warm start's label per cell (before FALCON training; named as ``obs[key_added]`` by the initial
+        relation), to compare with the final labels; absent with ``init="random"``.
     ``obsm[f"{key_added}_probs"]``
         Cells x fine classes probabilities (columns in the order of ``uns[key_added]["relations"].index``).
     ``obsm[f"{key_added}_embedding"]``
@@ -269,6 +274,12 @@ def refine(
         seed=random_state,
     )
     _write(adata, result, coarse, coarse_names, key_added)
+    if init_labels is not None:
+        names, _ = _fine_names(initial.astype(bool), init_labels, coarse_names)
+        warm_key = f"{key_added}_warm_start"
+        if warm_key in adata.obs:
+            logg.warning(f"overwriting adata.obs[{warm_key!r}]")
+        adata.obs[warm_key] = pd.Categorical(names[init_labels].astype(str))
     adata.uns[key_added]["params"] = {
         "coarse_key": coarse_key,
         "n_fine": n_fine,
@@ -313,19 +324,25 @@ def _targets(prior, coarse: np.ndarray, coarse_names: list[str], n_fine: int) ->
     return size_prior(coarse, n_fine, method=prior)
 
 
+def _fine_names(relation: np.ndarray, labels: np.ndarray, coarse_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Name of every fine class, ``<coarse>/1, <coarse>/2, ...`` by decreasing size under its parent, and the sizes."""
+    parent = relation.argmax(axis=1)
+    sizes = np.bincount(labels, minlength=relation.shape[0])
+    names = np.empty(relation.shape[0], dtype=object)
+    for c, cname in enumerate(coarse_names):
+        kids = np.flatnonzero(parent == c)
+        for rank, f in enumerate(kids[np.argsort(-sizes[kids], kind="stable")]):
+            names[f] = f"{cname}/{rank + 1}"
+    return names, sizes
+
+
 def _write(adata: ad.AnnData, result, coarse: np.ndarray, coarse_names: list[str], key_added: str) -> None:
     relation = result.relation.astype(bool)
     parent = relation.argmax(axis=1)
     restricted = result.probs * relation[:, coarse].T
     restricted = restricted / np.clip(restricted.sum(axis=1, keepdims=True), 1e-12, None)
     label = restricted.argmax(axis=1)
-    sizes = np.bincount(label, minlength=relation.shape[0])
-    # name children of each parent by decreasing size: <coarse>/1, <coarse>/2, ...
-    names = np.empty(relation.shape[0], dtype=object)
-    for c, cname in enumerate(coarse_names):
-        kids = np.flatnonzero(parent == c)
-        for rank, f in enumerate(kids[np.argsort(-sizes[kids], kind="stable")]):
-            names[f] = f"{cname}/{rank + 1}"
+    names, sizes = _fine_names(relation, label, coarse_names)
     order = np.lexsort((names.astype(str), parent))
     ordered_names = [str(n) for n in names[order]]
     for key in (key_added, f"{key_added}_confidence", f"{key_added}_outside_parent"):

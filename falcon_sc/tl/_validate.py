@@ -89,7 +89,7 @@ def check_refine_args(
     if use_rep is not None and model_input == "hvg":
         raise ValueError("model_input='hvg' needs the expression matrix; it cannot be combined with use_rep=.")
     _choice("init", init, ("leiden", "kmeans", "random"))
-    _choice("regulariser", regulariser, ("global", "within", "both"))
+    _choice("regulariser", regulariser, ("prior", "global", "within", "both"))
     _choice("optimizer", optimizer, ("adam", "sgd"))
     if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int) or n_neighbors < 1:
         raise ValueError(f"n_neighbors={n_neighbors!r} must be a positive int.")

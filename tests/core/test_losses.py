@@ -210,3 +210,16 @@ def test_losses_are_differentiable():
     )
     total.backward()
     assert torch.all(torch.isfinite(logits.grad)) and logits.grad.abs().sum() > 0
+
+
+def test_marginal_prior_kl_zero_at_prior_not_at_equal_sizes():
+    from falcon_sc.core.losses import marginal_prior_kl
+
+    prior = torch.tensor([0.9, 0.08, 0.02])
+    at_prior = prior.repeat(10, 1)
+    assert float(marginal_prior_kl(at_prior, prior)) == pytest.approx(0.0, abs=1e-6)
+    # equal sizes are NOT the optimum (unlike the entropy regulariser), and emptying the rare class costs most
+    equal = torch.full((10, 3), 1 / 3)
+    empty = torch.tensor([[0.92, 0.08, 0.0]]).repeat(10, 1)
+    assert float(marginal_prior_kl(equal, prior)) > 0.5
+    assert float(marginal_prior_kl(empty, prior)) > 0.25  # 0.02 * log(0.02 / 1e-8): grows as the share vanishes

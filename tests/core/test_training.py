@@ -94,3 +94,19 @@ def test_epochs_for_steps():
     assert epochs_for_steps(1000, 100, 400) == 40
     assert epochs_for_steps(100_000, 100, 400) == 10  # at least 10 passes
     assert epochs_for_steps(10, 100, 10_000, max_epochs=50) == 50
+
+
+def test_fit_cross_entropy_balance_learns_a_rare_class():
+    # 1000 vs 10 samples, overlapping: plain cross-entropy ignores the rare class, balanced weights recover it
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(0, 1, (1000, 2)), rng.normal(1.5, 0.5, (10, 2))]).astype(np.float32)
+    y = np.repeat([0, 1], [1000, 10])
+    recalls = {}
+    for balance in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 2)
+        cfg = LoopConfig(n_epochs=60, batch_size=128, lr=0.05)
+        fit_cross_entropy(model, Features(X), y, cfg, np.random.default_rng(0), balance=balance)
+        pred = model(torch.as_tensor(X)).argmax(1).numpy()
+        recalls[balance] = (pred[y == 1] == 1).mean()
+    assert recalls[0.0] < 0.5 < 0.8 < recalls[1.0]

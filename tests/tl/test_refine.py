@@ -18,9 +18,9 @@ import falcon_sc.tl._refine as refine_module
 from falcon_sc import metrics
 from falcon_sc.pp import detect_input_kind
 
-from ..conftest import CHILDREN, CHILDREN_UNEVEN, FAST, N_FINE
+from ..conftest import CHILDREN, CHILDREN_UNEVEN, FAST, N_FINE, simulate
 
-OBS_KEYS = {"falcon", "falcon_confidence", "falcon_outside_parent"}
+OBS_KEYS = {"falcon", "falcon_confidence", "falcon_outside_parent", "falcon_warm_start"}
 OBSM_KEYS = {"falcon_probs", "falcon_embedding"}
 UNS_KEYS = {"params", "relations", "fine_classes", "history", "children_history"}
 
@@ -503,3 +503,22 @@ def test_scaled_matrix_rejected_by_detection():
     Z = (X - X.mean(axis=0)) / (X.std(axis=0) + 1e-8)
     with pytest.raises(ValueError, match="negative"):
         detect_input_kind(Z)
+
+
+def test_warm_start_labels_written_and_nested(sim, refined):
+    out = refined.out
+    warm = out.obs["falcon_warm_start"].astype(str)
+    # every warm-start label sits under the cell's own coarse class, and on this easy data it is already right
+    assert (warm.str.split("/").str[0] == out.obs["coarse"].astype(str)).all()
+    assert metrics.ari(sim.obs["fine"], warm) > MIN_ARI
+
+
+def test_rare_subtype_survives_training():
+    # one coarse class of 600 + 40 cells with a distinct rare subtype: the warm start isolates it, training keeps it
+    ad = simulate(n_cells=2000, children=(2, 1), imbalance=0.0, n_rare=1, rare_fraction=0.06, rare_min_cells=40)
+    counts = ad.obs["fine"].value_counts()
+    rare = ad.uns["falcon_dataset"]["rare"][0]
+    assert 35 <= counts[rare] <= 80
+    fal.tl.refine(ad, "coarse", 3, **FAST)
+    recall = metrics.per_class_recall(ad.obs["fine"], ad.obs["falcon"], ad.obs["coarse"]).set_index("true_class")
+    assert recall.loc[rare, "recall"] > 0.8
