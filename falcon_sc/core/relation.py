@@ -164,6 +164,27 @@ def _check_pinned(pinned: Any, fixed: dict[int, int], n_fine: int, n_coarse: int
     return out
 
 
+def _allowed_pairs(shape: tuple[int, int], pinned: dict[int, int]) -> np.ndarray:
+    """Boolean ``K_F x K_C`` mask of the fine-coarse pairs that ``pinned`` leaves open."""
+    allowed = np.ones(shape, dtype=bool)
+    for f, c in pinned.items():
+        allowed[f] = False
+        allowed[f, c] = True
+    return allowed
+
+
+def _float_tolerance(C: np.ndarray, balance: float, targets: np.ndarray) -> float:
+    """Smallest objective improvement that the combinatorial steps act on.
+
+    ``1e-13`` times the magnitude of one cost or balance step: far above the rounding noise of a zero-cost cycle
+    (about ``1e-16`` of that magnitude) and far below any real difference. It is relative, with no absolute floor, so
+    that scaling ``cost`` and ``balance`` by the same factor gives the same relation at any scale.
+    """
+    n_fine = C.shape[0]
+    scale = float(np.abs(C).max()) + balance * (n_fine + float(np.abs(targets).max()) + 1.0)
+    return 1e-13 * scale
+
+
 def _marginals(balance: float, targets: np.ndarray, n_coarse: int) -> Any:
     """Return ``m(c, k)``: the increase of the balance term when coarse class ``c`` goes from ``k - 1`` to ``k``."""
     scale = balance / n_coarse
@@ -226,10 +247,7 @@ def _solve_exact(
     Bellman-Ford on the ``K_C`` coarse nodes; only the final arc carries the lexicographic component.
     """
     n_fine, n_coarse = C.shape
-    allowed = np.ones((n_fine, n_coarse), dtype=bool)
-    for f, c in pinned.items():
-        allowed[f] = False
-        allowed[f, c] = True
+    allowed = _allowed_pairs(C.shape, pinned)
     required = np.ones(n_coarse, dtype=np.int64)
     cap = np.full(n_coarse, n_fine, dtype=np.int64)
     for c, k in fixed.items():
@@ -238,9 +256,8 @@ def _solve_exact(
 
     # entry[c, f]: cost of entering coarse c from the source through unassigned fine f (inf once f is assigned)
     entry = np.ascontiguousarray(np.where(allowed, -C, np.inf).T)
-    # tolerance for Bellman-Ford improvements: guards against float noise on zero-cost cycles, far below 1e-9
-    scale = float(np.abs(C).max()) + balance * (n_fine + float(np.abs(targets).max()) + 1.0)
-    eps = 1e-13 * max(scale, 1.0)
+    # tolerance for Bellman-Ford improvements: guards against float noise on zero-cost cycles
+    eps = _float_tolerance(C, balance, targets)
     slope = balance / n_coarse
     exit_base = slope * (-1.0 - 2.0 * targets)  # marginal m_c(k) = exit_base[c] + 2 * slope * k
     any_pins = bool(pinned)
@@ -322,6 +339,116 @@ def _solve_exact(
 
 
 # ----------------------------------------------------------------------------------------------------- MILP solver
+#: CBC settings of the MILP path: prove optimality (no relative or absolute gap), accept any strictly better incumbent
+#: (CBC's default cutoff increment, 1e-5, discards improvements below it) and tighter feasibility / optimality
+#: tolerances than CBC's 1e-7 defaults. The objective is normalised to coefficients in [-1, 1] first, so these
+#: tolerances are relative to the cost scale.
+_CBC_OPTIONS = ("increment 1e-10", "integerTolerance 1e-9", "primalTolerance 1e-9", "dualTolerance 1e-10")
+
+
+def _find_negative_cycle(W: np.ndarray, eps: float) -> list[int] | None:
+    """A cycle of weight below ``-eps`` in the graph with arc weights ``W`` (``inf``: no arc), or ``None``.
+
+    Bellman-Ford from a virtual source joined to every node at cost 0; an improvement is only taken when it is larger
+    than ``eps``. ``None`` means no cycle weighs less than ``-eps`` (up to rounding), i.e. the certificate of
+    optimality used by :func:`_cancel_negative_cycles`.
+    """
+    n = W.shape[0]
+    idx = np.arange(n)
+    dist = np.zeros(n)
+    pred = np.full(n, -1, dtype=np.int64)
+    for _round in range(4 * n + 4):
+        cand = dist[:, None] + W
+        src = cand.argmin(axis=0)
+        best = cand[src, idx]
+        better = best < dist - eps
+        if not better.any():
+            return None
+        dist[better] = best[better]
+        pred[better] = src[better]
+        if _round + 1 < n:  # no cycle can show before n rounds without a negative cycle; skip the search
+            continue
+        # search the predecessor graph for a cycle (colour nodes by the walk that first reached them)
+        seen = np.full(n, -1, dtype=np.int64)
+        for start in range(n):
+            v = start
+            while v >= 0 and seen[v] < 0:
+                seen[v] = start
+                v = int(pred[v])
+            if v >= 0 and seen[v] == start:  # the walk from `start` closed a cycle through v
+                cycle = [v]
+                u = int(pred[v])
+                while u != v:
+                    cycle.append(u)
+                    u = int(pred[u])
+                cycle.reverse()  # arcs run pred[x] -> x, i.e. cycle[i] -> cycle[i + 1]
+                weight = sum(W[cycle[i - 1], cycle[i]] for i in range(len(cycle)))
+                if weight < -eps:
+                    return cycle
+    raise _NotCertifiedError  # pragma: no cover - Bellman-Ford keeps improving but no cycle is below -eps
+
+
+class _NotCertifiedError(RuntimeError):
+    """Raised when the negative-cycle search cannot decide (float trouble); the relation is then not certified."""
+
+
+def _cancel_negative_cycles(
+    assign: np.ndarray,
+    C: np.ndarray,
+    allowed: np.ndarray,
+    balance: float,
+    targets: np.ndarray,
+    fixed: dict[int, int],
+) -> tuple[np.ndarray, int, bool]:
+    """Improve a valid relation until it is provably optimal; return ``(assign, n_cancelled, certified)``.
+
+    The relation is a flow in the network of :func:`_solve_exact`, and a flow is a minimum-cost flow if and only if its
+    residual network has no negative cycle. The residual network is reduced to the coarse classes plus the sink:
+    arc ``c -> c'`` moves the cheapest fine child of ``c`` that may go to ``c'`` (cost ``C[f, c] - C[f, c']``), arc
+    ``c -> sink`` gives ``c`` one more child (cost ``m_c(n_c + 1)``) and ``sink -> c`` one fewer (cost
+    ``-m_c(n_c)``), both only for classes whose count may change (not fixed; ``n_c >= 2`` to lose one). A simple cycle
+    moves distinct fine classes and changes the objective by exactly its weight, so each cancelled cycle lowers the
+    objective by more than the tolerance, and the loop ends with no negative cycle left: an optimum, whatever the
+    starting relation, computed in double precision from the original costs.
+    """
+    n_fine, n_coarse = C.shape
+    sink = n_coarse
+    slope = balance / n_coarse
+    exit_base = slope * (-1.0 - 2.0 * targets)  # m_c(k) = exit_base[c] + 2 * slope * k
+    free = np.ones(n_coarse, dtype=bool)
+    free[list(fixed)] = False
+    eps = _float_tolerance(C, balance, targets)
+    assign = assign.copy()
+    n_cancelled = 0
+    for _ in range(n_fine * n_coarse + 16):  # a handful at most from a CBC optimum; the bound is only a safeguard
+        counts = np.bincount(assign, minlength=n_coarse)
+        W = np.full((n_coarse + 1, n_coarse + 1), np.inf)
+        WF = np.zeros((n_coarse, n_coarse), dtype=np.int64)
+        for c in range(n_coarse):
+            members = (assign == c).nonzero()[0]
+            rows = C[members]
+            moves = rows[:, c : c + 1] - rows
+            moves[~allowed[members]] = np.inf
+            best = moves.argmin(axis=0)
+            W[c, :n_coarse] = moves[best, np.arange(n_coarse)]
+            WF[c] = members[best]
+            W[c, c] = np.inf
+        W[:n_coarse, sink] = np.where(free, exit_base + 2.0 * slope * (counts + 1), np.inf)
+        W[sink, :n_coarse] = np.where(free & (counts >= 2), -(exit_base + 2.0 * slope * counts), np.inf)
+        try:
+            cycle = _find_negative_cycle(W, eps)
+        except _NotCertifiedError:  # pragma: no cover - float trouble only
+            return assign, n_cancelled, False
+        if cycle is None:
+            return assign, n_cancelled, True
+        for i in range(len(cycle)):
+            u, v = cycle[i - 1], cycle[i]
+            if u != sink and v != sink:
+                assign[WF[u, v]] = v
+        n_cancelled += 1
+    return assign, n_cancelled, False  # pragma: no cover - safeguard
+
+
 def _solve_milp(
     C: np.ndarray,
     balance: float,
@@ -334,15 +461,21 @@ def _solve_milp(
 
     ``n_c = sum_k z[c, k]`` with ``z`` non-increasing in ``k`` and ``z[c, 1] = 1``; the balance term equals
     ``sum_c g_c(1) + sum_{k >= 2} m_c(k) z[c, k]`` exactly (``g_c`` convex, ``m_c`` its marginals).
+
+    CBC works with absolute tolerances (reduced costs within ``1e-7`` count as zero, a new incumbent must improve by
+    ``1e-5``) and reads the model through a 12-digit MPS file, so on its own it can miss cost differences that are
+    small against those tolerances (a ``1e-8`` cost entry) or against the cost scale. Hence: the objective is
+    normalised to coefficients in ``[-1, 1]``, CBC runs with zero gaps and tight tolerances (``_CBC_OPTIONS``), and
+    its relation is then polished by :func:`_cancel_negative_cycles` on the original costs, which certifies
+    optimality (no improving cycle of fine-class moves) to floating-point precision. The polish knows the constraints
+    of :func:`solve_relation` (one parent, non-empty classes, ``fixed_counts``, ``pinned``); a constraint added to the
+    model below must be added to it too.
     """
     import pulp
 
     n_fine, n_coarse = C.shape
     marginal = _marginals(balance, targets, n_coarse)
-    allowed = np.ones((n_fine, n_coarse), dtype=bool)
-    for f, c in pinned.items():
-        allowed[f] = False
-        allowed[f, c] = True
+    allowed = _allowed_pairs(C.shape, pinned)
 
     prob = pulp.LpProblem("falcon_relation", pulp.LpMinimize)
     x = {
@@ -370,9 +503,13 @@ def _solve_milp(
         for k in range(len(z) - 1):
             prob += z[k] >= z[k + 1], f"order_{c}_{k + 2}"
         terms.extend((zk, float(marginal(c, k + 2))) for k, zk in enumerate(z))
+    # normalise: CBC's tolerances are absolute, so give the objective coefficients a unit scale
+    norm = max((abs(coef) for _, coef in terms), default=0.0)
+    if norm > 0.0 and np.isfinite(1.0 / norm):
+        terms = [(var, coef / norm) for var, coef in terms]
     prob += pulp.LpAffineExpression(terms)
 
-    solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit)
+    solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, gapRel=0, gapAbs=0, options=list(_CBC_OPTIONS))
     try:
         prob.solve(solver)
     except pulp.PulpSolverError as err:
@@ -390,13 +527,28 @@ def _solve_milp(
             M[f, c] = 1
     if not (M.sum(axis=1) == 1).all() or not (M.sum(axis=0) >= 1).all():
         raise RuntimeError(f"MILP relation solver: CBC returned an invalid relation (status {status!r}).")
-    if sol_status != pulp.LpSolutionOptimal:
+    counts = M.sum(axis=0)
+    if any(counts[c] != k for c, k in fixed.items()):
+        raise RuntimeError(f"MILP relation solver: CBC violated `fixed_counts` (status {status!r}).")
+
+    assign, n_cancelled, certified = _cancel_negative_cycles(M.argmax(axis=1), C, allowed, balance, targets, fixed)
+    if n_cancelled:
+        logger.debug("MILP relation solver: %d improving cycle(s) cancelled after CBC.", n_cancelled)
+    if not certified:  # pragma: no cover - only with float trouble in the certificate
         msg = (
-            f"MILP relation solver: CBC stopped at time_limit={time_limit} s without proving optimality; returning "
-            "the best relation found. Increase `time_limit` or use method='exact'."
+            "MILP relation solver: could not certify the optimality of CBC's relation; returning the best relation "
+            "found. Use method='exact'."
         )
         logger.warning(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    elif sol_status != pulp.LpSolutionOptimal:
+        logger.info(
+            "MILP relation solver: CBC stopped at time_limit=%s s without proving optimality; the relation was "
+            "completed and certified optimal by negative-cycle cancelling.",
+            time_limit,
+        )
+    M = np.zeros((n_fine, n_coarse), dtype=np.int8)
+    M[np.arange(n_fine), assign] = 1
     return M
 
 

@@ -7,9 +7,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from falcon_sc.core.relation import random_relation, relation_objective, solve_relation
+from falcon_sc.core.relation import _cancel_negative_cycles, random_relation, relation_objective, solve_relation
 
-TOL = 1e-9
+#: objectives must agree to TOL times the magnitude of one cost or balance step (``_tol``): rounding noise is about
+#: 1e-15 of it and the solvers' combinatorial tolerance 1e-13 of it per step (at most n_fine x (n_coarse + 1) steps),
+#: while any real suboptimality, even a cost entry of 1e-8 among entries of 10, is larger. The tolerance is relative,
+#: so tiny cost scales (all entries ~1e-8) are checked as strictly as unit ones; its only absolute part, 1e-300, covers
+#: underflow when hypothesis draws subnormal numbers (balance 5e-324 makes every balance marginal 0).
+TOL = 1e-11
+
+
+def _tol(C, balance, targets=None) -> float:
+    n_fine, n_coarse = C.shape
+    t = np.full(n_coarse, n_fine / n_coarse) if targets is None else np.asarray(targets, dtype=float)
+    return TOL * (float(np.abs(C).max()) + balance * (n_fine + float(np.abs(t).max()) + 1.0)) + 1e-300
 
 
 def _is_valid(M: np.ndarray, shape: tuple[int, int], fixed=None, pinned=None) -> bool:
@@ -80,7 +91,7 @@ def _check_against_brute(inst, method):
     assert _is_valid(M, C.shape, fixed, pinned)
     got = relation_objective(M, C, balance=balance, target_counts=targets)
     best = _brute_force(C, balance, targets, fixed, pinned)
-    assert abs(got - best) <= TOL * max(1.0, abs(best)), (got, best)
+    assert abs(got - best) <= _tol(C, balance, targets), (got, best)
 
 
 @HYP
@@ -116,7 +127,7 @@ def test_exact_and_milp_agree_on_larger_instance(balance):
         M = solve_relation(C, balance=balance, method=method)
         assert _is_valid(M, C.shape)
         objs[method] = relation_objective(M, C, balance=balance)
-    assert abs(objs["exact"] - objs["milp"]) <= TOL * max(1.0, abs(objs["exact"]))
+    assert abs(objs["exact"] - objs["milp"]) <= _tol(C, balance)
 
 
 def test_exact_and_milp_agree_with_constraints_and_targets():
@@ -130,7 +141,90 @@ def test_exact_and_milp_agree_with_constraints_and_targets():
         M = solve_relation(C, balance=0.3, target_counts=targets, fixed_counts=fixed, pinned=pinned, method=method)
         assert _is_valid(M, C.shape, fixed, pinned)
         objs[method] = relation_objective(M, C, balance=0.3, target_counts=targets)
-    assert abs(objs["exact"] - objs["milp"]) <= TOL * max(1.0, abs(objs["exact"]))
+    assert abs(objs["exact"] - objs["milp"]) <= _tol(C, 0.3, targets)
+
+
+METHODS = ("exact", "milp")
+TINY = [
+    np.array([[0.0, 0.0, 1e-8], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]),
+    np.array([[1e-8, 0.0], [0.0, 0.0]]),
+    np.array([[10.0, 0.0, 1e-8], [0.0, 10.0, 0.0], [0.0, 0.0, 0.0], [-10.0, 0.0, 0.0]]),
+]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("balance", [0.0, 1e-3, 1.0])
+@pytest.mark.parametrize("case", range(len(TINY)))
+def test_tiny_cost_entry_is_not_lost(method, balance, case):
+    """Regression: CBC took the zero relation for a single 1e-8 entry (below its 1e-7 dual tolerance)."""
+    C = TINY[case]
+    M = solve_relation(C, balance=balance, method=method)
+    got = relation_objective(M, C, balance=balance)
+    best = _brute_force(C, balance, None, {}, {})
+    assert abs(got - best) <= _tol(C, balance), (got, best)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("factor", [1e-12, 1e-6, 1e6])
+def test_solvers_are_scale_invariant(method, factor):
+    """Scaling cost and balance together scales the objective: no absolute tolerance may hide small costs."""
+    rng = np.random.default_rng(11)
+    targets = np.array([1.0, 2.0, 4.0])
+    for i in range(12):
+        C = rng.normal(size=(6, 3)) if i % 2 else rng.integers(0, 3, size=(6, 3)) + 1e-3 * rng.random((6, 3))
+        fixed, pinned = ({2: 3}, {0: 1}) if i % 3 == 0 else ({}, {})
+        M = solve_relation(
+            C * factor, balance=0.2 * factor, target_counts=targets, fixed_counts=fixed, pinned=pinned, method=method
+        )
+        assert _is_valid(M, C.shape, fixed, pinned)
+        got = relation_objective(M, C, balance=0.2, target_counts=targets)
+        best = _brute_force(C, 0.2, targets, fixed, pinned)
+        assert abs(got - best) <= _tol(C, 0.2, targets), (i, got, best)
+
+
+@pytest.mark.parametrize("balance", [0.0, 0.5])
+def test_milp_resolves_near_ties(balance):
+    """Cost differences of 1e-9 on entries up to 6: CBC alone misses most of them, the negative-cycle polish decides."""
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        C = rng.integers(0, 3, size=(8, 3)) * 3.0 + 1e-9 * rng.random((8, 3))
+        objs = [relation_objective(solve_relation(C, balance=balance, method=m), C, balance=balance) for m in METHODS]
+        best = _brute_force(C, balance, None, {}, {})
+        assert all(abs(o - best) <= _tol(C, balance) for o in objs), (objs, best)
+
+
+@HYP
+@given(instances(constraints=True), st.integers(0, 2**32 - 1))
+def test_cycle_cancelling_reaches_optimum_from_any_relation(inst, seed):
+    """The optimality certificate of the MILP path, started from a random valid relation instead of CBC's."""
+    C, balance, targets, fixed, pinned = inst
+    n_fine, n_coarse = C.shape
+    t = np.full(n_coarse, n_fine / n_coarse) if targets is None else targets
+    rng = np.random.default_rng(seed)
+    # random valid start: pins, then the fixed counts and one child per free class, then the rest at random
+    assign = np.full(n_fine, -1)
+    for f, c in pinned.items():
+        assign[f] = c
+    free_rows = [f for f in rng.permutation(n_fine) if assign[f] < 0]
+    for c in range(n_coarse):
+        need = (fixed[c] if c in fixed else 1) - int((assign == c).sum())
+        for _ in range(max(need, 0)):
+            assign[free_rows.pop()] = c
+    open_ = [c for c in range(n_coarse) if c not in fixed]
+    for f in free_rows:
+        assign[f] = rng.choice(open_)
+    allowed = np.ones(C.shape, dtype=bool)
+    for f, c in pinned.items():
+        allowed[f] = False
+        allowed[f, c] = True
+    out, _n, certified = _cancel_negative_cycles(assign, C, allowed, balance, t, fixed)
+    assert certified
+    M = np.zeros(C.shape, dtype=np.int8)
+    M[np.arange(n_fine), out] = 1
+    assert _is_valid(M, C.shape, fixed, pinned)
+    got = relation_objective(M, C, balance=balance, target_counts=targets)
+    best = _brute_force(C, balance, targets, fixed, pinned)
+    assert abs(got - best) <= _tol(C, balance, targets), (got, best)
 
 
 def test_auto_is_exact_and_deterministic():
