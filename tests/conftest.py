@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import scanpy as sc
 import torch
+from hypothesis import settings
 
 import falcon_sc as fal
+
+# hypothesis: in CI (CI set, e.g. CI=true) every run draws the same examples and neither reads nor writes the example
+# database, so a failure found once cannot replay in later runs; locally ("dev") examples are random and failures are
+# saved in the git-ignored `.hypothesis/` to replay until fixed. print_blob prints the `@reproduce_failure` line for
+# any failure. Both derive from hypothesis's "default" profile: hypothesis itself loads its own "ci" profile whenever a
+# CI variable is present, even CI=false.
+_HYP_DEFAULT = settings.get_profile("default")
+settings.register_profile("ci", _HYP_DEFAULT, derandomize=True, database=None, deadline=None, print_blob=True)
+settings.register_profile("dev", _HYP_DEFAULT, deadline=None, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no") else "dev")
 
 # 2 shared cores: one thread keeps the many small torch ops fast and the suite predictable
 torch.set_num_threads(1)
