@@ -199,6 +199,7 @@ def graph_clusters(
     *,
     targets: np.ndarray | None = None,
     overcluster: float = 2.0,
+    n_consensus: int = 5,
     random_state: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Leiden clusters nested in the groups, ``n_clusters`` in all: over-cluster, then merge by connectivity.
@@ -227,6 +228,9 @@ def graph_clusters(
         Optional clusters per group, summing to ``n_clusters``.
     overcluster
         Over-clustering factor before the merges (1 keeps the Leiden partition at the searched resolution).
+    n_consensus
+        Leiden seeds run at the searched resolution (each over-clustered and merged); the partition kept is the first
+        whose children counts are the most frequent, since one run can cut a continuum of subtypes differently.
     random_state
         Seed.
 
@@ -242,8 +246,14 @@ def graph_clusters(
     subgraphs = group_subgraphs(graph, groups)
     if targets is None:
         n_over = max(n_clusters, min(int(round(overcluster * n_clusters)), n_obs))
-        over, _ = nested_leiden_with_count(subgraphs, n_obs, n_over, random_state=random_state)
-        labels = merge_by_connectivity(over, groups, neighbors, n_clusters)
+        over, resolution = nested_leiden_with_count(subgraphs, n_obs, n_over, random_state=random_state)
+        runs = [merge_by_connectivity(over, groups, neighbors, n_clusters)]
+        for seed in range(1, n_consensus):  # other Leiden seeds at the same resolution
+            other = leiden_nested(subgraphs, n_obs, resolution, random_state + seed)
+            runs.append(merge_by_connectivity(other, groups, neighbors, n_clusters))
+        counts = [tuple(_counts_per_group(r, groups, n_clusters)) for r in runs]
+        # consensus: the first run whose children counts are the most frequent among the runs
+        labels = runs[max(range(len(runs)), key=lambda i: (counts.count(counts[i]), -i))]
         targets = _counts_per_group(labels, groups, n_clusters)
     else:
         targets = np.asarray(targets, dtype=int)

@@ -24,6 +24,7 @@ class FalconConfig:
 
     n_epochs: int | None = None
     min_steps: int = 300
+    min_epochs: int = 3
     max_epochs: int = 300
     batch_size: int = 1024
     optimizer: str = "adam"
@@ -66,7 +67,7 @@ class FalconResult:
 def _n_epochs(cfg: FalconConfig, n: int, batch_size: int) -> int:
     if cfg.n_epochs is not None:
         return cfg.n_epochs
-    return epochs_for_steps(n, batch_size, cfg.min_steps, max_epochs=cfg.max_epochs)
+    return epochs_for_steps(n, batch_size, cfg.min_steps, min_epochs=cfg.min_epochs, max_epochs=cfg.max_epochs)
 
 
 def train_falcon(

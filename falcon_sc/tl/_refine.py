@@ -116,7 +116,7 @@ def refine(
     hidden
         Hidden layer widths of the MLP.
     n_epochs
-        Training epochs; ``None`` picks enough for about 1500 optimisation steps (at least 10 epochs).
+        Training epochs; ``None`` picks enough for at least 300 optimisation steps and 3 passes over the data.
     batch_size
         Minibatch size.
     lr
