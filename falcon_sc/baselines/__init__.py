@@ -14,6 +14,7 @@ from .ancor import ancor
 from .erm import erm
 from .gml import gml
 from .kmeans_within import kmeans_within
+from .leiden_scanpy import leiden_scanpy
 from .leiden_within import leiden_within
 from .scan_c import scan_c
 from .sela import sela
@@ -24,6 +25,7 @@ BASELINES: dict[str, Callable[..., BaselineResult]] = {
     "erm": erm,
     "kmeans_within": kmeans_within,
     "leiden_within": leiden_within,
+    "leiden_scanpy": leiden_scanpy,
     "subcluster": subcluster,
     "scan_c": scan_c,
     "sela": sela,
@@ -40,6 +42,7 @@ __all__ = [
     "erm",
     "gml",
     "kmeans_within",
+    "leiden_scanpy",
     "leiden_within",
     "scan_c",
     "sela",

@@ -45,11 +45,25 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list dataset presets and methods")
     sub.add_parser("solver", help="benchmark the relation solver")
-    sc_ = sub.add_parser("scale", help="wall time and peak memory of refine on large simulated data")
+    sc_ = sub.add_parser(
+        "scale", help="wall time and peak memory of refine and of the scanpy pipeline on large simulated data"
+    )
     sc_.add_argument("--n-cells", type=int, default=100_000)
     sc_.add_argument("--n-genes", type=int, default=2000)
     sc_.add_argument("--n-batches", type=int, default=1)
     sc_.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda"])
+    sc_.add_argument(
+        "--methods",
+        default="leiden_scanpy,falcon",
+        help="comma separated, run in this order: leiden_scanpy (the scanpy pipeline), falcon (refine); "
+        "default both, the scanpy pipeline first",
+    )
+    sc_.add_argument("--seed", type=int, default=0, help="seed of the simulation and of the methods")
+    sc_.add_argument(
+        "--warmup",
+        action="store_true",
+        help="first run each method untimed on 5,000 cells (imports and numba compilation then count for neither)",
+    )
     return p
 
 
@@ -80,8 +94,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "scale":
         from falcon_sc.bench.scale import run_scale_bench
 
-        with pd.option_context("display.width", 200, "display.max_columns", None):
-            print(run_scale_bench(args.n_cells, args.n_genes, n_batches=args.n_batches, accelerator=args.accelerator))
+        df = run_scale_bench(
+            args.n_cells,
+            args.n_genes,
+            n_batches=args.n_batches,
+            random_state=args.seed,
+            accelerator=args.accelerator,
+            methods=args.methods,
+            warmup=args.warmup,
+        )
+        with pd.option_context(
+            "display.width", 250, "display.max_columns", None, "display.max_colwidth", None, "display.precision", 3
+        ):
+            print(df.to_string(index=False))
+        if not pd.isna(df.attrs["ratio"]):
+            print(f"ratio (falcon seconds / leiden_scanpy seconds): {df.attrs['ratio']:.2f}")
         return 0
 
     from .run import METRICS, run

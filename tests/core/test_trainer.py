@@ -148,11 +148,12 @@ def test_init_labels_fit_first(blobs):
 def test_n_epochs_rule():
     cfg = FalconConfig()
     assert _n_epochs(FalconConfig(n_epochs=7), 10_000, 1024) == 7
-    n, bs = 100_000, 1024
-    steps = math.ceil(n / bs)
-    assert _n_epochs(cfg, n, bs) == min(cfg.max_epochs, max(10, math.ceil(cfg.min_steps / steps)))
-    assert _n_epochs(cfg, 100, 1024) == min(cfg.max_epochs, max(10, cfg.min_steps))
-    assert 10 <= _n_epochs(cfg, 10_000_000, 1024) <= cfg.max_epochs
+    # 100k cells: 98 steps an epoch -> ceil(300 / 98) = 4 epochs (at least min_epochs=3)
+    assert _n_epochs(cfg, 100_000, 1024) == 4
+    # tiny data: one step an epoch -> 300 epochs (capped at max_epochs)
+    assert _n_epochs(cfg, 100, 1024) == min(cfg.max_epochs, cfg.min_steps)
+    # huge data: never fewer than min_epochs passes
+    assert _n_epochs(cfg, 10_000_000, 1024) == cfg.min_epochs
 
 
 def test_config_to_dict():

@@ -1,0 +1,203 @@
+"""The standard scanpy workflow: normalise, HVGs, scale, PCA, neighbours, Leiden restricted to each coarse class."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from .._docs import baseline_inputs, doc_params
+from ._common import BaselineResult, check_n_fine, coarse_labels, fine_names
+
+_R_MIN, _R_MAX = 1e-4, 1e3
+
+
+def scanpy_neighbors(
+    adata: AnnData,
+    *,
+    batch_key: str | None = None,
+    random_state: int = 0,
+    n_top_genes: int = 2000,
+    n_comps: int = 50,
+    n_neighbors: int = 15,
+) -> tuple[sp.csr_matrix, dict]:
+    """Connectivities of the kNN graph of ``adata`` from the standard scanpy preprocessing, run on a copy of ``X``.
+
+    Counts (and, when :func:`falcon_sc.pp.detect_input_kind` reports it, normalised but unlogged values):
+    :func:`scanpy.pp.normalize_total` (``target_sum=1e4``) and :func:`scanpy.pp.log1p`; log-normalised input is used
+    as it is. Then :func:`scanpy.pp.highly_variable_genes` (``flavor="seurat"``, ``n_top_genes``, per batch with
+    ``batch_key``; subset), :func:`scanpy.pp.scale` (``max_value=10``), :func:`scanpy.pp.pca` (``svd_solver="arpack"``)
+    and :func:`scanpy.pp.neighbors` (UMAP connectivities), seeded with ``random_state``.
+
+    Returns
+    -------
+    The cells x cells connectivities (CSR) and ``info`` (``input_kind``, ``n_hvg``, ``n_comps`` and the seconds of
+    ``preprocess`` (normalise to PCA) and ``neighbors``).
+    """
+    import scanpy as sc
+
+    from ..pp import detect_input_kind
+
+    if batch_key is not None and batch_key not in adata.obs.columns:
+        raise KeyError(f"batch_key {batch_key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)})")
+    start = time.perf_counter()
+    kind = detect_input_kind(adata.X)
+    X = adata.X.astype(np.float32, copy=True) if sp.issparse(adata.X) else np.array(adata.X, dtype=np.float32)
+    obs = pd.DataFrame(index=pd.RangeIndex(adata.n_obs).astype(str))
+    if batch_key is not None:
+        obs["batch"] = adata.obs[batch_key].astype(str).to_numpy()
+    work = AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.RangeIndex(adata.n_vars).astype(str)))
+    if kind in ("counts", "normalized"):
+        sc.pp.normalize_total(work, target_sum=1e4)
+        sc.pp.log1p(work)
+    sc.pp.highly_variable_genes(
+        work,
+        n_top_genes=min(n_top_genes, work.n_vars),
+        flavor="seurat",
+        batch_key=None if batch_key is None else "batch",
+        subset=True,
+    )
+    with warnings.catch_warnings():  # "zero-centering a sparse array/matrix densifies it": as intended
+        warnings.filterwarnings("ignore", message="zero-centering", category=UserWarning)
+        sc.pp.scale(work, max_value=10)
+    comps = min(n_comps, work.n_obs - 1, work.n_vars - 1)
+    sc.pp.pca(work, n_comps=comps, svd_solver="arpack", random_state=random_state)
+    prep = time.perf_counter()
+    sc.pp.neighbors(work, n_neighbors=min(n_neighbors, work.n_obs - 1), random_state=random_state)
+    info = {
+        "input_kind": kind,
+        "n_hvg": int(work.n_vars),
+        "n_comps": int(comps),
+        "seconds_preprocess": prep - start,
+        "seconds_neighbors": time.perf_counter() - prep,
+    }
+    return sp.csr_matrix(work.obsp["connectivities"]), info
+
+
+def _class_graph(adjacency: sp.csr_matrix, idx: np.ndarray):
+    """Induced subgraph of the cells ``idx`` as an igraph graph, built exactly as :func:`scanpy.tl.leiden` does."""
+    import igraph as ig
+
+    sub = adjacency[idx][:, idx]  # restrict_to: rows then columns of the selected cells
+    sources, targets = sub.nonzero()
+    g = ig.Graph(n=len(idx), edges=np.column_stack([sources, targets]).tolist(), directed=False)
+    g.es["weight"] = np.asarray(sub[sources, targets]).ravel()
+    return g
+
+
+@doc_params(baseline_inputs=baseline_inputs)
+def leiden_scanpy(
+    adata: AnnData,
+    coarse_key: str,
+    n_fine: int,
+    *,
+    batch_key: str | None = None,
+    random_state: int = 0,
+    n_top_genes: int = 2000,
+    n_comps: int = 50,
+    n_neighbors: int = 15,
+    max_evals: int = 30,
+) -> BaselineResult:
+    """What a scanpy user runs: the standard preprocessing, then ``sc.tl.leiden(restrict_to=...)`` per coarse class.
+
+    On a copy of ``X``: normalise (``normalize_total``, ``target_sum=1e4``) and ``log1p`` when ``X`` holds counts
+    (log-normalised input is used as it is), 2,000 highly variable genes (``flavor="seurat"``, per batch when
+    ``batch_key`` is given), ``scale(max_value=10)``, 50 principal components (arpack), 15 nearest neighbours (see
+    :func:`scanpy_neighbors`). Then, for every coarse class ``c``, Leiden as
+    ``sc.tl.leiden(adata, restrict_to=(coarse_key, [c]), resolution=r, flavor="igraph", n_iterations=2,
+    directed=False, random_state=random_state)`` gives it: igraph's ``community_leiden`` (modularity) on the
+    subgraph induced by the cells of ``c``, so the modularity null model is that of the class, not of the whole graph
+    (:func:`leiden_within` instead clusters the whole graph with the cross-class edges removed). The subgraphs are
+    built once and clustered directly, with scanpy's graph construction and seeding; the labels equal those of the
+    chained ``restrict_to`` calls. One resolution ``r``, shared by all coarse classes, is searched (doubling/halving,
+    then geometric bisection, neighbours never recomputed) so that the total number of clusters is ``n_fine``, or
+    as close as the search gets.
+
+    With ``batch_key`` the HVGs are selected per batch, but no integration is done (a user would add Harmony or
+    scVI before the neighbours). ``adata`` is not modified.
+
+    Parameters
+    ----------
+    {baseline_inputs}
+    random_state
+        Seed for PCA, neighbours and Leiden.
+    n_top_genes
+        Highly variable genes kept (all genes when there are fewer).
+    n_comps
+        Principal components.
+    n_neighbors
+        Size of the neighbourhood of the kNN graph.
+    max_evals
+        Most resolutions tried by the search (each runs Leiden on every coarse class).
+
+    Returns
+    -------
+    Fine labels ``"<coarse>/<i>"``, the fine -> coarse relation, and in ``info`` the ``resolution`` used, the number
+    of clusters reached (``n_clusters``; it differs from ``n_fine`` when no resolution tried reached it), the number
+    of resolutions tried, the detected ``input_kind``, ``n_hvg``, ``n_comps`` and the seconds of each stage
+    (``seconds_preprocess``, ``seconds_neighbors``, ``seconds_leiden``).
+    """
+    from scanpy._utils.random import set_igraph_random_state
+
+    coarse = coarse_labels(adata, coarse_key)
+    classes = list(coarse.categories)
+    codes = np.asarray(coarse.codes)
+    n_fine = check_n_fine(n_fine, len(classes), adata.n_obs)
+    adjacency, info = scanpy_neighbors(
+        adata,
+        batch_key=batch_key,
+        random_state=random_state,
+        n_top_genes=n_top_genes,
+        n_comps=n_comps,
+        n_neighbors=n_neighbors,
+    )
+    start = time.perf_counter()
+    members = [np.flatnonzero(codes == c) for c in range(len(classes))]
+    graphs = [_class_graph(adjacency, idx) for idx in members]
+    tried: dict[float, tuple[int, list[np.ndarray]]] = {}
+
+    def cluster(res: float) -> int:
+        ids = []
+        for g in graphs:
+            with set_igraph_random_state(random_state):
+                part = g.community_leiden(
+                    objective_function="modularity", weights="weight", resolution=res, n_iterations=2
+                )
+            ids.append(np.asarray(part.membership))
+        tried[res] = (sum(len(np.unique(i)) for i in ids), ids)
+        return tried[res][0]
+
+    res, lo, hi = 1.0, None, None  # lo: fewer clusters than wanted, hi: more
+    n = cluster(res)
+    while n != n_fine and len(tried) < max_evals:
+        if n < n_fine:
+            lo = res
+        else:
+            hi = res
+        if lo is not None and hi is not None:
+            if hi / lo < 1.001:
+                break
+            res = math.sqrt(lo * hi)
+        elif lo is not None:
+            res = lo * 2.0
+        else:
+            res = hi / 2.0
+        if not _R_MIN <= res <= _R_MAX or res in tried:
+            break
+        n = cluster(res)
+
+    best = min(tried, key=lambda r: (abs(tried[r][0] - n_fine), r))
+    n_clusters, ids = tried[best]
+    labels = np.empty(adata.n_obs, dtype=object)
+    relation: dict[str, str] = {}
+    for name, idx, cluster_ids in zip(classes, members, ids, strict=True):
+        cell_names, names = fine_names(name, cluster_ids)
+        labels[idx] = cell_names
+        relation.update(dict.fromkeys(names, name))
+    info.update(resolution=best, n_clusters=n_clusters, n_evals=len(tried), seconds_leiden=time.perf_counter() - start)
+    return BaselineResult(labels=labels.astype(str), relation=relation, info=info)
