@@ -49,7 +49,7 @@ def test_deterministic(sim, result) -> None:
 
 
 def test_equals_chained_restrict_to(sim) -> None:
-    """Same labels as ``sc.tl.leiden(restrict_to=(key, [c]))`` chained over the coarse classes at the found resolution."""
+    """Same labels as ``sc.tl.leiden(restrict_to=(key, [c]))`` chained over the coarse classes (found resolution)."""
     n_fine = 11  # needs the resolution search
     res = leiden_scanpy(sim, "coarse", n_fine, random_state=2)
     assert res.info["n_evals"] > 1 and res.n_fine == res.info["n_clusters"]
