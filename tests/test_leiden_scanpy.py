@@ -74,6 +74,11 @@ def test_equals_chained_restrict_to(sim) -> None:
     assert _same_partition(ad.obs["chained"], res.labels)
 
 
+def test_covariance_eigh_same_labels(sim, result) -> None:
+    res = leiden_scanpy(sim, "coarse", N_FINE, random_state=0, svd_solver="covariance_eigh")
+    assert adjusted_rand_score(res.labels, result.labels) > 0.99
+
+
 def test_lognorm_input(sim, result) -> None:
     lognorm = sim.copy()
     sc.pp.normalize_total(lognorm, target_sum=1e4)

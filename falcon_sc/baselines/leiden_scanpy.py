@@ -25,14 +25,16 @@ def scanpy_neighbors(
     n_top_genes: int = 2000,
     n_comps: int = 50,
     n_neighbors: int = 15,
+    svd_solver: str = "arpack",
 ) -> tuple[sp.csr_matrix, dict]:
     """Connectivities of the kNN graph of ``adata`` from the standard scanpy preprocessing, run on a copy of ``X``.
 
     Counts (and, when :func:`falcon_sc.pp.detect_input_kind` reports it, normalised but unlogged values):
     :func:`scanpy.pp.normalize_total` (``target_sum=1e4``) and :func:`scanpy.pp.log1p`; log-normalised input is used
     as it is. Then :func:`scanpy.pp.highly_variable_genes` (``flavor="seurat"``, ``n_top_genes``, per batch with
-    ``batch_key``; subset), :func:`scanpy.pp.scale` (``max_value=10``), :func:`scanpy.pp.pca` (``svd_solver="arpack"``)
-    and :func:`scanpy.pp.neighbors` (UMAP connectivities), seeded with ``random_state``.
+    ``batch_key``; subset), :func:`scanpy.pp.scale` (``max_value=10``), :func:`scanpy.pp.pca` (``svd_solver``,
+    default ``"arpack"`` as scanpy's for dense data) and :func:`scanpy.pp.neighbors` (UMAP connectivities), seeded with
+    ``random_state``.
 
     Returns
     -------
@@ -66,7 +68,7 @@ def scanpy_neighbors(
         warnings.filterwarnings("ignore", message="zero-centering", category=UserWarning)
         sc.pp.scale(work, max_value=10)
     comps = min(n_comps, work.n_obs - 1, work.n_vars - 1)
-    sc.pp.pca(work, n_comps=comps, svd_solver="arpack", random_state=random_state)
+    sc.pp.pca(work, n_comps=comps, svd_solver=svd_solver, random_state=random_state)
     prep = time.perf_counter()
     sc.pp.neighbors(work, n_neighbors=min(n_neighbors, work.n_obs - 1), random_state=random_state)
     info = {
@@ -101,6 +103,7 @@ def leiden_scanpy(
     n_top_genes: int = 2000,
     n_comps: int = 50,
     n_neighbors: int = 15,
+    svd_solver: str = "arpack",
     max_evals: int = 30,
 ) -> BaselineResult:
     """What a scanpy user runs: the standard preprocessing, then ``sc.tl.leiden(restrict_to=...)`` per coarse class.
@@ -132,6 +135,10 @@ def leiden_scanpy(
         Principal components.
     n_neighbors
         Size of the neighbourhood of the kNN graph.
+    svd_solver
+        Of :func:`scanpy.pp.pca`; ``"arpack"`` is scanpy's default on the (dense) scaled matrix.
+        ``"covariance_eigh"`` gives the same components (up to sign) about three times faster on 20,000 cells x
+        2,000 genes.
     max_evals
         Most resolutions tried by the search (each runs Leiden on every coarse class).
 
@@ -155,6 +162,7 @@ def leiden_scanpy(
         n_top_genes=n_top_genes,
         n_comps=n_comps,
         n_neighbors=n_neighbors,
+        svd_solver=svd_solver,
     )
     start = time.perf_counter()
     members = [np.flatnonzero(codes == c) for c in range(len(classes))]
