@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 
@@ -12,9 +11,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._docs import baseline_inputs, doc_params
+from ..core.resolution import search_resolution
 from ._common import BaselineResult, check_n_fine, coarse_labels, fine_names
-
-_R_MIN, _R_MAX = 1e-4, 1e3
 
 
 def scanpy_neighbors(
@@ -167,9 +165,8 @@ def leiden_scanpy(
     start = time.perf_counter()
     members = [np.flatnonzero(codes == c) for c in range(len(classes))]
     graphs = [_class_graph(adjacency, idx) for idx in members]
-    tried: dict[float, tuple[int, list[np.ndarray]]] = {}
 
-    def cluster(res: float) -> int:
+    def cluster(res: float) -> tuple[int, list[np.ndarray]]:
         ids = []
         for g in graphs:
             with set_igraph_random_state(random_state):
@@ -177,35 +174,20 @@ def leiden_scanpy(
                     objective_function="modularity", weights="weight", resolution=res, n_iterations=2
                 )
             ids.append(np.asarray(part.membership))
-        tried[res] = (sum(len(np.unique(i)) for i in ids), ids)
-        return tried[res][0]
+        return sum(len(np.unique(i)) for i in ids), ids
 
-    res, lo, hi = 1.0, None, None  # lo: fewer clusters than wanted, hi: more
-    n = cluster(res)
-    while n != n_fine and len(tried) < max_evals:
-        if n < n_fine:
-            lo = res
-        else:
-            hi = res
-        if lo is not None and hi is not None:
-            if hi / lo < 1.001:
-                break
-            res = math.sqrt(lo * hi)
-        elif lo is not None:
-            res = lo * 2.0
-        else:
-            res = hi / 2.0
-        if not _R_MIN <= res <= _R_MAX or res in tried:
-            break
-        n = cluster(res)
-
-    best = min(tried, key=lambda r: (abs(tried[r][0] - n_fine), r))
-    n_clusters, ids = tried[best]
+    found = search_resolution(cluster, n_fine, max_evals=max_evals)
+    ids = found.result
     labels = np.empty(adata.n_obs, dtype=object)
     relation: dict[str, str] = {}
     for name, idx, cluster_ids in zip(classes, members, ids, strict=True):
         cell_names, names = fine_names(name, cluster_ids)
         labels[idx] = cell_names
         relation.update(dict.fromkeys(names, name))
-    info.update(resolution=best, n_clusters=n_clusters, n_evals=len(tried), seconds_leiden=time.perf_counter() - start)
+    info.update(
+        resolution=found.resolution,
+        n_clusters=found.n_clusters,
+        n_evals=found.n_evals,
+        seconds_leiden=time.perf_counter() - start,
+    )
     return BaselineResult(labels=labels.astype(str), relation=relation, info=info)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
 from .._docs import baseline_inputs, doc_params
+from ..core.resolution import search_resolution
 from ._common import BaselineResult, check_n_fine, coarse_labels, embed, fine_names
-
-_R_MIN, _R_MAX = 1e-4, 1e3
 
 
 def _within_graph(conn: sp.spmatrix, codes: np.ndarray) -> sp.csr_matrix:
@@ -106,9 +103,8 @@ def leiden_at_count(
 
     n_obs = adjacency.shape[0]
     ad = AnnData(obs=pd.DataFrame(index=pd.RangeIndex(n_obs).astype(str)))
-    tried: dict[float, tuple[int, np.ndarray]] = {}
 
-    def cluster(res: float) -> int:
+    def cluster(res: float) -> tuple[int, np.ndarray]:
         sc.tl.leiden(
             ad,
             resolution=res,
@@ -122,30 +118,10 @@ def leiden_at_count(
         # (coarse, cluster) pairs: Leiden clusters are connected, so this only guards against the impossible
         pairs = codes.astype(np.int64) * (n_obs + 1) + ad.obs["_leiden"].cat.codes.to_numpy()
         _, ids = np.unique(pairs, return_inverse=True)
-        tried[res] = (int(ids.max()) + 1, ids)
-        return tried[res][0]
+        return int(ids.max()) + 1, ids
 
-    res, lo, hi = 1.0, None, None  # lo: fewer clusters than wanted, hi: more
-    n = cluster(res)
-    while n != n_fine and len(tried) < max_evals:
-        if n < n_fine:
-            lo = res
-        else:
-            hi = res
-        if lo is not None and hi is not None:
-            if hi / lo < 1.001:
-                break
-            res = math.sqrt(lo * hi)
-        elif lo is not None:
-            res = lo * 2.0
-        else:
-            res = hi / 2.0
-        if not _R_MIN <= res <= _R_MAX or res in tried:
-            break
-        n = cluster(res)
-
-    best = min(tried, key=lambda r: (abs(tried[r][0] - n_fine), r))
-    n_clusters, ids = tried[best]
+    found = search_resolution(cluster, n_fine, max_evals=max_evals)
+    ids = found.result
     labels = np.empty(n_obs, dtype=object)
     relation: dict[str, str] = {}
     for c, name in enumerate(classes):
@@ -156,5 +132,5 @@ def leiden_at_count(
     return BaselineResult(
         labels=labels.astype(str),
         relation=relation,
-        info={"resolution": best, "n_clusters": n_clusters, "n_evals": len(tried)},
+        info={"resolution": found.resolution, "n_clusters": found.n_clusters, "n_evals": found.n_evals},
     )
