@@ -110,3 +110,30 @@ def test_fit_cross_entropy_balance_learns_a_rare_class():
         pred = model(torch.as_tensor(X)).argmax(1).numpy()
         recalls[balance] = (pred[y == 1] == 1).mean()
     assert recalls[0.0] < 0.5 < 0.8 < recalls[1.0]
+
+
+def test_small_networks_train_on_one_thread_and_the_setting_is_restored():
+    from torch import nn
+
+    from falcon_sc.core.training import cpu_threads, torch_threads
+
+    small, big = nn.Linear(50, 20), nn.Linear(2000, 2000)
+    assert cpu_threads(small) == 1
+    assert cpu_threads(big) == torch.get_num_threads()
+    assert cpu_threads(small, 3) == 3
+    with pytest.raises(ValueError, match="n_threads"):
+        cpu_threads(small, 0)
+    before = torch.get_num_threads()
+    seen = []
+
+    def step(idx, xb, n):
+        seen.append(torch.get_num_threads())
+        return {"loss": small(xb).pow(2).mean()}
+
+    train_minibatches(
+        small, Features(np.ones((8, 50))), step, LoopConfig(n_epochs=1, batch_size=4), np.random.default_rng(0)
+    )
+    assert seen == [1, 1] and torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(1):
+        raise RuntimeError
+    assert torch.get_num_threads() == before
