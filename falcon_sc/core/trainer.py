@@ -55,13 +55,18 @@ class FalconConfig:
 
 @dataclass
 class FalconResult:
-    """What training returns: teacher predictions, relation and history."""
+    """What training returns: teacher predictions, relation and history.
+
+    ``warm_probs``: predictions of the network fitted to ``init_labels``, before FALCON training (``None`` without
+    them).
+    """
 
     probs: np.ndarray
     embedding: np.ndarray
     relation: np.ndarray
     history: list[dict] = field(default_factory=list)
     model: nn.Module | None = None
+    warm_probs: np.ndarray | None = None
 
 
 def _n_epochs(cfg: FalconConfig, n: int, batch_size: int) -> int:
@@ -128,6 +133,9 @@ def train_falcon(
     if init_labels is not None:
         warm = LoopConfig(n_epochs=cfg.init_steps, batch_size=batch_size, lr=1e-3, max_steps=cfg.init_steps)
         fit_cross_entropy(model, feats, init_labels, warm, rng, balance=cfg.init_balance)
+        warm_probs, _ = predict(model, feats, device)
+    else:
+        warm_probs = None
     teacher = EMATeacher(model, cfg.ema_decay)
     y = torch.as_tensor(coarse, dtype=torch.long, device=device)
     nbrs = torch.as_tensor(neighbors, dtype=torch.long, device=device)
@@ -228,4 +236,5 @@ def train_falcon(
         relation=state["M"].cpu().numpy().astype(np.int8),
         history=history,
         model=teacher.model,
+        warm_probs=warm_probs,
     )

@@ -16,6 +16,7 @@ from ..core.neighbors import within_class_neighbors
 from ..core.prior import children_prior as size_prior
 from ..core.prior import kmeans_within_relation
 from ..core.relation import solve_relation
+from ..core.selection import choose_per_class
 from ..core.trainer import FalconConfig, train_falcon
 from ..models.mlp import MLPClassifier
 from ..pp import cell_features
@@ -54,6 +55,7 @@ def refine(
     relation_every: int = 30,
     learn_relation: bool = True,
     soft_fraction: float = 0.3,
+    guard_warm_start: bool = True,
     accelerator: Literal["auto", "cpu", "cuda"] = "auto",
     random_state: int = 0,
     key_added: str = "falcon",
@@ -146,6 +148,11 @@ def refine(
         cell goes to which child.
     soft_fraction
         Share of training during which targets anneal from soft to hard and the balance term is on.
+    guard_warm_start
+        Per coarse class, keep the partition of the network fitted to the warm start instead of the trained one
+        where it separates the class's cells better (higher silhouette in the within-class neighbour space, same
+        cells for both) and training did not change the class's children. The choice and both silhouettes are in
+        ``uns[key_added]["partition_choice"]``. ``False``: always the trained partition (reference).
     accelerator
         ``"auto"`` uses CUDA when available, else CPU.
     random_state
@@ -273,7 +280,22 @@ def refine(
         device=device,
         seed=random_state,
     )
+    choice = None
+    if guard_warm_start and result.warm_probs is not None:
+        choice = _guard(result, initial, coarse, neighbour_space, random_state)
     _write(adata, result, coarse, coarse_names, key_added)
+    if choice is not None:
+        adata.uns[key_added]["partition_choice"] = pd.DataFrame(
+            {
+                "kept": np.where(choice[0], "warm start", "trained"),
+                "silhouette_trained": choice[1][:, 0],
+                "silhouette_warm_start": choice[1][:, 1],
+            },
+            index=coarse_names,
+        )
+        if choice[0].any():
+            kept = ", ".join(np.asarray(coarse_names)[choice[0]])
+            logg.info(f"    warm-start partition kept (better separated than the trained one) in: {kept}")
     if init_labels is not None:
         names, _ = _fine_names(initial.astype(bool), init_labels, coarse_names)
         warm_key = f"{key_added}_warm_start"
@@ -299,6 +321,7 @@ def refine(
         "hidden": list(hidden),
         "accelerator": str(device),
         "random_state": random_state,
+        "guard_warm_start": guard_warm_start,
         **cfg.to_dict(),
     }
     logg.info(
@@ -336,11 +359,30 @@ def _fine_names(relation: np.ndarray, labels: np.ndarray, coarse_names: list[str
     return names, sizes
 
 
+def _restricted(probs: np.ndarray, relation: np.ndarray, coarse: np.ndarray) -> np.ndarray:
+    """Probabilities renormalised over the children of each cell's coarse class."""
+    restricted = probs * relation[:, coarse].T
+    return restricted / np.clip(restricted.sum(axis=1, keepdims=True), 1e-12, None)
+
+
+def _guard(result, initial: np.ndarray, coarse: np.ndarray, space: np.ndarray, random_state: int):
+    """Swap in the warm-fitted network's predictions in the coarse classes where they separate the cells better."""
+    final, warm = result.relation.astype(bool), initial.astype(bool)
+    trained = _restricted(result.probs, final, coarse).argmax(axis=1)
+    warm_labels = _restricted(result.warm_probs, warm, coarse).argmax(axis=1)
+    same_children = (final == warm).all(axis=0)
+    use_warm, scores = choose_per_class(
+        space, coarse, trained, warm_labels, eligible=same_children, random_state=random_state
+    )
+    rows = use_warm[coarse]
+    result.probs[rows] = result.warm_probs[rows]
+    return use_warm, scores
+
+
 def _write(adata: ad.AnnData, result, coarse: np.ndarray, coarse_names: list[str], key_added: str) -> None:
     relation = result.relation.astype(bool)
     parent = relation.argmax(axis=1)
-    restricted = result.probs * relation[:, coarse].T
-    restricted = restricted / np.clip(restricted.sum(axis=1, keepdims=True), 1e-12, None)
+    restricted = _restricted(result.probs, relation, coarse)
     label = restricted.argmax(axis=1)
     names, sizes = _fine_names(relation, label, coarse_names)
     order = np.lexsort((names.astype(str), parent))

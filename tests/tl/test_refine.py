@@ -22,7 +22,7 @@ from ..conftest import CHILDREN, CHILDREN_UNEVEN, FAST, N_FINE, simulate
 
 OBS_KEYS = {"falcon", "falcon_confidence", "falcon_outside_parent", "falcon_warm_start"}
 OBSM_KEYS = {"falcon_probs", "falcon_embedding"}
-UNS_KEYS = {"params", "relations", "fine_classes", "history", "children_history"}
+UNS_KEYS = {"params", "relations", "fine_classes", "history", "children_history", "partition_choice"}
 
 # thresholds: on this data FALCON recovers the simulated classes (almost) perfectly (accuracy/ARI ~1.0); chance
 # (random children inside each coarse class) gives accuracy ~0.5 and within-coarse ARI ~0
@@ -522,3 +522,31 @@ def test_rare_subtype_survives_training():
     fal.tl.refine(ad, "coarse", 3, **FAST)
     recall = metrics.per_class_recall(ad.obs["fine"], ad.obs["falcon"], ad.obs["coarse"]).set_index("true_class")
     assert recall.loc[rare, "recall"] > 0.8
+
+
+@pytest.mark.parametrize("guard", [True, False])
+def test_guard_keeps_the_warm_start_where_training_went_wrong(sim, monkeypatch, guard):
+    # training that scrambles its predictions inside coarse class C0: the guard must fall back to the
+    # warm-fitted network there (and only there); without the guard the scrambled labels are written
+    real = refine_module.train_falcon
+
+    def scrambled_in_c0(model, X, coarse, *args, **kwargs):
+        result = real(model, X, coarse, *args, **kwargs)
+        rows = np.flatnonzero(coarse == 0)
+        result.probs[rows] = np.random.default_rng(0).permuted(result.probs[rows], axis=0)
+        return result
+
+    monkeypatch.setattr(refine_module, "train_falcon", scrambled_in_c0)
+    out = fal.tl.refine(sim, "coarse", N_FINE, copy=True, guard_warm_start=guard, **FAST)
+    in_c0 = (out.obs["coarse"] == "C0").to_numpy()
+    within = metrics.ari(sim.obs["fine"][in_c0], out.obs["falcon"][in_c0])
+    assert out.uns["falcon"]["params"]["guard_warm_start"] is guard
+    if guard:
+        choice = out.uns["falcon"]["partition_choice"]
+        assert choice.loc["C0", "kept"] == "warm start"
+        assert choice.loc["C0", "silhouette_warm_start"] > choice.loc["C0", "silhouette_trained"]
+        assert (choice.drop(index="C0")["kept"] == "trained").all()
+        assert within > MIN_WITHIN_ARI
+    else:
+        assert "partition_choice" not in out.uns["falcon"]
+        assert within < 0.2
