@@ -39,7 +39,7 @@ def score(adata: ad.AnnData, labels: np.ndarray, relation: dict[str, str], secon
         adata.obs[FINE].astype(str).to_numpy(),
         labels,
         coarse=coarse,
-        true_relation=adata.uns["falcon_dataset"]["relation"],
+        true_relation=datasets.true_relation(adata),
         pred_relation=relation,
     )
     return {
@@ -58,7 +58,7 @@ def learned_relation_table(adata: ad.AnnData) -> pd.DataFrame:
     """Learned fine classes with parent, size, confidence, matched true class and that class's true parent."""
     table = adata.uns[KEY]["fine_classes"].copy()
     matching = metrics.match_labels(adata.obs[FINE].astype(str).to_numpy(), adata.obs[KEY].astype(str).to_numpy())
-    true_parent = adata.uns["falcon_dataset"]["relation"]
+    true_parent = datasets.true_relation(adata)
     table["matched_true"] = [matching.get(f) for f in table.index]
     table["true_parent"] = [true_parent.get(t) if t is not None else None for t in table["matched_true"]]
     table.index.name = "fine"
@@ -67,7 +67,7 @@ def learned_relation_table(adata: ad.AnnData) -> pd.DataFrame:
 
 def print_relation(adata: ad.AnnData, table: pd.DataFrame) -> None:
     """Print the learned fine classes under each coarse class, with their matched true class."""
-    true_children = pd.Series(adata.uns["falcon_dataset"]["relation"]).value_counts()
+    true_children = pd.Series(datasets.true_relation(adata)).value_counts()
     print("\nLearned relation (fine classes per coarse class; [matched true class]):")
     for parent, group in table.groupby("parent", sort=False):
         n_true = int(true_children.get(parent, 0))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+
+from ..datasets import true_relation as stored_relation
 
 
 @dataclass
@@ -74,12 +76,13 @@ def true_relation(adata: AnnData, fine: np.ndarray, coarse: np.ndarray) -> dict[
     Only fine classes present in ``fine`` are kept.
     """
     present = set(fine)
-    meta = adata.uns.get("falcon_dataset", {})
-    stored = meta.get("relation") if isinstance(meta, Mapping) else None
-    if isinstance(stored, Mapping):
-        rel = {str(k): str(v) for k, v in dict(stored).items() if str(k) in present}
-        if len(rel) == len(present):
-            return rel
+    try:
+        stored = stored_relation(adata)
+    except KeyError:
+        stored = {}
+    rel = {k: v for k, v in stored.items() if k in present}
+    if rel and len(rel) == len(present):
+        return rel
     table = pd.crosstab(pd.Series(fine, name="fine"), pd.Series(coarse, name="coarse"))
     return {str(f): str(table.columns[np.argmax(row)]) for f, row in zip(table.index, table.to_numpy(), strict=True)}
 

@@ -41,7 +41,31 @@ def finalise(adata: ad.AnnData, name: str, source: str, relation: Mapping[str, s
         relation = {str(f): lookup[str(f)] for f in adata.obs["fine"].cat.categories}
     adata.uns["falcon_dataset"] = {
         "name": name,
-        "relation": {str(k): str(v) for k, v in relation.items()},
+        # a table, not a dict: fine names such as "CD4+/CD25 T Reg" hold "/", which h5ad keys cannot
+        "relation": pd.DataFrame({"fine": [str(k) for k in relation], "coarse": [str(v) for v in relation.values()]}),
         "source": source,
     }
     return adata
+
+
+def true_relation(adata: ad.AnnData) -> dict[str, str]:
+    """The dataset's fine -> coarse relation, ``uns["falcon_dataset"]["relation"]``, as a dict.
+
+    Stored as a two-column table (``fine``, ``coarse``); a dict (older files) is accepted too.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> fal.datasets.true_relation(fal.datasets.pbmc68k())["CD8 T"]  # doctest: +SKIP
+    'T'
+    """
+    meta = adata.uns.get("falcon_dataset")
+    stored = meta.get("relation") if isinstance(meta, Mapping) else None
+    if isinstance(stored, pd.DataFrame):
+        return dict(zip(stored["fine"].astype(str), stored["coarse"].astype(str), strict=True))
+    if isinstance(stored, Mapping):
+        return {str(k): str(v) for k, v in stored.items()}
+    raise KeyError(
+        "adata.uns['falcon_dataset']['relation'] is missing: this AnnData does not come from a falcon_sc.datasets "
+        "loader."
+    )
