@@ -7,10 +7,9 @@ from typing import Literal
 
 import anndata as ad
 import numpy as np
-from scanpy import logging as logg
 from scipy import sparse
 
-from ._prepare import Prepared, check_input_kind, prepare, within_class_pca
+from ._prepare import Prepared
 
 
 @dataclass
@@ -56,7 +55,8 @@ def cell_features(
     With ``use_rep`` both are ``adata.obsm[use_rep]``. Otherwise :func:`prepare` gives global principal components
     of the scaled HVGs; with ``n_comps_within > 0`` components computed inside each coarse class are appended to the
     network input (``model_input="pca"``) and the neighbour space is the concatenation of the unit-length global and
-    within-class components (cosine = mean of the two cosines).
+    within-class components (cosine = mean of the two cosines). :meth:`FeatureTransform.fit` also returns the
+    fitted transform, to compute the same inputs for new cells.
 
     Parameters
     ----------
@@ -67,30 +67,18 @@ def cell_features(
     layer, use_rep, input_kind, batch_key, n_top_genes, n_comps, n_comps_within, model_input, random_state
         As in :func:`falcon_sc.tl.refine`.
     """
-    check_input_kind(input_kind)
-    if use_rep is not None and input_kind != "auto":
-        raise ValueError(
-            f"input_kind={input_kind!r} describes the expression matrix; it cannot be combined with use_rep= "
-            "(leave input_kind='auto')."
-        )
-    if use_rep is not None:
-        rep = np.asarray(adata.obsm[use_rep], dtype=np.float32)
-        logg.info(f"    using adata.obsm[{use_rep!r}] ({rep.shape[1]} dimensions)")
-        return CellFeatures(features=rep, neighbour_space=rep)
-    prepared = prepare(
+    from ._transform import FeatureTransform
+
+    return FeatureTransform.fit(
         adata,
+        coarse,
         layer=layer,
+        use_rep=use_rep,
+        input_kind=input_kind,
         batch_key=batch_key,
         n_top_genes=n_top_genes,
         n_comps=n_comps,
-        input_kind=input_kind,
+        n_comps_within=n_comps_within,
+        model_input=model_input,
         random_state=random_state,
-    )
-    features = prepared.embedding if model_input == "pca" else prepared.lognorm
-    neighbour_space = prepared.embedding
-    if n_comps_within > 0:
-        within = within_class_pca(prepared.lognorm, coarse, prepared.batches, n_comps_within)
-        neighbour_space = np.hstack([unit_rows(prepared.embedding), unit_rows(within)])
-        if model_input == "pca":
-            features = np.hstack([prepared.embedding, within])
-    return CellFeatures(features=features, neighbour_space=neighbour_space, prepared=prepared)
+    )[1]

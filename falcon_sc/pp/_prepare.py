@@ -34,6 +34,8 @@ class Prepared:
         Integer batch code per cell.
     input_kind_detected
         The kind :func:`detect_input_kind` found in the input.
+    pca
+        The fitted per-batch scaling and loadings that gave ``embedding``.
     """
 
     embedding: np.ndarray
@@ -42,6 +44,7 @@ class Prepared:
     input_kind: str
     batches: np.ndarray
     input_kind_detected: str | None = None
+    pca: ScaledPCA | None = None
 
 
 def _matrix(adata: ad.AnnData, layer: str | None):
@@ -66,6 +69,73 @@ _SUM_RTOL = 1e-3
 _SUM_SHARE = 0.95
 #: median distance to the nearest integer of within-row value ratios below which values lie on a lattice
 _LATTICE_TOL = 1e-2
+
+
+#: elements per chunk of the full scan of a dense matrix (:func:`check_values`)
+_SCAN_ELEMENTS = 1 << 22
+
+
+def _value_counts(vals: np.ndarray) -> tuple[int, int, int]:
+    """Numbers of NaN, infinite and negative entries of ``vals`` (fast path: one min and one max)."""
+    if vals.size == 0:
+        return 0, 0, 0
+    lo, hi = vals.min(), vals.max()
+    if vals.dtype.kind in "biu":
+        return 0, 0, int((vals < 0).sum()) if lo < 0 else 0
+    if np.isfinite(lo) and np.isfinite(hi) and lo >= 0:
+        return 0, 0, 0
+    return int(np.isnan(vals).sum()), int(np.isinf(vals).sum()), int((vals < 0).sum())
+
+
+def check_values(X, source: str = "X") -> None:
+    """Raise a ``ValueError`` when ``X`` holds NaN, infinite or negative values, counted over the whole matrix.
+
+    Every stored value is checked (sparse: the stored ``data``; dense: row chunks, never a second copy of ``X``),
+    unlike :func:`detect_input_kind`, which probes some rows. Counts, normalised and log-normalised values are all
+    finite and non-negative.
+
+    Parameters
+    ----------
+    X
+        Cells x genes, dense or sparse.
+    source
+        Name of the matrix in the message, e.g. ``"X"`` or ``"layers['counts']"``.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not numeric, or holds NaN, infinite or negative values (the message gives how many).
+    """
+    if X is None:
+        raise ValueError(f"adata.{source} is None: there is no expression matrix; pass layer=... or use_rep=....")
+    if sparse.issparse(X):
+        if X.format not in ("csr", "csc", "coo", "bsr"):
+            X = X.tocsr()
+        chunks = [np.asarray(X.data)]
+    else:
+        step = max(1, _SCAN_ELEMENTS // max(1, X.shape[1])) if len(X.shape) == 2 else max(1, X.shape[0])
+        chunks = (np.asarray(X[start : start + step]) for start in range(0, X.shape[0], step))
+    n_nan = n_inf = n_neg = 0
+    for vals in chunks:
+        if vals.dtype.kind not in "biuf":
+            raise ValueError(
+                f"adata.{source} holds {vals.dtype} values; the expression matrix must be numeric (counts, normalised "
+                "or log-normalised values)."
+            )
+        a, b, c = _value_counts(vals)
+        n_nan, n_inf, n_neg = n_nan + a, n_inf + b, n_neg + c
+    if n_nan or n_inf:
+        what = " and ".join(f"{n:,} {kind}" for n, kind in ((n_nan, "NaN"), (n_inf, "infinite")) if n)
+        more = f" (and {n_neg:,} negative)" if n_neg else ""
+        raise ValueError(
+            f"adata.{source} holds {what} values{more}; expression values must be finite: replace them (e.g. by 0) "
+            "or pass another layer=..., or an embedding via use_rep=...."
+        )
+    if n_neg:
+        raise ValueError(
+            f"adata.{source} holds {n_neg:,} negative values (it looks scaled/centred). Pass raw counts, normalised or "
+            "log-normalised values via layer=..., or an existing embedding via use_rep=...."
+        )
 
 
 def check_input_kind(input_kind) -> None:
@@ -239,6 +309,7 @@ def resolve_input_kind(
     """
     check_input_kind(input_kind)
     try:
+        check_values(X, source)
         detected, why = _decide(_evidence(X, n_probe, random_state))
     except ValueError as err:
         if input_kind == "auto":
@@ -296,12 +367,93 @@ def _top_eigenvectors(sym: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return evals[::-1], evecs[:, ::-1]
 
 
+def batch_stats(X) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene mean and inverse standard deviation of the rows of ``X`` (0 for constant genes), float64."""
+    mu = np.asarray(X.mean(axis=0)).ravel()
+    sq = np.asarray(X.multiply(X).mean(axis=0)).ravel() if sparse.issparse(X) else (X**2).mean(axis=0)
+    sd = np.sqrt(np.maximum(sq - mu**2, 0.0))
+    inv = np.where(sd > 1e-8, 1.0 / np.maximum(sd, 1e-12), 0.0)
+    return mu.astype(np.float64), inv.astype(np.float64)
+
+
+@dataclass
+class ScaledPCA:
+    """Principal components of a matrix whose genes are centred and scaled within each batch: fitted, replayable.
+
+    Attributes
+    ----------
+    mean, scale
+        Batches x genes: per-batch gene means and inverse standard deviations (0 for constant genes).
+    loadings
+        Genes x components.
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+    loadings: np.ndarray
+
+    @classmethod
+    def fit(cls, X, batches: np.ndarray, n_comps: int) -> ScaledPCA:
+        """Fit on cells x genes ``X`` (dense or CSR, never densified whole) with integer batch codes ``batches``.
+
+        The covariance of the per-batch standardised matrix is accumulated in row chunks (genes x genes) and its
+        top eigenvectors are the loadings (the cells x cells Gram matrix when there are fewer cells than genes).
+        Signs are fixed so that each component's largest absolute loading is positive.
+        """
+        n, g = X.shape
+        n_comps = min(n_comps, g - 1, n - 1)
+        n_batches = int(batches.max()) + 1
+        order = np.argsort(batches, kind="stable")
+        mean = np.zeros((n_batches, g))
+        scale = np.ones((n_batches, g))
+        for b in range(n_batches):
+            mean[b], scale[b] = batch_stats(X[order[batches[order] == b]])
+        Xo = X[order]
+        bo = batches[order]
+        if n <= g:
+            # fewer cells than genes: eigenvectors of the cells x cells Gram matrix are cheaper and exact
+            z = (_dense_rows(Xo, 0, n) - mean[bo]) * scale[bo]
+            evals, u = _top_eigenvectors(z @ z.T, n_comps)
+            top = z.T @ (u / np.sqrt(np.clip(evals, 1e-12, None)))
+        else:
+            cov = np.zeros((g, g))
+            for start in range(0, n, _CHUNK):
+                stop = min(start + _CHUNK, n)
+                z = (_dense_rows(Xo, start, stop) - mean[bo[start:stop]]) * scale[bo[start:stop]]
+                cov += z.T @ z
+            top = _top_eigenvectors(cov, n_comps)[1]
+        signs = np.sign(top[np.abs(top).argmax(axis=0), np.arange(top.shape[1])])
+        return cls(mean=mean, scale=scale, loadings=top * np.where(signs == 0, 1.0, signs))
+
+    @property
+    def n_comps(self) -> int:
+        """Number of components."""
+        return int(self.loadings.shape[1])
+
+    def transform(
+        self, X, batches: np.ndarray, mean: np.ndarray | None = None, scale: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Scores of the rows of ``X``, each standardised with the statistics of its batch.
+
+        ``mean``/``scale`` (batches x genes, indexed by ``batches``) default to the fitted ones; pass tables with
+        rows from :func:`batch_stats` to standardise a batch unseen at fit time within itself, as the fit did.
+        """
+        mean = self.mean if mean is None else mean
+        scale = self.scale if scale is None else scale
+        n = X.shape[0]
+        out = np.empty((n, self.n_comps), dtype=np.float32)
+        for start in range(0, n, _CHUNK):
+            stop = min(start + _CHUNK, n)
+            b = batches[start:stop]
+            out[start:stop] = ((_dense_rows(X, start, stop) - mean[b]) * scale[b]) @ self.loadings
+        return out
+
+
 def batch_scaled_pca(X, batches: np.ndarray, n_comps: int) -> np.ndarray:
     """PCA of ``X`` after centring and scaling every gene within each batch, without densifying ``X``.
 
-    The covariance of the per-batch standardised matrix is accumulated in row chunks (genes x genes), its top
-    eigenvectors give the loadings, and cells are projected chunk by chunk. Centring within batches removes additive
-    (log-scale multiplicative) batch shifts before the components are found.
+    Centring within batches removes additive (log-scale multiplicative) batch shifts before the components are
+    found. :class:`ScaledPCA` keeps the fitted statistics and loadings to apply them to new cells.
 
     Parameters
     ----------
@@ -316,43 +468,7 @@ def batch_scaled_pca(X, batches: np.ndarray, n_comps: int) -> np.ndarray:
     -------
     Cells x ``n_comps`` float32 scores.
     """
-    n, g = X.shape
-    n_comps = min(n_comps, g - 1, n - 1)
-    n_batches = int(batches.max()) + 1
-    order = np.argsort(batches, kind="stable")
-    mean = np.zeros((n_batches, g))
-    scale = np.ones((n_batches, g))
-    for b in range(n_batches):
-        idx = order[batches[order] == b]
-        xb = X[idx]
-        mu = np.asarray(xb.mean(axis=0)).ravel()
-        sq = np.asarray(xb.multiply(xb).mean(axis=0)).ravel() if sparse.issparse(xb) else (xb**2).mean(axis=0)
-        sd = np.sqrt(np.maximum(sq - mu**2, 0.0))
-        mean[b] = mu
-        scale[b] = np.where(sd > 1e-8, 1.0 / np.maximum(sd, 1e-12), 0.0)
-    Xo = X[order]
-    bo = batches[order]
-    if n <= g:
-        # fewer cells than genes: eigenvectors of the cells x cells Gram matrix are cheaper and exact
-        z = (_dense_rows(Xo, 0, n) - mean[bo]) * scale[bo]
-        evals, u = _top_eigenvectors(z @ z.T, n_comps)
-        top = z.T @ (u / np.sqrt(np.clip(evals, 1e-12, None)))
-    else:
-        cov = np.zeros((g, g))
-        for start in range(0, n, _CHUNK):
-            stop = min(start + _CHUNK, n)
-            z = (_dense_rows(Xo, start, stop) - mean[bo[start:stop]]) * scale[bo[start:stop]]
-            cov += z.T @ z
-        top = _top_eigenvectors(cov, n_comps)[1]
-    # deterministic sign: largest absolute loading positive
-    signs = np.sign(top[np.abs(top).argmax(axis=0), np.arange(top.shape[1])])
-    top = top * np.where(signs == 0, 1.0, signs)
-    out = np.empty((n, n_comps), dtype=np.float32)
-    for start in range(0, n, _CHUNK):
-        stop = min(start + _CHUNK, n)
-        b = batches[start:stop]
-        out[start:stop] = ((_dense_rows(X, start, stop) - mean[b]) * scale[b]) @ top
-    return out
+    return ScaledPCA.fit(X, batches, n_comps).transform(X, batches)
 
 
 def prepare(
@@ -424,7 +540,8 @@ def prepare(
             tmp, n_top_genes=n_top_genes, flavor="seurat", batch_key="batch" if batch_key is not None else None
         )
         tmp = tmp[:, tmp.var["highly_variable"].to_numpy()]
-    emb = batch_scaled_pca(tmp.X, batches, n_comps)
+    pca = ScaledPCA.fit(tmp.X, batches, n_comps)
+    emb = pca.transform(tmp.X, batches)
     lognorm = tmp.X if not sparse.issparse(tmp.X) else sparse.csr_matrix(tmp.X)
     return Prepared(
         embedding=emb,
@@ -433,7 +550,79 @@ def prepare(
         input_kind=kind,
         batches=batches,
         input_kind_detected=detected,
+        pca=pca,
     )
+
+
+@dataclass
+class WithinClassPCA:
+    """Components fitted inside one coarse class: its :class:`ScaledPCA` and the batches it saw, in its row order."""
+
+    pca: ScaledPCA
+    batches: np.ndarray
+
+
+def fit_within_class_pca(
+    X, groups: np.ndarray, batches: np.ndarray, n_comps: int, n_groups: int | None = None
+) -> list[WithinClassPCA | None]:
+    """One :class:`WithinClassPCA` per group ``0..n_groups-1`` (``None`` for groups too small for a component)."""
+    n_groups = int(groups.max()) + 1 if n_groups is None else n_groups
+    fitted: list[WithinClassPCA | None] = []
+    for g in range(n_groups):
+        idx = np.flatnonzero(groups == g)
+        k = min(n_comps, idx.size - 1, X.shape[1] - 1)
+        if k < 1:
+            fitted.append(None)
+            continue
+        seen, local = np.unique(batches[idx], return_inverse=True)
+        fitted.append(WithinClassPCA(ScaledPCA.fit(X[idx], local.astype(np.int64), k), seen))
+    return fitted
+
+
+def batch_stats_table(pca: ScaledPCA, X, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Local batch index per row and mean/scale tables: fitted rows, then one row per unseen batch (code < 0).
+
+    Unseen batches (``codes`` -1, -2, ...) are standardised within themselves, as the fit did with each batch; a
+    batch of one cell, which has no spread, gets the mean of the fitted batches' statistics.
+    """
+    mean, scale = pca.mean, pca.scale
+    local = codes.copy()
+    extra_mean, extra_scale = [], []
+    for j, new in enumerate(sorted(set(codes[codes < 0].tolist()), reverse=True)):
+        rows = np.flatnonzero(codes == new)
+        if rows.size >= 2:
+            mu, inv = batch_stats(X[rows])
+        else:
+            mu, inv = mean.mean(axis=0), scale.mean(axis=0)
+        extra_mean.append(mu)
+        extra_scale.append(inv)
+        local[rows] = mean.shape[0] + j
+    if extra_mean:
+        mean = np.vstack([mean, *extra_mean])
+        scale = np.vstack([scale, *extra_scale])
+    return local, mean, scale
+
+
+def within_class_scores(
+    fitted: list[WithinClassPCA | None], X, groups: np.ndarray, batches: np.ndarray, n_comps: int
+) -> np.ndarray:
+    """Cells x ``n_comps`` coordinates of each cell on its own group's fitted components (zero-padded).
+
+    Batches a group did not see at fit time (including codes < 0) are standardised within themselves
+    (:func:`batch_stats_table`).
+    """
+    out = np.zeros((X.shape[0], n_comps), dtype=np.float32)
+    for g, fit in enumerate(fitted):
+        idx = np.flatnonzero(groups == g)
+        if fit is None or idx.size == 0:
+            continue
+        lookup = {int(b): i for i, b in enumerate(fit.batches)}
+        for b in np.unique(batches[idx]):  # batches this group did not see at fit time: -1, -2, ...
+            lookup.setdefault(int(b), -1 - sum(v < 0 for v in lookup.values()))
+        codes = np.array([lookup[int(b)] for b in batches[idx]], dtype=np.int64)
+        local, mean, scale = batch_stats_table(fit.pca, X[idx], codes)
+        out[idx, : fit.pca.n_comps] = fit.pca.transform(X[idx], local, mean, scale)
+    return out
 
 
 def within_class_pca(X, groups: np.ndarray, batches: np.ndarray, n_comps: int) -> np.ndarray:
@@ -459,12 +648,4 @@ def within_class_pca(X, groups: np.ndarray, batches: np.ndarray, n_comps: int) -
     -------
     Cells x ``n_comps`` float32 array.
     """
-    out = np.zeros((X.shape[0], n_comps), dtype=np.float32)
-    for g in np.unique(groups):
-        idx = np.flatnonzero(groups == g)
-        k = min(n_comps, idx.size - 1, X.shape[1] - 1)
-        if k < 1:
-            continue
-        _, local = np.unique(batches[idx], return_inverse=True)
-        out[idx, :k] = batch_scaled_pca(X[idx], local.astype(np.int64), k)
-    return out
+    return within_class_scores(fit_within_class_pca(X, groups, batches, n_comps), X, groups, batches, n_comps)

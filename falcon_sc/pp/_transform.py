@@ -1,0 +1,250 @@
+"""The fitted preprocessing of the network inputs, replayable on new cells (genes aligned by name)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scanpy as sc
+from scanpy import logging as logg
+from scipy import sparse
+
+from ._features import CellFeatures, unit_rows
+from ._prepare import (
+    ScaledPCA,
+    WithinClassPCA,
+    _batch_codes,
+    _matrix,
+    batch_stats_table,
+    check_input_kind,
+    fit_within_class_pca,
+    prepare,
+    resolve_input_kind,
+    within_class_scores,
+)
+
+#: fewest genes of the fitted gene list that new cells must have (share)
+MIN_SHARED_GENES = 0.5
+
+
+@dataclass
+class FeatureTransform:
+    """What :func:`cell_features` fitted: replays the same inputs on new cells.
+
+    Attributes
+    ----------
+    use_rep
+        ``obsm`` key used as the input (then nothing else is fitted).
+    layer, batch_key, model_input, n_comps_within
+        Settings of the fit.
+    input_kind
+        The kind the fitted matrix was processed as.
+    genes
+        The selected (highly variable) genes, in the model's input order.
+    batch_names
+        Batches seen at fit time (code order).
+    pca
+        Global components of the scaled genes.
+    within
+        Per coarse class (code order), the components fitted inside it.
+    """
+
+    use_rep: str | None = None
+    layer: str | None = None
+    batch_key: str | None = None
+    model_input: str = "pca"
+    n_comps_within: int = 0
+    input_kind: str | None = None
+    genes: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
+    batch_names: list[str] = field(default_factory=list)
+    pca: ScaledPCA | None = None
+    within: list[WithinClassPCA | None] = field(default_factory=list)
+
+    @classmethod
+    def fit(
+        cls,
+        adata: ad.AnnData,
+        coarse: np.ndarray,
+        *,
+        n_coarse: int | None = None,
+        layer: str | None = None,
+        use_rep: str | None = None,
+        input_kind: Literal["auto", "counts", "normalized", "lognorm"] = "auto",
+        batch_key: str | None = None,
+        n_top_genes: int = 2000,
+        n_comps: int = 50,
+        n_comps_within: int = 10,
+        model_input: Literal["pca", "hvg"] = "pca",
+        random_state: int = 0,
+    ) -> tuple[FeatureTransform, CellFeatures]:
+        """Fit on ``adata`` (never modified) and return the transform with the inputs of the fitted cells."""
+        check_input_kind(input_kind)
+        if use_rep is not None and input_kind != "auto":
+            raise ValueError(
+                f"input_kind={input_kind!r} describes the expression matrix; it cannot be combined with use_rep= "
+                "(leave input_kind='auto')."
+            )
+        if use_rep is not None:
+            rep = np.asarray(adata.obsm[use_rep], dtype=np.float32)
+            logg.info(f"    using adata.obsm[{use_rep!r}] ({rep.shape[1]} dimensions)")
+            return cls(use_rep=use_rep), CellFeatures(features=rep, neighbour_space=rep)
+        prepared = prepare(
+            adata,
+            layer=layer,
+            batch_key=batch_key,
+            n_top_genes=n_top_genes,
+            n_comps=n_comps,
+            input_kind=input_kind,
+            random_state=random_state,
+        )
+        batch_names = (
+            [str(b) for b in pd.Categorical(adata.obs[batch_key]).categories] if batch_key is not None else ["all"]
+        )
+        transform = cls(
+            layer=layer,
+            batch_key=batch_key,
+            model_input=model_input,
+            n_comps_within=n_comps_within,
+            input_kind=prepared.input_kind,
+            genes=np.asarray(prepared.genes, dtype=str),
+            batch_names=batch_names,
+            pca=prepared.pca,
+        )
+        features = prepared.embedding if model_input == "pca" else prepared.lognorm
+        neighbour_space = prepared.embedding
+        if n_comps_within > 0:
+            n_coarse = int(coarse.max()) + 1 if n_coarse is None else n_coarse
+            transform.within = fit_within_class_pca(
+                prepared.lognorm, coarse, prepared.batches, n_comps_within, n_coarse
+            )
+            within = within_class_scores(transform.within, prepared.lognorm, coarse, prepared.batches, n_comps_within)
+            neighbour_space = np.hstack([unit_rows(prepared.embedding), unit_rows(within)])
+            if model_input == "pca":
+                features = np.hstack([prepared.embedding, within])
+        return transform, CellFeatures(features=features, neighbour_space=neighbour_space, prepared=prepared)
+
+    def expression(self, adata: ad.AnnData, *, input_kind: str = "auto", layer: str | None = None):
+        """Log-normalised values of the fitted genes for new cells (missing genes are 0, with a warning).
+
+        The input kind is detected on the new cells (or given); counts and normalised values are scaled to 1e4 per
+        cell over all their genes and ``log1p``-transformed, as at fit time.
+        """
+        layer = self.layer if layer is None else layer
+        check_input_kind(input_kind)
+        X = _matrix(adata, layer)
+        names = pd.Index(adata.var_names.astype(str))
+        present = names.get_indexer(self.genes)
+        n_shared = int((present >= 0).sum())
+        if n_shared < MIN_SHARED_GENES * len(self.genes):
+            raise ValueError(
+                f"only {n_shared} of the model's {len(self.genes)} genes are in adata.var_names; the new cells must "
+                "be measured on (mostly) the same genes, named the same way (e.g. both gene symbols)."
+            )
+        if n_shared < len(self.genes):
+            logg.warning(
+                f"{len(self.genes) - n_shared} of the model's {len(self.genes)} genes are missing from the new "
+                "cells; they are filled with 0"
+            )
+        source = f"layers[{layer!r}]" if layer is not None else "X"
+        kind, _, why = resolve_input_kind(X, input_kind, source=source)
+        X = sparse.csr_matrix(X, dtype=np.float32) if sparse.issparse(X) else np.asarray(X, dtype=np.float32)
+        if kind in ("counts", "normalized"):
+            logg.info(f"    {source} of the new cells holds {kind} ({why}): normalize_total(1e4) + log1p")
+            tmp = ad.AnnData(X=X.copy())
+            sc.pp.normalize_total(tmp, target_sum=1e4)
+            sc.pp.log1p(tmp)
+            X = tmp.X
+        cols = np.where(present >= 0, present, 0)
+        out = X[:, cols]
+        if sparse.issparse(out):
+            out = sparse.csr_matrix(out.multiply(np.asarray(present >= 0, dtype=np.float32)[None, :]))
+        else:
+            out = np.asarray(out) * (present >= 0)[None, :]
+        return out.astype(np.float32)
+
+    def batch_codes(self, adata: ad.AnnData) -> np.ndarray:
+        """Fitted batch code per new cell; unseen batches get -1, -2, ... (one per new batch name)."""
+        if self.batch_key is None:
+            return np.zeros(adata.n_obs, dtype=np.int64)
+        if self.batch_key not in adata.obs:
+            raise KeyError(
+                f"the model was fitted with batch_key={self.batch_key!r}; the new cells need that column in obs."
+            )
+        _batch_codes(adata, self.batch_key)  # same checks as at fit time (missing values)
+        values = adata.obs[self.batch_key].astype(str).to_numpy()
+        lookup = {b: i for i, b in enumerate(self.batch_names)}
+        unseen = sorted(set(values) - set(lookup))
+        if unseen:
+            logg.warning(
+                f"batches not seen at fit time are standardised within themselves: {', '.join(unseen[:10])}"
+                + (" ..." if len(unseen) > 10 else "")
+            )
+        lookup.update({b: -1 - j for j, b in enumerate(unseen)})
+        return np.array([lookup[v] for v in values], dtype=np.int64)
+
+    def transform(
+        self, adata: ad.AnnData, coarse: np.ndarray, *, input_kind: str = "auto", layer: str | None = None
+    ) -> np.ndarray:
+        """Network inputs of new cells, given each cell's coarse class code (as fitted)."""
+        if self.use_rep is not None:
+            if self.use_rep not in adata.obsm:
+                raise KeyError(f"the model was fitted on obsm[{self.use_rep!r}]; the new cells need it too.")
+            return np.asarray(adata.obsm[self.use_rep], dtype=np.float32)
+        assert self.pca is not None
+        X = self.expression(adata, input_kind=input_kind, layer=layer)
+        batches = self.batch_codes(adata)
+        local, mean, scale = batch_stats_table(self.pca, X, batches)
+        embedding = self.pca.transform(X, local, mean, scale)
+        if self.model_input == "hvg":
+            return X
+        if self.n_comps_within == 0:
+            return embedding
+        return np.hstack([embedding, within_class_scores(self.within, X, coarse, batches, self.n_comps_within)])
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Plain settings (JSON) and arrays (``.npz``) that :meth:`from_state` rebuilds the transform from."""
+        settings = {
+            "use_rep": self.use_rep,
+            "layer": self.layer,
+            "batch_key": self.batch_key,
+            "model_input": self.model_input,
+            "n_comps_within": self.n_comps_within,
+            "input_kind": self.input_kind,
+            "batch_names": list(self.batch_names),
+            "within": [w is not None for w in self.within],
+        }
+        arrays: dict[str, np.ndarray] = {"genes": np.asarray(self.genes, dtype=str)}
+        if self.pca is not None:
+            arrays.update(pca_mean=self.pca.mean, pca_scale=self.pca.scale, pca_loadings=self.pca.loadings)
+        for g, w in enumerate(self.within):
+            if w is not None:
+                arrays.update(
+                    {
+                        f"within{g}_mean": w.pca.mean,
+                        f"within{g}_scale": w.pca.scale,
+                        f"within{g}_loadings": w.pca.loadings,
+                        f"within{g}_batches": w.batches,
+                    }
+                )
+        return settings, arrays
+
+    @classmethod
+    def from_state(cls, settings: dict[str, Any], arrays: dict[str, np.ndarray]) -> FeatureTransform:
+        """Inverse of :meth:`state`."""
+        pca = None
+        if "pca_loadings" in arrays:
+            pca = ScaledPCA(arrays["pca_mean"], arrays["pca_scale"], arrays["pca_loadings"])
+        within = [
+            WithinClassPCA(
+                ScaledPCA(arrays[f"within{g}_mean"], arrays[f"within{g}_scale"], arrays[f"within{g}_loadings"]),
+                arrays[f"within{g}_batches"],
+            )
+            if has
+            else None
+            for g, has in enumerate(settings["within"])
+        ]
+        keys = ("use_rep", "layer", "batch_key", "model_input", "n_comps_within", "input_kind", "batch_names")
+        return cls(genes=arrays["genes"], pca=pca, within=within, **{k: settings[k] for k in keys})

@@ -1,0 +1,60 @@
+"""FeatureTransform: the fitted preprocessing replays the exact inputs, on the fitted and on new cells."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from falcon_sc.pp import FeatureTransform, ScaledPCA, cell_features
+
+from ..conftest import simulate
+
+
+@pytest.fixture(scope="module")
+def batched():
+    adata = simulate(n_cells=800, n_batches=2)
+    coarse = adata.obs["coarse"].cat.codes.to_numpy().astype(np.int64)
+    return adata, coarse
+
+
+@pytest.mark.parametrize("model_input", ["pca", "hvg"])
+def test_transform_of_the_fitted_cells_equals_the_fitted_inputs(batched, model_input):
+    adata, coarse = batched
+    kwargs = dict(batch_key="batch", n_top_genes=100, n_comps=10, n_comps_within=5, model_input=model_input)
+    transform, feats = FeatureTransform.fit(adata, coarse, **kwargs)
+    again = transform.transform(adata, coarse)
+    expected = feats.features.toarray() if hasattr(feats.features, "toarray") else feats.features
+    got = again.toarray() if hasattr(again, "toarray") else again
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # cell_features is the same fit
+    np.testing.assert_array_equal(
+        np.asarray(cell_features(adata, coarse, **kwargs).neighbour_space), feats.neighbour_space
+    )
+
+
+def test_state_round_trip_and_gene_order(batched):
+    adata, coarse = batched
+    transform, feats = FeatureTransform.fit(adata, coarse, batch_key="batch", n_top_genes=100, n_comps=10)
+    settings, arrays = transform.state()
+    rebuilt = FeatureTransform.from_state(settings, arrays)
+    shuffled = adata[:, np.random.default_rng(0).permutation(adata.n_vars)].copy()  # genes matched by name
+    np.testing.assert_allclose(rebuilt.transform(shuffled, coarse), feats.features, rtol=1e-4, atol=1e-4)
+
+
+def test_unseen_batch_is_standardised_within_itself(batched):
+    adata, coarse = batched
+    transform, feats = FeatureTransform.fit(adata, coarse, batch_key="batch", n_top_genes=100, n_comps=10)
+    renamed = adata.copy()
+    renamed.obs["batch"] = "new_" + renamed.obs["batch"].astype(str)
+    # each renamed batch holds the same cells, so its own statistics are the fitted ones
+    np.testing.assert_allclose(transform.transform(renamed, coarse), feats.features, rtol=1e-4, atol=1e-4)
+
+
+def test_scaled_pca_replays_on_new_rows():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 30)) + np.repeat([[0.0], [3.0]], 250, axis=0)
+    batches = np.repeat([0, 1], 250)
+    pca = ScaledPCA.fit(X, batches, 5)
+    full = pca.transform(X, batches)
+    np.testing.assert_allclose(pca.transform(X[::7], batches[::7]), full[::7], rtol=1e-6)
+    assert pca.n_comps == 5 and pca.loadings.shape == (30, 5)
