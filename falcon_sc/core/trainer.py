@@ -13,7 +13,15 @@ from torch import nn
 from . import losses
 from .ema import EMATeacher
 from .relation import random_relation, solve_relation
-from .training import Features, LoopConfig, epochs_for_steps, fit_cross_entropy, predict, train_minibatches
+from .training import (
+    Features,
+    LoopConfig,
+    epochs_for_steps,
+    fit_cross_entropy,
+    make_fabric,
+    predict,
+    train_minibatches,
+)
 
 __all__ = ["FalconConfig", "FalconResult", "predict", "train_falcon"]
 
@@ -47,6 +55,9 @@ class FalconConfig:
     init_steps: int = 200
     init_balance: float = 1.0
     show_progress: bool = True
+    precision: str = "32-true"
+    checkpoint_path: str | None = None
+    resume: bool = False
 
     def to_dict(self) -> dict:
         """Plain-dict copy (for ``uns``)."""
@@ -57,8 +68,8 @@ class FalconConfig:
 class FalconResult:
     """What training returns: teacher predictions, relation and history.
 
-    ``warm_probs``: predictions of the network fitted to ``init_labels``, before FALCON training (``None`` without
-    them).
+    ``warm_probs`` and ``warm_state``: predictions and weights (CPU) of the network fitted to ``init_labels``,
+    before FALCON training (``None`` without them).
     """
 
     probs: np.ndarray
@@ -67,6 +78,7 @@ class FalconResult:
     history: list[dict] = field(default_factory=list)
     model: nn.Module | None = None
     warm_probs: np.ndarray | None = None
+    warm_state: dict[str, torch.Tensor] | None = None
 
 
 def _n_epochs(cfg: FalconConfig, n: int, batch_size: int) -> int:
@@ -88,6 +100,7 @@ def train_falcon(
     init_labels: np.ndarray | None = None,
     device: torch.device | str = "cpu",
     seed: int = 0,
+    fabric=None,
 ) -> FalconResult:
     """Train ``model`` with FALCON and return teacher predictions.
 
@@ -114,16 +127,24 @@ def train_falcon(
         Optional fine label per sample (consistent with ``relation``); the network is first fitted to them for
         ``cfg.init_steps`` steps of cross-entropy, and the teacher starts from that network.
     device
-        Torch device.
+        Torch device (ignored with ``fabric``: its device).
     seed
-        Seed for initialisation, minibatches and neighbour sampling.
+        Seed for initialisation, minibatches and neighbour sampling (per rank in a distributed run).
+    fabric
+        A launched Lightning Fabric; default one device. With several processes (``torchrun`` or
+        :func:`falcon_sc.core.distributed.spawn`) each rank trains on its share of every epoch's minibatches, the
+        relation cost is summed over the ranks' teacher predictions, rank 0 solves it and broadcasts ``M``.
 
     Returns
     -------
     :class:`FalconResult`.
     """
-    device = torch.device(device)
-    rng = np.random.default_rng(seed)
+    if fabric is None:
+        fabric = make_fabric(device, precision=cfg.precision)
+    device = fabric.device
+    rng = np.random.default_rng(seed)  # minibatch order: the same on every rank, each takes its share
+    # neighbour draws: per rank (rank 0 of a single process shares the order's stream, as before)
+    draw = rng if fabric.world_size == 1 else np.random.default_rng([seed, fabric.global_rank])
     torch.manual_seed(seed)
     n = X.shape[0]
     n_fine = model.head.out_features
@@ -131,11 +152,14 @@ def train_falcon(
     feats = Features(X, device)
     batch_size = min(cfg.batch_size, n)
     if init_labels is not None:
-        warm = LoopConfig(n_epochs=cfg.init_steps, batch_size=batch_size, lr=1e-3, max_steps=cfg.init_steps)
-        fit_cross_entropy(model, feats, init_labels, warm, rng, balance=cfg.init_balance)
+        warm = LoopConfig(
+            n_epochs=cfg.init_steps, batch_size=batch_size, lr=1e-3, max_steps=cfg.init_steps, precision=cfg.precision
+        )
+        fit_cross_entropy(model, feats, init_labels, warm, rng, balance=cfg.init_balance, fabric=fabric)
         warm_probs, _ = predict(model, feats, device)
+        warm_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     else:
-        warm_probs = None
+        warm_probs, warm_state = None, None
     teacher = EMATeacher(model, cfg.ema_decay)
     y = torch.as_tensor(coarse, dtype=torch.long, device=device)
     nbrs = torch.as_tensor(neighbors, dtype=torch.long, device=device)
@@ -152,17 +176,18 @@ def train_falcon(
     recent_p: list[torch.Tensor] = []
     recent_y: list[torch.Tensor] = []
     epoch_stats = {"pred": torch.zeros(n_fine, device=device), "solver_seconds": 0.0, "changes": 0, "solves": 0}
+    student = {"net": model}  # the Fabric-wrapped network once the loop has set it up
 
     def step(idx: np.ndarray, xb: torch.Tensor, n_step: int) -> dict[str, torch.Tensor]:
         M = state["M"]
         tidx = torch.as_tensor(idx, device=device)
         yb = y[tidx]
-        cols = torch.as_tensor(rng.integers(0, neighbors.shape[1], size=(len(idx), k_sample)), device=device)
+        cols = torch.as_tensor(draw.integers(0, neighbors.shape[1], size=(len(idx), k_sample)), device=device)
         nb_idx = nbrs[tidx].gather(1, cols).reshape(-1)
         with torch.no_grad():
             t_logits = teacher.model(xb)
             t_nb = torch.softmax(teacher.model(feats.rows(nb_idx)), dim=1).reshape(len(idx), k_sample, n_fine)
-        logits = model(xb)
+        logits = student["net"](xb).float()
         probs = torch.softmax(logits, dim=1)
         mask = losses.children_mask(M, yb)
         tau = 0.5 * (1.0 + math.cos(math.pi * min((n_step - 1) / soft_steps, 1.0)))
@@ -188,14 +213,20 @@ def train_falcon(
         teacher.update(model)
         if not cfg.learn_relation or n_step % cfg.relation_every:
             return
-        P = torch.cat(recent_p)
+        P = torch.cat(recent_p).float()
         Y = torch.nn.functional.one_hot(torch.cat(recent_y), n_coarse).float()
-        cost = (P.T @ Y / P.shape[0]).double().cpu().numpy()
+        # summed over the ranks' teacher predictions; rank 0 solves and broadcasts M
+        cost_sum = fabric.all_reduce(P.T @ Y, reduce_op="sum")
+        count = fabric.all_reduce(torch.tensor(float(P.shape[0]), device=device), reduce_op="sum")
+        cost = (cost_sum / count).double().cpu().numpy()
         balance = cfg.lambda_relation if n_step <= soft_steps else 0.0
         t0 = time.perf_counter()
-        new = torch.as_tensor(
-            solve_relation(cost, balance=balance, target_counts=target_counts), dtype=torch.float32, device=device
-        )
+        new = state["M"].clone()
+        if fabric.global_rank == 0:
+            new = torch.as_tensor(
+                solve_relation(cost, balance=balance, target_counts=target_counts), dtype=torch.float32, device=device
+            )
+        new = fabric.broadcast(new, src=0)
         epoch_stats["solver_seconds"] += time.perf_counter() - t0
         epoch_stats["solves"] += 1
         epoch_stats["changes"] += int((new.argmax(1) != state["M"].argmax(1)).sum())
@@ -227,8 +258,31 @@ def train_falcon(
         lr_gamma=cfg.lr_gamma,
         show_progress=cfg.show_progress,
         desc="falcon",
+        precision=cfg.precision,
+        checkpoint_path=cfg.checkpoint_path,
+        resume=cfg.resume,
     )
-    history = train_minibatches(model, feats, step, loop, rng, after_step=after_step, end_epoch=end_epoch)
+
+    def extra_state() -> dict:
+        return {"teacher": teacher.model, "teacher_updates": teacher.n_updates, "relation": state["M"]}
+
+    def load_extra_state(saved: dict) -> None:
+        teacher.n_updates = int(saved["teacher_updates"])
+        state["M"] = saved["relation"].to(device)
+
+    history = train_minibatches(
+        model,
+        feats,
+        step,
+        loop,
+        rng,
+        after_step=after_step,
+        end_epoch=end_epoch,
+        fabric=fabric,
+        on_setup=lambda wrapped: student.update(net=wrapped),
+        extra_state=extra_state,
+        load_extra_state=load_extra_state,
+    )
     probs, emb = predict(teacher.model, feats, device)
     return FalconResult(
         probs=probs,
@@ -237,4 +291,5 @@ def train_falcon(
         history=history,
         model=teacher.model,
         warm_probs=warm_probs,
+        warm_state=warm_state,
     )

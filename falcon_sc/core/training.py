@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -95,6 +96,15 @@ class LoopConfig:
         Label of the bar.
     n_threads
         CPU threads torch may use while training (``None``: :func:`cpu_threads` decides from the model size).
+    precision
+        Lightning precision, ``"32-true"`` or ``"bf16-mixed"`` (CUDA; ``"16-mixed"`` also works there).
+    checkpoint_path
+        File the loop state (network, optimiser, schedule, epoch, history, random state and the method's own
+        state) is written to after every epoch, by rank 0; ``None``: no checkpoints.
+    resume
+        Continue from ``checkpoint_path`` when it exists (its epochs are not run again).
+    progress_delay
+        Seconds before the progress bar appears (short runs stay silent).
     """
 
     n_epochs: int
@@ -109,12 +119,48 @@ class LoopConfig:
     show_progress: bool = False
     desc: str = "train"
     n_threads: int | None = None
+    precision: str = "32-true"
+    checkpoint_path: str | None = None
+    resume: bool = False
+    progress_delay: float = 2.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer={self.optimizer!r}: use 'adam' or 'sgd'")
         if self.n_epochs < 1 or self.batch_size < 1:
             raise ValueError(f"n_epochs={self.n_epochs} and batch_size={self.batch_size} must be at least 1")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}: use one of {', '.join(map(repr, PRECISIONS))}")
+        if self.resume and self.checkpoint_path is None:
+            raise ValueError("resume=True needs checkpoint_path (the file to resume from).")
+
+
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite (the learning rate is usually too large)."""
+
+
+def make_fabric(
+    device: torch.device | str = "cpu", *, devices: int = 1, strategy: str = "auto", precision: str = "32-true"
+):
+    """A launched Lightning :class:`~lightning_fabric.Fabric` on ``device``'s accelerator.
+
+    The training engine: device placement, precision, distributed strategies and checkpoint files are Lightning's;
+    falcon_sc keeps only the method's steps. ``devices > 1`` with ``strategy="ddp"`` expects the processes to be
+    started by ``torchrun`` (or :func:`falcon_sc.core.distributed.spawn`).
+    """
+    import logging
+
+    from lightning_fabric import Fabric
+
+    for name in ("lightning_fabric", "lightning.fabric"):  # "Seed set to ..." / GPU availability chatter
+        logging.getLogger(name).setLevel(logging.WARNING)
+    device = torch.device(device)
+    fabric = Fabric(accelerator=device.type, devices=devices, strategy=strategy, precision=precision)
+    fabric.launch()
+    return fabric
 
 
 SMALL_MODEL_PARAMS = 2_000_000
@@ -170,8 +216,12 @@ def train_minibatches(
     *,
     after_step: Callable[[int], None] | None = None,
     end_epoch: Callable[[int], dict] | None = None,
+    fabric=None,
+    on_setup: Callable[[nn.Module], None] | None = None,
+    extra_state: Callable[[], dict] | None = None,
+    load_extra_state: Callable[[dict], None] | None = None,
 ) -> list[dict]:
-    """Minimise the losses ``step`` returns over random minibatches of ``features``.
+    """Minimise the losses ``step`` returns over random minibatches of ``features``, on Lightning Fabric.
 
     Parameters
     ----------
@@ -185,43 +235,76 @@ def train_minibatches(
     cfg
         Optimisation settings.
     rng
-        Source of the minibatch order (methods draw their own randomness from the same generator).
+        Source of the minibatch order (methods draw their own randomness from the same generator). In a
+        distributed run every rank must seed it alike: each takes its own share of the same order.
     after_step
         Called with the step number after each optimiser step (EMA updates, relation solves...).
     end_epoch
         Called with the epoch index after each epoch; its dict is merged into that epoch's history record.
+    fabric
+        A launched Fabric (default: one device, ``features``' device, ``cfg.precision``).
+    on_setup
+        Called with the Fabric-wrapped network: ``step`` must run the forward pass through it (distributed
+        gradient synchronisation and mixed precision live in the wrapper).
+    extra_state, load_extra_state
+        The method's own state to checkpoint (modules, tensors, plain values) and how to restore it on resume.
 
     Returns
     -------
     One record per epoch: the mean of each loss term, ``epoch`` and ``lr``.
     """
+    fabric = make_fabric(features.device, precision=cfg.precision) if fabric is None else fabric
+    rank, world = fabric.global_rank, fabric.world_size
     n = features.n_obs
     batch_size = min(cfg.batch_size, n)
+    per_rank = n // world  # equal shares: every rank takes the same number of steps
     opt = make_optimizer(model.parameters(), cfg)
+    wrapped, opt = fabric.setup(model, opt)
+    if on_setup is not None:
+        on_setup(wrapped)
     milestones = sorted({int(f * cfg.n_epochs) for f in cfg.lr_milestones})
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg.lr_gamma)
-    total = cfg.n_epochs * math.ceil(n / batch_size)
+    steps_per_epoch = math.ceil(per_rank / batch_size)
+    total = cfg.n_epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
+    history: list[dict] = []
+    n_step, first_epoch = 0, 0
+    checkpoint = {"model": wrapped, "optimizer": opt}
+    if cfg.resume and cfg.checkpoint_path is not None and Path(cfg.checkpoint_path).is_file():
+        state = {**checkpoint, **(extra_state() if extra_state is not None else {})}
+        rest = fabric.load(cfg.checkpoint_path, state)
+        sched.load_state_dict(rest.pop("scheduler"))
+        rng.bit_generator.state = rest.pop("rng")
+        history, n_step, first_epoch = rest.pop("history"), rest.pop("n_step"), rest.pop("epoch") + 1
+        if load_extra_state is not None:
+            load_extra_state({**state, **rest})
     with torch_threads(cpu_threads(model, cfg.n_threads)):
-        history: list[dict] = []
-        n_step = 0
-        bar = tqdm(total=total, desc=cfg.desc, disable=not cfg.show_progress, leave=False)
-        for epoch in range(cfg.n_epochs):
+        bar = tqdm(
+            total=total,
+            initial=n_step,
+            desc=cfg.desc,
+            disable=not (cfg.show_progress and rank == 0),
+            leave=False,
+            delay=cfg.progress_delay,
+        )
+        for epoch in range(first_epoch, cfg.n_epochs):
             if n_step >= total:
                 break
-            model.train()
+            wrapped.train()
             sums: dict[str, float] = {}
             seen = 0
-            perm = rng.permutation(n)
-            for start in range(0, n, batch_size):
+            perm = rng.permutation(n)[rank * per_rank : (rank + 1) * per_rank]
+            for start in range(0, per_rank, batch_size):
                 if n_step >= total:
                     break
                 idx = perm[start : start + batch_size]
                 n_step += 1
                 terms = step(idx, features.rows(idx), n_step)
+                if not torch.isfinite(terms["loss"]).item():
+                    raise TrainingDiverged(f"loss {float(terms['loss'])} at step {n_step}")
                 opt.zero_grad(set_to_none=True)
-                terms["loss"].backward()
+                fabric.backward(terms["loss"])
                 opt.step()
                 if after_step is not None:
                     after_step(n_step)
@@ -236,6 +319,19 @@ def train_minibatches(
                 record.update(end_epoch(epoch))
             history.append(record)
             bar.set_postfix(loss=f"{record.get('loss', float('nan')):.3f}")
+            if cfg.checkpoint_path is not None:
+                fabric.save(
+                    cfg.checkpoint_path,
+                    {
+                        **checkpoint,
+                        **(extra_state() if extra_state is not None else {}),
+                        "scheduler": sched.state_dict(),
+                        "rng": rng.bit_generator.state,
+                        "history": history,
+                        "n_step": n_step,
+                        "epoch": epoch,
+                    },
+                )
         bar.close()
     return history
 
@@ -264,6 +360,7 @@ def fit_cross_entropy(
     rng: np.random.Generator,
     *,
     balance: float = 0.0,
+    fabric=None,
 ) -> list[dict]:
     """Fit ``model`` to integer ``labels`` with cross-entropy (warm starts, the supervised reference).
 
@@ -278,8 +375,12 @@ def fit_cross_entropy(
         w = np.where(freq > 0, np.maximum(freq, 1.0) ** -balance, 0.0)
         weight = torch.as_tensor(w / (w * freq).sum() * freq.sum(), dtype=torch.float32, device=features.device)
 
+    net = {"model": model}
+
     def step(idx: np.ndarray, xb: torch.Tensor, _: int) -> dict[str, torch.Tensor]:
         yb = target[torch.as_tensor(idx, device=target.device)]
-        return {"loss": nn.functional.cross_entropy(model(xb), yb, weight=weight)}
+        return {"loss": nn.functional.cross_entropy(net["model"](xb).float(), yb, weight=weight)}
 
-    return train_minibatches(model, features, step, cfg, rng)
+    return train_minibatches(
+        model, features, step, cfg, rng, fabric=fabric, on_setup=lambda wrapped: net.update(model=wrapped)
+    )
