@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from . import baselines, bench, datasets, metrics, pl, pp, tl
-
 __version__ = "0.1.0"
 
-__all__ = ["baselines", "bench", "datasets", "metrics", "pl", "pp", "tl", "__version__"]
+from . import baselines, bench, datasets, metrics, models, pl, pp, tl  # noqa: E402
+from .models import FalconModel  # noqa: E402
+
+__all__ = ["FalconModel", "baselines", "bench", "datasets", "metrics", "models", "pl", "pp", "tl", "__version__"]

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import numbers
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 import torch
+from scipy import sparse
 
-from ..pp._prepare import INPUT_KINDS
+from .pp._prepare import INPUT_KINDS, check_values
+
+#: suffixes of the ``obs`` columns :func:`falcon_sc.tl.refine` writes (after ``key_added``)
+WRITTEN_OBS_SUFFIXES = ("", "_confidence", "_outside_parent", "_warm_start", "_coarse")
 
 
 def resolve_device(accelerator: str) -> torch.device:
     """``"auto"`` -> CUDA when available else CPU; an explicit ``"cuda"`` without a GPU is an error."""
-    if accelerator not in ("auto", "cpu", "cuda"):
+    if not isinstance(accelerator, str) or accelerator not in ("auto", "cpu", "cuda"):
         raise ValueError(f"accelerator={accelerator!r} must be 'auto', 'cpu' or 'cuda'.")
     if accelerator == "cuda" and not torch.cuda.is_available():
         raise ValueError("accelerator='cuda' but torch sees no CUDA device; use accelerator='cpu' or 'auto'.")
@@ -22,9 +30,130 @@ def resolve_device(accelerator: str) -> torch.device:
     return torch.device(accelerator)
 
 
-def _choice(name: str, value, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{name}={value!r} must be one of {', '.join(map(repr, allowed))}.")
+
+
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an integer (Python or numpy), bools excepted."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def check_int(name: str, value: Any, minimum: int | None = None, *, allow_none: bool = False) -> None:
+    """``TypeError`` unless ``value`` is an int (numpy ints too, bools not); ``ValueError`` below ``minimum``."""
+    if value is None and allow_none:
+        return
+    if not is_int(value):
+        what = "an int" + (" or None" if allow_none else "")
+        raise TypeError(f"{name}={value!r} must be {what}, got {type(value).__name__}.")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}={value!r} must be an int >= {minimum}.")
+
+
+def check_number(
+    name: str, value: Any, *, low: float | None = None, high: float | None = None, open_low: bool = False
+) -> None:
+    """``TypeError`` unless ``value`` is a real number (bools not); ``ValueError`` unless finite and in range.
+
+    The range is ``[low, high]``, or ``(low, high]`` with ``open_low``.
+    """
+    if not isinstance(value, numbers.Real) or isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name}={value!r} must be a number, got {type(value).__name__}.")
+    below = low is not None and (value <= low if open_low else value < low)
+    above = high is not None and value > high
+    if not math.isfinite(value) or below or above:
+        if low is not None and high is not None:
+            rng = f"in {'(' if open_low else '['}{low:g}, {high:g}]"
+        elif low is not None:
+            rng = f"{'>' if open_low else '>='} {low:g}"
+        else:
+            rng = f"<= {high:g}"
+        raise ValueError(f"{name}={value!r} must be a finite number {rng}.")
+
+
+def check_bool(name: str, value: Any, *, allow_none: bool = False) -> None:
+    """``TypeError`` unless ``value`` is ``True`` or ``False`` (or ``None`` with ``allow_none``)."""
+    if value is None and allow_none:
+        return
+    if not isinstance(value, bool | np.bool_):
+        extra = " (or None)" if allow_none else ""
+        raise TypeError(f"{name}={value!r} must be True or False{extra}, got {type(value).__name__}.")
+
+
+def _check_key(name: str, value: Any) -> None:
+    if not isinstance(value, Hashable):
+        raise TypeError(f"{name}={value!r} must be a column name (a string), got {type(value).__name__}.")
+
+
+def check_coarse_labels(col: pd.Series, coarse_key: str) -> pd.Categorical:
+    """Coarse labels as a categorical without unused categories; missing or str-colliding labels are errors."""
+    if col.isna().any():
+        raise ValueError(f"adata.obs[{coarse_key!r}] has {int(col.isna().sum())} missing labels; fill or drop them.")
+    coarse = pd.Categorical(col).remove_unused_categories()
+    names = pd.Series([str(c) for c in coarse.categories])
+    if names.duplicated().any():
+        clash = sorted(set(names[names.duplicated()]))
+        groups = [[c for c in coarse.categories if str(c) == n] for n in clash]
+        raise ValueError(
+            f"adata.obs[{coarse_key!r}] mixes labels that are the same once written as text: "
+            f"{', '.join(' and '.join(repr(c) for c in g) for g in groups[:5])}; make the column one type, e.g. "
+            f"adata.obs[{coarse_key!r}] = adata.obs[{coarse_key!r}].astype(str)."
+        )
+    return coarse
+
+
+def _check_rep(adata: ad.AnnData, use_rep: str) -> None:
+    rep = adata.obsm[use_rep]
+    where = f"adata.obsm[{use_rep!r}]"
+    if sparse.issparse(rep):
+        raise ValueError(f"{where} is sparse; use_rep needs a dense embedding (cells x dimensions).")
+    values = np.asarray(rep)
+    if values.dtype.kind not in "biuf":
+        raise ValueError(f"{where} holds {values.dtype} values; use_rep needs a numeric embedding.")
+    if values.ndim != 2 or values.shape[1] < 1:
+        raise ValueError(f"{where} has shape {values.shape}; use_rep needs cells x dimensions (at least one).")
+    if values.dtype.kind == "f":
+        n_nan, n_inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
+        if n_nan or n_inf:
+            what = " and ".join(f"{n:,} {kind}" for n, kind in ((n_nan, "NaN"), (n_inf, "infinite")) if n)
+            raise ValueError(
+                f"use_rep={use_rep!r}: {where} holds {what} values; the embedding must be finite (recompute it, or "
+                "drop the affected cells)."
+            )
+
+
+def _check_children_prior(children_prior: Mapping, coarse: pd.Categorical, coarse_key: str, n_fine: int) -> None:
+    names = [str(c) for c in coarse.categories]
+    sizes = dict(zip(names, np.bincount(coarse.codes, minlength=len(names)).tolist(), strict=True))
+    by_name: dict[str, Any] = {}
+    for key, value in children_prior.items():
+        if str(key) in by_name:
+            raise ValueError(f"children_prior has the key {str(key)!r} twice (as {key!r} and as text); keep one.")
+        by_name[str(key)] = value
+    unknown = [k for k in children_prior if str(k) not in names]
+    if unknown:
+        raise ValueError(
+            f"children_prior has keys that are not coarse classes of adata.obs[{coarse_key!r}]: {unknown[:10]}; the "
+            f"coarse classes are {names[:20]}."
+        )
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ValueError(f"children_prior is missing coarse classes {missing[:20]}; give a count for every class.")
+    values = [by_name[n] for n in names]
+    bad = [
+        v
+        for v in values
+        if not isinstance(v, numbers.Real) or isinstance(v, bool | np.bool_) or not math.isfinite(v) or int(v) != v
+    ]
+    if bad or any(v < 1 for v in values) or sum(values) != n_fine:
+        raise ValueError(
+            f"children_prior counts must be whole numbers >= 1 summing to n_fine={n_fine}; got "
+            f"{dict(zip(names, values, strict=True))}."
+        )
+    over = [n for n, v in zip(names, values, strict=True) if v > sizes[n]]
+    if over:
+        raise ValueError(f"children_prior asks more children than cells for coarse classes {over}.")
 
 
 def check_refine_args(
@@ -32,55 +161,154 @@ def check_refine_args(
     coarse_key: str,
     n_fine: int,
     *,
-    layer,
-    use_rep,
-    batch_key,
-    key_added: str,
+    layer: str | None,
+    use_rep: str | None,
+    batch_key: str | None,
+    key_added: str | None,
     model_input: str,
-    children_prior,
+    children_prior: Any,
     n_neighbors: int,
     regulariser: str,
     optimizer: str,
     init: str = "leiden",
     learn_relation: bool = True,
     input_kind: str = "auto",
+    n_top_genes: int = 2000,
+    n_comps: int = 50,
+    n_comps_within: int = 10,
+    hidden: Sequence[int] = (64, 64, 64, 64),
+    n_epochs: int | None = None,
+    batch_size: int = 1024,
+    lr: float = 3e-4,
+    lambda_coarse: float = 0.5,
+    lambda_fine: float = 0.5,
+    lambda_reg: float = 0.05,
+    lambda_relation: float = 5e-3,
+    temperature: float = 0.9,
+    relation_every: int = 30,
+    soft_fraction: float = 0.3,
+    guard_warm_start: bool = True,
+    random_state: int = 0,
+    show_progress: bool | None = None,
+    copy: bool = False,
+    return_model: bool = False,
+    check_written: bool = False,
 ) -> None:
-    """Raise a clear error for every bad argument of :func:`falcon_sc.tl.refine`."""
+    """Raise a clear error for every bad argument of :func:`falcon_sc.tl.refine`, before any heavy work.
+
+    Cheap checks come first (types and ranges of the scalar arguments, keys, coarse labels); the last one scans
+    every value of the expression matrix (or of ``obsm[use_rep]``) for NaN, infinite and negative values.
+
+    Parameters
+    ----------
+    adata, coarse_key, n_fine
+        As in :func:`falcon_sc.tl.refine`.
+    key_added
+        Prefix of the keys that will be written (checked to be a non-empty string unless ``None``).
+    layer, use_rep, batch_key, model_input, children_prior, n_neighbors, regulariser, optimizer, init
+        As in :func:`falcon_sc.tl.refine`.
+    learn_relation, input_kind, n_top_genes, n_comps, n_comps_within, hidden, n_epochs, batch_size, lr
+        As in :func:`falcon_sc.tl.refine`.
+    lambda_coarse, lambda_fine, lambda_reg, lambda_relation, temperature, relation_every, soft_fraction
+        As in :func:`falcon_sc.tl.refine`.
+    guard_warm_start, random_state, show_progress, copy, return_model
+        As in :func:`falcon_sc.tl.refine`.
+    check_written
+        The caller writes the ``obs`` columns ``key_added``, ``f"{key_added}_confidence"``,
+        ``f"{key_added}_outside_parent"``, ``f"{key_added}_warm_start"`` and ``f"{key_added}_coarse"``: refuse a
+        ``coarse_key`` or ``batch_key`` among them (:func:`~falcon_sc.tl.refine`). ``False`` for callers that write
+        nothing (:meth:`FalconModel.fit <falcon_sc.FalconModel.fit>`).
+
+    Raises
+    ------
+    TypeError
+        For an argument of the wrong type (a bool where an int is needed, a string where a bool is needed, ...).
+    KeyError
+        For a key missing from ``adata``.
+    ValueError
+        For a value out of range or inconsistent with ``adata``, or an expression matrix / embedding with NaN,
+        infinite or negative values.
+    """
     if not isinstance(adata, ad.AnnData):
         raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
-    if not isinstance(learn_relation, bool):
-        raise TypeError(f"learn_relation={learn_relation!r} must be True or False.")
+    if adata.isbacked:
+        raise ValueError(
+            "adata is backed (opened with backed='r'): refine needs it in memory; load it with adata.to_memory() "
+            "(or read it without backed=)."
+        )
+    # ---- scalar arguments: types and ranges
+    for name, value in (
+        ("learn_relation", learn_relation),
+        ("guard_warm_start", guard_warm_start),
+        ("copy", copy),
+        ("return_model", return_model),
+    ):
+        check_bool(name, value)
+    check_bool("show_progress", show_progress, allow_none=True)
+    check_int("n_fine", n_fine)
+    check_int("n_neighbors", n_neighbors, 1)
+    check_int("n_top_genes", n_top_genes, 2)
+    check_int("n_comps", n_comps, 2)
+    check_int("n_comps_within", n_comps_within, 0)
+    check_int("n_epochs", n_epochs, 1, allow_none=True)
+    check_int("batch_size", batch_size, 1)
+    check_int("relation_every", relation_every, 1)
+    check_int("random_state", random_state, 0)
+    if isinstance(hidden, str | bytes) or not isinstance(hidden, Sequence | np.ndarray):
+        raise TypeError(f"hidden={hidden!r} must be a sequence of layer widths, e.g. (64, 64, 64, 64).")
+    if not all(is_int(h) and h >= 1 for h in hidden):
+        raise ValueError(f"hidden={hidden!r}: every hidden layer width must be a positive int.")
+    check_number("lr", lr, low=0, open_low=True)
+    check_number("temperature", temperature, low=0, open_low=True)
+    check_number("soft_fraction", soft_fraction, low=0, high=1)
+    for name, value in (
+        ("lambda_coarse", lambda_coarse),
+        ("lambda_fine", lambda_fine),
+        ("lambda_reg", lambda_reg),
+        ("lambda_relation", lambda_relation),
+    ):
+        check_number(name, value, low=0)
+    _choice("model_input", model_input, ("pca", "hvg"))
+    _choice("input_kind", input_kind, INPUT_KINDS)
+    _choice("init", init, ("leiden", "kmeans", "random"))
+    _choice("regulariser", regulariser, ("prior", "global", "within", "both"))
+    _choice("optimizer", optimizer, ("adam", "sgd"))
+    if not isinstance(children_prior, Mapping):
+        _choice("children_prior", children_prior, ("auto", "uniform", "size"))
+    # ---- keys
+    _check_key("coarse_key", coarse_key)
     if coarse_key not in adata.obs:
         raise KeyError(f"coarse_key={coarse_key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)}).")
-    col = adata.obs[coarse_key]
-    if col.isna().any():
-        raise ValueError(f"adata.obs[{coarse_key!r}] has {int(col.isna().sum())} missing labels; fill or drop them.")
-    coarse = pd.Categorical(col).remove_unused_categories()
-    n_coarse = len(coarse.categories)
-    if isinstance(n_fine, bool) or not isinstance(n_fine, int):
-        raise TypeError(f"n_fine must be an int, got {type(n_fine).__name__}.")
-    if n_fine <= n_coarse:
-        raise ValueError(
-            f"n_fine={n_fine} must exceed the number of coarse classes in {coarse_key!r} ({n_coarse}); "
-            "with n_fine <= n_coarse there is nothing to refine."
-        )
-    if n_fine > adata.n_obs:
-        raise ValueError(f"n_fine={n_fine} exceeds the number of cells ({adata.n_obs}).")
-    if layer is not None and layer not in adata.layers:
-        raise KeyError(f"layer={layer!r} not found in adata.layers (available: {list(adata.layers)}).")
+    if layer is not None:
+        if not isinstance(layer, str):
+            raise TypeError(f"layer={layer!r} must be a key of adata.layers (a string) or None.")
+        if layer not in adata.layers:
+            raise KeyError(f"layer={layer!r} not found in adata.layers (available: {list(adata.layers)}).")
     if use_rep is not None:
+        if not isinstance(use_rep, str):
+            raise TypeError(f"use_rep={use_rep!r} must be a key of adata.obsm (a string) or None.")
         if use_rep not in adata.obsm:
             raise KeyError(f"use_rep={use_rep!r} not found in adata.obsm (available: {list(adata.obsm)}).")
         if layer is not None:
             raise ValueError("Pass either layer= or use_rep=, not both.")
-    if batch_key is not None and batch_key not in adata.obs:
-        raise KeyError(f"batch_key={batch_key!r} is not a column of adata.obs.")
-    if not isinstance(key_added, str) or not key_added:
+    if batch_key is not None:
+        _check_key("batch_key", batch_key)
+        if batch_key not in adata.obs:
+            raise KeyError(f"batch_key={batch_key!r} is not a column of adata.obs.")
+    if key_added is not None and (not isinstance(key_added, str) or not key_added):
         raise ValueError(f"key_added={key_added!r} must be a non-empty string.")
-    if key_added == coarse_key:
-        raise ValueError(f"key_added={key_added!r} would overwrite the coarse labels; choose another key_added.")
-    _choice("model_input", model_input, ("pca", "hvg"))
-    _choice("input_kind", input_kind, INPUT_KINDS)
+    if check_written and key_added is not None:
+        written = [f"{key_added}{suffix}" for suffix in WRITTEN_OBS_SUFFIXES]
+        if coarse_key in written:
+            raise ValueError(
+                f"key_added={key_added!r} would overwrite the coarse labels: refine writes obs columns {written} and "
+                f"coarse_key={coarse_key!r} is one of them; choose another key_added."
+            )
+        if batch_key is not None and batch_key in written:
+            raise ValueError(
+                f"key_added={key_added!r} would overwrite the batches: refine writes obs columns {written} and "
+                f"batch_key={batch_key!r} is one of them; choose another key_added."
+            )
     if use_rep is not None and input_kind != "auto":
         raise ValueError(
             f"input_kind={input_kind!r} describes the expression matrix; it cannot be combined with use_rep= "
@@ -88,24 +316,24 @@ def check_refine_args(
         )
     if use_rep is not None and model_input == "hvg":
         raise ValueError("model_input='hvg' needs the expression matrix; it cannot be combined with use_rep=.")
-    _choice("init", init, ("leiden", "kmeans", "random"))
-    _choice("regulariser", regulariser, ("prior", "global", "within", "both"))
-    _choice("optimizer", optimizer, ("adam", "sgd"))
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int) or n_neighbors < 1:
-        raise ValueError(f"n_neighbors={n_neighbors!r} must be a positive int.")
+    # ---- coarse labels and what depends on them
+    coarse = check_coarse_labels(adata.obs[coarse_key], coarse_key)
+    n_coarse = len(coarse.categories)
+    if n_fine <= n_coarse:
+        raise ValueError(
+            f"n_fine={n_fine} must exceed the number of coarse classes in {coarse_key!r} ({n_coarse}); "
+            "with n_fine <= n_coarse there is nothing to refine."
+        )
+    if n_fine > adata.n_obs:
+        raise ValueError(f"n_fine={n_fine} exceeds the number of cells ({adata.n_obs}).")
     if isinstance(children_prior, Mapping):
-        names = {str(c) for c in coarse.categories}
-        missing = names - {str(k) for k in children_prior}
-        if missing:
-            raise ValueError(f"children_prior is missing coarse classes {sorted(missing)}.")
-        values = [children_prior[k] for k in children_prior if str(k) in names]
-        if any(int(v) != v or v < 1 for v in values) or sum(values) != n_fine:
-            raise ValueError(
-                f"children_prior counts must be whole numbers >= 1 summing to n_fine={n_fine}; got {values}."
-            )
-        sizes = pd.Series(coarse.astype(str)).value_counts()
-        over = [k for k in children_prior if str(k) in names and children_prior[k] > sizes[str(k)]]
-        if over:
-            raise ValueError(f"children_prior asks more children than cells for coarse classes {over}.")
-    else:
-        _choice("children_prior", children_prior, ("auto", "uniform", "size"))
+        _check_children_prior(children_prior, coarse, coarse_key, n_fine)
+    # ---- the data: every value
+    if use_rep is not None:
+        _check_rep(adata, use_rep)
+        return
+    if adata.n_vars < 2:
+        raise ValueError(
+            f"adata has {adata.n_vars} gene(s); refine needs at least 2 genes (or an embedding via use_rep=...)."
+        )
+    check_values(adata.X if layer is None else adata.layers[layer], "X" if layer is None else f"layers[{layer!r}]")

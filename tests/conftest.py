@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+from contextlib import contextmanager
 
 import pytest
 import scanpy as sc
@@ -68,3 +70,17 @@ def sim_uneven():
 def sim_batches():
     """Simulated dataset with 2 batches whose effect is comparable to the fine programs."""
     return simulate(n_batches=2, batch_effect=1.5)
+
+
+@contextmanager
+def scanpy_log():
+    """Capture scanpy's log (warnings and above) in a string buffer."""
+    old_file, old_verbosity = sc.settings.logfile, sc.settings.verbosity
+    buf = io.StringIO()
+    sc.settings.logfile = buf
+    sc.settings.verbosity = 1
+    try:
+        yield buf
+    finally:
+        sc.settings.logfile = old_file
+        sc.settings.verbosity = old_verbosity

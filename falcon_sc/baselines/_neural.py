@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from anndata import AnnData
 
+from .._validate import resolve_device
 from ..core.neighbors import within_class_neighbors
 from ..core.training import Features, LoopConfig, epochs_for_steps, map_rows
 from ..pp import cell_features
-from ..tl._validate import resolve_device
 from ._common import BaselineResult, allot_clusters, check_n_fine, coarse_labels, fine_names
 from .kmeans_within import kmeans_per_class
 

@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import anndata as ad
-import numpy as np
-import pandas as pd
-import torch
 from scanpy import logging as logg
 
-from ..core.graph_init import graph_clusters
-from ..core.neighbors import within_class_neighbors
-from ..core.prior import children_prior as size_prior
-from ..core.prior import kmeans_within_relation
-from ..core.relation import solve_relation
-from ..core.selection import choose_per_class
-from ..core.trainer import FalconConfig, train_falcon
-from ..models.mlp import MLPClassifier
-from ..pp import cell_features
-from ._validate import check_refine_args, resolve_device
-
-Prior = Literal["auto", "uniform", "size"] | Mapping[str, int]
+from .._validate import check_refine_args, resolve_device
+from ..models._falcon import FalconModel, Prior
 
 
 def refine(
@@ -61,7 +48,8 @@ def refine(
     key_added: str = "falcon",
     show_progress: bool | None = None,
     copy: bool = False,
-) -> ad.AnnData | None:
+    return_model: bool = False,
+) -> ad.AnnData | FalconModel | None:
     """Discover ``n_fine`` fine classes inside the coarse labels ``adata.obs[coarse_key]`` with FALCON.
 
     A classifier (MLP) is trained on every cell to predict fine classes whose coarse parent is learned jointly
@@ -163,10 +151,13 @@ def refine(
         Progress bar; default: when scanpy's verbosity is at least ``info``.
     copy
         Return a modified copy instead of writing into ``adata``.
+    return_model
+        Return the fitted :class:`~falcon_sc.FalconModel` (to label new cells, save, share); the keys are written
+        all the same (into the copy with ``copy=True``, which is then ``model.adata``).
 
     Returns
     -------
-    ``None``, or a new AnnData when ``copy=True``. Writes:
+    ``None``, a new AnnData when ``copy=True``, or the model with ``return_model=True``. Writes:
 
     ``obs[key_added]``
         Fine label per cell (categorical, named ``<coarse>/<i>``), chosen among the children of the cell's own coarse
@@ -186,6 +177,23 @@ def refine(
         ``params``, ``relations`` (fine x coarse 0/1 table), ``fine_classes`` (parent, cells, mean confidence),
         ``history`` (per-epoch losses, fine classes in use, relation changes, solver seconds),
         ``children_history`` (children per coarse class after each epoch).
+
+    Raises
+    ------
+    TypeError
+        An argument of the wrong type (numpy integers count as ints; bools do not).
+    KeyError
+        ``coarse_key``, ``batch_key``, ``layer`` or ``use_rep`` not in ``adata``.
+    ValueError
+        A value out of range or inconsistent with ``adata``: backed ``adata`` (load it with ``adata.to_memory()``),
+        fewer than 2 genes, NaN/infinite/negative expression values anywhere in ``X`` or ``layer`` (all values are
+        checked), NaN/infinite values in ``obsm[use_rep]``, coarse labels that clash once written as text (``1`` and
+        ``"1"``), a ``coarse_key`` or ``batch_key`` that refine would overwrite, a bad ``children_prior`` mapping.
+        These are raised before any heavy work.
+    RuntimeError
+        Training diverged (non-finite loss or probabilities): retry with a smaller ``lr``.
+
+    ``adata`` is left unchanged whenever an error is raised.
     """
     start = logg.info(f"running FALCON refine on {coarse_key!r}")
     check_refine_args(
@@ -204,17 +212,33 @@ def refine(
         init=init,
         learn_relation=learn_relation,
         input_kind=input_kind,
+        n_top_genes=n_top_genes,
+        n_comps=n_comps,
+        n_comps_within=n_comps_within,
+        hidden=hidden,
+        n_epochs=n_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        lambda_coarse=lambda_coarse,
+        lambda_fine=lambda_fine,
+        lambda_reg=lambda_reg,
+        lambda_relation=lambda_relation,
+        temperature=temperature,
+        relation_every=relation_every,
+        soft_fraction=soft_fraction,
+        guard_warm_start=guard_warm_start,
+        random_state=random_state,
+        show_progress=show_progress,
+        copy=copy,
+        return_model=return_model,
+        check_written=True,
     )
-    device = resolve_device(accelerator)
+    resolve_device(accelerator)
+    copy, return_model = bool(copy), bool(return_model)  # numpy scalars are converted by FalconModel.fit
     adata = adata.copy() if copy else adata
-    coarse_cat = pd.Categorical(adata.obs[coarse_key]).remove_unused_categories()
-    coarse_names = [str(c) for c in coarse_cat.categories]
-    coarse = coarse_cat.codes.astype(np.int64)
-    n_coarse = len(coarse_names)
-
-    inputs = cell_features(
+    model = FalconModel(
         adata,
-        coarse,
+        coarse_key,
         layer=layer,
         use_rep=use_rep,
         input_kind=input_kind,
@@ -223,37 +247,17 @@ def refine(
         n_comps=n_comps,
         n_comps_within=n_comps_within,
         model_input=model_input,
-        random_state=random_state,
     )
-    features, neighbour_space = inputs.features, inputs.neighbour_space
-    counts = np.bincount(coarse, minlength=n_coarse)
-    small = [f"{coarse_names[c]} ({counts[c]})" for c in np.flatnonzero(counts <= n_neighbors)]
-    if small:
-        logg.warning(
-            f"coarse classes with at most n_neighbors={n_neighbors} cells reuse their few neighbours: "
-            + ", ".join(small)
-        )
-    neighbors = within_class_neighbors(neighbour_space, coarse, n_neighbors, random_state=random_state)
-    fixed = None if children_prior == "auto" else _targets(children_prior, coarse, coarse_names, n_fine)
-    if init == "leiden" or fixed is None:
-        graph_labels, graph_relation = graph_clusters(
-            neighbour_space, neighbors, coarse, n_fine, targets=fixed, random_state=random_state
-        )
-    targets = graph_relation.sum(axis=0).astype(float) if fixed is None else fixed
-    logg.info("    children prior: " + ", ".join(f"{n}={t:g}" for n, t in zip(coarse_names, targets, strict=True)))
-    if init == "leiden":
-        initial, init_labels = graph_relation, graph_labels
-    else:
-        rng = np.random.default_rng(random_state)
-        initial = solve_relation(rng.uniform(size=(n_fine, n_coarse)) * 1e-3, balance=1.0, target_counts=targets)
-        init_labels = (
-            kmeans_within_relation(neighbour_space, coarse, initial, random_state) if init == "kmeans" else None
-        )
-    cfg = FalconConfig(
+    model.fit(
+        n_fine,
+        n_neighbors=n_neighbors,
+        children_prior=children_prior,
+        init=init,
+        hidden=hidden,
         n_epochs=n_epochs,
         batch_size=batch_size,
-        optimizer=optimizer,
         lr=lr,
+        optimizer=optimizer,
         lambda_coarse=lambda_coarse,
         lambda_fine=lambda_fine,
         lambda_reg=lambda_reg,
@@ -263,160 +267,17 @@ def refine(
         relation_every=relation_every,
         learn_relation=learn_relation,
         soft_fraction=soft_fraction,
-        show_progress=_progress(show_progress),
+        guard_warm_start=guard_warm_start,
+        accelerator=accelerator,
+        random_state=random_state,
+        show_progress=show_progress,
     )
-    torch.manual_seed(random_state)
-    model = MLPClassifier(features.shape[1], n_fine, hidden)
-    result = train_falcon(
-        model,
-        features,
-        coarse,
-        neighbors,
-        n_coarse,
-        cfg,
-        relation=initial,
-        target_counts=targets,
-        init_labels=init_labels,
-        device=device,
-        seed=random_state,
-    )
-    choice = None
-    if guard_warm_start and result.warm_probs is not None:
-        choice = _guard(result, initial, coarse, neighbour_space, random_state)
-    _write(adata, result, coarse, coarse_names, key_added)
-    if choice is not None:
-        adata.uns[key_added]["partition_choice"] = pd.DataFrame(
-            {
-                "kept": np.where(choice[0], "warm start", "trained"),
-                "silhouette_trained": choice[1][:, 0],
-                "silhouette_warm_start": choice[1][:, 1],
-            },
-            index=coarse_names,
-        )
-        if choice[0].any():
-            kept = ", ".join(np.asarray(coarse_names)[choice[0]])
-            logg.info(f"    warm-start partition kept (better separated than the trained one) in: {kept}")
-    if init_labels is not None:
-        names, _ = _fine_names(initial.astype(bool), init_labels, coarse_names)
-        warm_key = f"{key_added}_warm_start"
-        if warm_key in adata.obs:
-            logg.warning(f"overwriting adata.obs[{warm_key!r}]")
-        adata.obs[warm_key] = pd.Categorical(names[init_labels].astype(str))
-    adata.uns[key_added]["params"] = {
-        "coarse_key": coarse_key,
-        "n_fine": n_fine,
-        "layer": layer,
-        "use_rep": use_rep,
-        "input_kind": input_kind,
-        "input_kind_detected": None if inputs.prepared is None else inputs.prepared.input_kind_detected,
-        "batch_key": batch_key,
-        "n_top_genes": n_top_genes,
-        "n_comps": n_comps,
-        "n_comps_within": n_comps_within,
-        "model_input": model_input,
-        "n_neighbors": n_neighbors,
-        "children_prior": children_prior if isinstance(children_prior, str) else dict(children_prior),
-        "children_prior_counts": np.asarray(targets, dtype=float),
-        "init": init,
-        "hidden": list(hidden),
-        "accelerator": str(device),
-        "random_state": random_state,
-        "guard_warm_start": guard_warm_start,
-        **cfg.to_dict(),
-    }
+    model.write_fit_results(adata, key_added)
     logg.info(
         "    finished",
         time=start,
         deep=f"added\n    'obs[{key_added!r}]', fine labels\n    'uns[{key_added!r}]', relations and history",
     )
+    if return_model:
+        return model
     return adata if copy else None
-
-
-def _progress(show_progress: bool | None) -> bool:
-    if show_progress is not None:
-        return show_progress
-    import scanpy as sc
-
-    return sc.settings.verbosity >= 2
-
-
-def _targets(prior, coarse: np.ndarray, coarse_names: list[str], n_fine: int) -> np.ndarray:
-    if isinstance(prior, Mapping):
-        by_name = {str(k): v for k, v in prior.items()}
-        return np.array([float(by_name[c]) for c in coarse_names])
-    return size_prior(coarse, n_fine, method=prior)
-
-
-def _fine_names(relation: np.ndarray, labels: np.ndarray, coarse_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Name of every fine class, ``<coarse>/1, <coarse>/2, ...`` by decreasing size under its parent, and the sizes."""
-    parent = relation.argmax(axis=1)
-    sizes = np.bincount(labels, minlength=relation.shape[0])
-    names = np.empty(relation.shape[0], dtype=object)
-    for c, cname in enumerate(coarse_names):
-        kids = np.flatnonzero(parent == c)
-        for rank, f in enumerate(kids[np.argsort(-sizes[kids], kind="stable")]):
-            names[f] = f"{cname}/{rank + 1}"
-    return names, sizes
-
-
-def _restricted(probs: np.ndarray, relation: np.ndarray, coarse: np.ndarray) -> np.ndarray:
-    """Probabilities renormalised over the children of each cell's coarse class."""
-    restricted = probs * relation[:, coarse].T
-    return restricted / np.clip(restricted.sum(axis=1, keepdims=True), 1e-12, None)
-
-
-def _guard(result, initial: np.ndarray, coarse: np.ndarray, space: np.ndarray, random_state: int):
-    """Swap in the warm-fitted network's predictions in the coarse classes where they separate the cells better."""
-    final, warm = result.relation.astype(bool), initial.astype(bool)
-    trained = _restricted(result.probs, final, coarse).argmax(axis=1)
-    warm_labels = _restricted(result.warm_probs, warm, coarse).argmax(axis=1)
-    same_children = (final == warm).all(axis=0)
-    use_warm, scores = choose_per_class(
-        space, coarse, trained, warm_labels, eligible=same_children, random_state=random_state
-    )
-    rows = use_warm[coarse]
-    result.probs[rows] = result.warm_probs[rows]
-    return use_warm, scores
-
-
-def _write(adata: ad.AnnData, result, coarse: np.ndarray, coarse_names: list[str], key_added: str) -> None:
-    relation = result.relation.astype(bool)
-    parent = relation.argmax(axis=1)
-    restricted = _restricted(result.probs, relation, coarse)
-    label = restricted.argmax(axis=1)
-    names, sizes = _fine_names(relation, label, coarse_names)
-    order = np.lexsort((names.astype(str), parent))
-    ordered_names = [str(n) for n in names[order]]
-    for key in (key_added, f"{key_added}_confidence", f"{key_added}_outside_parent"):
-        if key in adata.obs:
-            logg.warning(f"overwriting adata.obs[{key!r}]")
-    adata.obs[key_added] = pd.Categorical(names[label].astype(str), categories=ordered_names)
-    adata.obs[f"{key_added}_confidence"] = restricted[np.arange(len(label)), label].astype(np.float32)
-    adata.obs[f"{key_added}_outside_parent"] = parent[result.probs.argmax(axis=1)] != coarse
-    adata.obsm[f"{key_added}_probs"] = result.probs[:, order].astype(np.float32)
-    adata.obsm[f"{key_added}_embedding"] = result.embedding.astype(np.float32)
-    relations = pd.DataFrame(relation[order].astype(np.int8), index=ordered_names, columns=coarse_names)
-    conf = adata.obs[f"{key_added}_confidence"].to_numpy()
-    fine_classes = pd.DataFrame(
-        {
-            "parent": [coarse_names[p] for p in parent[order]],
-            "n_cells": sizes[order],
-            "mean_confidence": [float(conf[label == f].mean()) if sizes[f] else np.nan for f in order],
-        },
-        index=ordered_names,
-    )
-    history = pd.DataFrame([{k: v for k, v in r.items() if k != "children"} for r in result.history])
-    if key_added in adata.uns:
-        logg.warning(f"overwriting adata.uns[{key_added!r}]")
-    adata.uns[key_added] = {
-        "relations": relations,
-        "fine_classes": fine_classes,
-        "history": history,
-        "children_history": np.array([r["children"] for r in result.history], dtype=np.int64),
-    }
-    used = int((sizes > 0).sum())
-    if used < relation.shape[0]:
-        logg.warning(
-            f"only {used} of {relation.shape[0]} fine classes hold cells (partial collapse); see "
-            f"uns[{key_added!r}]['history']['fine_in_use']"
-        )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-from contextlib import contextmanager
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,11 +12,11 @@ import torch
 from scipy import sparse
 
 import falcon_sc as fal
-import falcon_sc.tl._refine as refine_module
+import falcon_sc.models._falcon as refine_module
 from falcon_sc import metrics
 from falcon_sc.pp import detect_input_kind
 
-from ..conftest import CHILDREN, CHILDREN_UNEVEN, FAST, N_FINE, simulate
+from ..conftest import CHILDREN, CHILDREN_UNEVEN, FAST, N_FINE, scanpy_log, simulate
 
 OBS_KEYS = {"falcon", "falcon_confidence", "falcon_outside_parent", "falcon_warm_start"}
 OBSM_KEYS = {"falcon_probs", "falcon_embedding"}
@@ -68,20 +66,6 @@ def refined_inplace(sim):
     before = _snapshot(adata)
     ret = fal.tl.refine(adata, "coarse", N_FINE, copy=False, **FAST)
     return SimpleNamespace(adata=adata, before=before, ret=ret)
-
-
-@contextmanager
-def _scanpy_log():
-    """Capture scanpy's log (warnings and above) in a string buffer."""
-    old_file, old_verbosity = sc.settings.logfile, sc.settings.verbosity
-    buf = io.StringIO()
-    sc.settings.logfile = buf
-    sc.settings.verbosity = 1
-    try:
-        yield buf
-    finally:
-        sc.settings.logfile = old_file
-        sc.settings.verbosity = old_verbosity
 
 
 def _check_valid_output(adata, coarse_key="coarse", key="falcon", n_fine=None):
@@ -233,7 +217,7 @@ def test_small_coarse_classes_warn_and_work(sim):
     coarse[:8] = "tiny"  # fewer cells than n_neighbors
     coarse[8] = "single"  # one cell: its own neighbour
     adata.obs["coarse"] = pd.Categorical(coarse)
-    with _scanpy_log() as log:
+    with scanpy_log() as log:
         fal.tl.refine(adata, "coarse", N_FINE + 2, n_neighbors=10, **{**FAST, "n_epochs": 5})
     assert "tiny" in log.getvalue() and "single" in log.getvalue()
     _check_valid_output(adata, n_fine=N_FINE + 2)
@@ -245,7 +229,7 @@ def test_use_rep(sim):
     adata = sim.copy()
     adata.obsm["X_emb"] = fal.pp.prepare(adata, n_top_genes=200, n_comps=20).embedding
     called = {}
-    from falcon_sc.pp import _features
+    from falcon_sc.pp import _transform as _features
 
     original = _features.prepare
 
@@ -337,7 +321,7 @@ def no_prepare(no_training, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("reached preprocessing; the argument error should have been raised before")
 
-    monkeypatch.setattr(refine_module, "cell_features", boom)
+    monkeypatch.setattr(refine_module.FeatureTransform, "fit", boom)
     monkeypatch.setattr(refine_module, "within_class_neighbors", boom)
 
 

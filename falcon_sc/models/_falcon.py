@@ -1,0 +1,757 @@
+"""``FalconModel``: a fitted FALCON model users keep, apply to new cells, save and share."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+from scanpy import logging as logg
+
+from .._validate import check_refine_args, resolve_device
+from ..core.distributed import train_falcon_ddp
+from ..core.graph_init import graph_clusters
+from ..core.neighbors import within_class_neighbors
+from ..core.prior import children_prior as size_prior
+from ..core.prior import kmeans_within_relation
+from ..core.relation import solve_relation
+from ..core.selection import choose_per_class
+from ..core.trainer import FalconConfig, FalconResult, train_falcon
+from ..core.training import TrainingDiverged
+from ..core.training import predict as predict_probs
+from ..pp import FeatureTransform
+from .mlp import MLPClassifier
+
+Prior = Literal["auto", "uniform", "size"] | Mapping[str, int]
+
+#: version of the saved-model layout; :meth:`FalconModel.load` refuses any other
+FORMAT_VERSION = 1
+_FILES = {"settings": "model.json", "weights": "weights.pt", "arrays": "preprocessing.npz"}
+
+
+@dataclass
+class _Fitted:
+    """Everything :meth:`FalconModel.fit` learns (what is saved)."""
+
+    transform: FeatureTransform
+    coarse_names: list[str]
+    fine_names: list[str]  # per network output
+    relation: np.ndarray  # fine x coarse, 0/1
+    use_warm: np.ndarray  # per coarse class: predictions of the warm-fitted network
+    network: MLPClassifier
+    warm_network: MLPClassifier | None
+    hidden: list[int]
+    params: dict[str, Any]
+    history: list[dict]
+
+
+def restricted_probs(probs: np.ndarray, relation: np.ndarray, coarse: np.ndarray) -> np.ndarray:
+    """Probabilities renormalised over the children of each cell's coarse class.
+
+    NaN and infinite probabilities count as 0. A cell whose children all get 0 gets equal probabilities over them,
+    so the argmax of every row is always a child of the cell's own coarse class.
+    """
+    allowed = relation[:, coarse].T.astype(bool)
+    restricted = np.where(allowed & np.isfinite(probs), probs, 0)
+    mass = restricted.sum(axis=1, keepdims=True)
+    empty = mass[:, 0] <= 0
+    if empty.any():
+        restricted[empty] = allowed[empty]
+        mass[empty] = allowed[empty].sum(axis=1, keepdims=True)
+    return restricted / np.clip(mass, 1e-12, None)
+
+
+def fine_class_names(relation: np.ndarray, labels: np.ndarray, coarse_names: list[str]) -> np.ndarray:
+    """``<coarse>/1, <coarse>/2, ...`` per fine class, by decreasing number of cells under its parent."""
+    parent = relation.argmax(axis=1)
+    sizes = np.bincount(labels, minlength=relation.shape[0])
+    names = np.empty(relation.shape[0], dtype=object)
+    for c, cname in enumerate(coarse_names):
+        kids = np.flatnonzero(parent == c)
+        for rank, f in enumerate(kids[np.argsort(-sizes[kids], kind="stable")]):
+            names[f] = f"{cname}/{rank + 1}"
+    return names.astype(str)
+
+
+def _progress(show_progress: bool | None) -> bool:
+    if show_progress is not None:
+        return show_progress
+    import scanpy as sc
+
+    return sc.settings.verbosity >= 2
+
+
+class FalconModel:
+    """FALCON fine classes inside coarse labels, as a model: fit once, label new cells, save and load.
+
+    The setup arguments say which data the model reads (as in :func:`falcon_sc.tl.refine`, which is a thin wrapper
+    over this class). :meth:`fit` keeps the fitted preprocessing (genes, input kind, per-batch scaling, global and
+    within-class principal components), the network, the warm-start network and the learned relation, so that
+    :meth:`predict` replays the exact transform on new cells.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes to fit on (not modified by the model).
+    coarse_key
+        Column of ``adata.obs`` with the coarse labels.
+    layer, use_rep, input_kind, batch_key, n_top_genes, n_comps, n_comps_within, model_input
+        As in :func:`falcon_sc.tl.refine`.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.pbmc68k()
+    >>> model = fal.FalconModel(adata, "coarse").fit(n_fine=10)  # doctest: +SKIP
+    >>> model.save("pbmc_model")  # doctest: +SKIP
+    >>> fal.FalconModel.load("pbmc_model").predict(new_cells)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        adata: ad.AnnData,
+        coarse_key: str,
+        *,
+        layer: str | None = None,
+        use_rep: str | None = None,
+        input_kind: Literal["auto", "counts", "normalized", "lognorm"] = "auto",
+        batch_key: str | None = None,
+        n_top_genes: int = 2000,
+        n_comps: int = 50,
+        n_comps_within: int = 10,
+        model_input: Literal["pca", "hvg"] = "pca",
+    ) -> None:
+        if not isinstance(adata, ad.AnnData):
+            raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+        self.adata = adata
+        self.setup = {
+            "coarse_key": coarse_key,
+            "layer": layer,
+            "use_rep": use_rep,
+            "input_kind": input_kind,
+            "batch_key": batch_key,
+            "n_top_genes": n_top_genes,
+            "n_comps": n_comps,
+            "n_comps_within": n_comps_within,
+            "model_input": model_input,
+        }
+        self._fitted: _Fitted | None = None
+        self._fit_output: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        n_fine: int,
+        *,
+        n_neighbors: int = 20,
+        children_prior: Prior = "auto",
+        init: Literal["leiden", "kmeans", "random"] = "leiden",
+        hidden: Sequence[int] = (64, 64, 64, 64),
+        n_epochs: int | None = None,
+        batch_size: int = 1024,
+        lr: float = 3e-4,
+        optimizer: Literal["adam", "sgd"] = "adam",
+        lambda_coarse: float = 0.5,
+        lambda_fine: float = 0.5,
+        lambda_reg: float = 0.05,
+        regulariser: Literal["prior", "global", "within", "both"] = "prior",
+        lambda_relation: float = 5e-3,
+        temperature: float = 0.9,
+        relation_every: int = 30,
+        learn_relation: bool = True,
+        soft_fraction: float = 0.3,
+        guard_warm_start: bool = True,
+        accelerator: Literal["auto", "cpu", "cuda"] = "auto",
+        devices: int = 1,
+        precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true",
+        checkpoint_path: str | None = None,
+        resume: bool = False,
+        random_state: int = 0,
+        show_progress: bool | None = None,
+    ) -> FalconModel:
+        """Train on the setup AnnData. Returns ``self``.
+
+        The arguments are those of :func:`falcon_sc.tl.refine`, plus the training engine's (Lightning Fabric):
+
+        Parameters
+        ----------
+        devices
+            Processes of a distributed data-parallel run (one per GPU with ``accelerator="cuda"``; gloo on CPU),
+            started by Lightning's ``ddp_spawn``. Every rank trains on its share of each epoch, rank 0 solves the
+            relation and broadcasts it.
+        precision
+            ``"32-true"`` (default) or ``"bf16-mixed"`` (CUDA with bfloat16).
+        checkpoint_path
+            File the training state is written to after every epoch.
+        resume
+            Continue an interrupted run from ``checkpoint_path``.
+        """
+        s = self.setup
+        adata = self.adata
+        check_refine_args(
+            adata,
+            s["coarse_key"],
+            n_fine,
+            layer=s["layer"],
+            use_rep=s["use_rep"],
+            batch_key=s["batch_key"],
+            key_added=None,
+            model_input=s["model_input"],
+            children_prior=children_prior,
+            n_neighbors=n_neighbors,
+            regulariser=regulariser,
+            optimizer=optimizer,
+            init=init,
+            learn_relation=learn_relation,
+            input_kind=s["input_kind"],
+            n_top_genes=s["n_top_genes"],
+            n_comps=s["n_comps"],
+            n_comps_within=s["n_comps_within"],
+            hidden=hidden,
+            n_epochs=n_epochs,
+            batch_size=batch_size,
+            lr=lr,
+            lambda_coarse=lambda_coarse,
+            lambda_fine=lambda_fine,
+            lambda_reg=lambda_reg,
+            lambda_relation=lambda_relation,
+            temperature=temperature,
+            relation_every=relation_every,
+            soft_fraction=soft_fraction,
+            guard_warm_start=guard_warm_start,
+            random_state=random_state,
+            show_progress=show_progress,
+        )
+        if isinstance(devices, bool) or not isinstance(devices, int | np.integer) or devices < 1:
+            raise ValueError(f"devices={devices!r} must be a positive int (processes of a distributed run).")
+        if precision not in ("32-true", "bf16-mixed", "16-mixed"):
+            raise ValueError(f"precision={precision!r} must be '32-true', 'bf16-mixed' or '16-mixed'.")
+        if resume and checkpoint_path is None:
+            raise ValueError("resume=True needs checkpoint_path= (the file to resume from).")
+        device = resolve_device(accelerator)
+        # numpy scalars passed the checks; the steps below (igraph's seed, torch, uns, JSON) get plain Python values
+        n_fine, n_neighbors, batch_size, relation_every, random_state, devices = map(
+            int, (n_fine, n_neighbors, batch_size, relation_every, random_state, devices)
+        )
+        n_epochs = None if n_epochs is None else int(n_epochs)
+        hidden = [int(h) for h in hidden]
+        lr, lambda_coarse, lambda_fine, lambda_reg, lambda_relation, temperature, soft_fraction = map(
+            float, (lr, lambda_coarse, lambda_fine, lambda_reg, lambda_relation, temperature, soft_fraction)
+        )
+        s.update({k: int(s[k]) for k in ("n_top_genes", "n_comps", "n_comps_within")})
+        coarse_cat = pd.Categorical(adata.obs[s["coarse_key"]]).remove_unused_categories()
+        coarse_names = [str(c) for c in coarse_cat.categories]
+        coarse = coarse_cat.codes.astype(np.int64)
+        n_coarse = len(coarse_names)
+
+        transform, inputs = FeatureTransform.fit(
+            adata,
+            coarse,
+            n_coarse=n_coarse,
+            layer=s["layer"],
+            use_rep=s["use_rep"],
+            input_kind=s["input_kind"],
+            batch_key=s["batch_key"],
+            n_top_genes=s["n_top_genes"],
+            n_comps=s["n_comps"],
+            n_comps_within=s["n_comps_within"],
+            model_input=s["model_input"],
+            random_state=random_state,
+        )
+        features, neighbour_space = inputs.features, inputs.neighbour_space
+        counts = np.bincount(coarse, minlength=n_coarse)
+        small = [f"{coarse_names[c]} ({counts[c]})" for c in np.flatnonzero(counts <= n_neighbors)]
+        if small:
+            logg.warning(
+                f"coarse classes with at most n_neighbors={n_neighbors} cells reuse their few neighbours: "
+                + ", ".join(small)
+            )
+        neighbors = within_class_neighbors(neighbour_space, coarse, n_neighbors, random_state=random_state)
+        fixed = None if children_prior == "auto" else _targets(children_prior, coarse, coarse_names, n_fine)
+        if init == "leiden" or fixed is None:
+            graph_labels, graph_relation = graph_clusters(
+                neighbour_space, neighbors, coarse, n_fine, targets=fixed, random_state=random_state
+            )
+        targets = graph_relation.sum(axis=0).astype(float) if fixed is None else fixed
+        logg.info("    children prior: " + ", ".join(f"{n}={t:g}" for n, t in zip(coarse_names, targets, strict=True)))
+        if init == "leiden":
+            initial, init_labels = graph_relation, graph_labels
+        else:
+            rng = np.random.default_rng(random_state)
+            initial = solve_relation(rng.uniform(size=(n_fine, n_coarse)) * 1e-3, balance=1.0, target_counts=targets)
+            init_labels = (
+                kmeans_within_relation(neighbour_space, coarse, initial, random_state) if init == "kmeans" else None
+            )
+        cfg = FalconConfig(
+            n_epochs=n_epochs,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            lr=lr,
+            lambda_coarse=lambda_coarse,
+            lambda_fine=lambda_fine,
+            lambda_reg=lambda_reg,
+            regulariser=regulariser,
+            lambda_relation=lambda_relation,
+            temperature=temperature,
+            relation_every=relation_every,
+            learn_relation=learn_relation,
+            soft_fraction=soft_fraction,
+            show_progress=_progress(show_progress),
+            precision=precision,
+            checkpoint_path=None if checkpoint_path is None else str(checkpoint_path),
+            resume=bool(resume),
+        )
+        torch.manual_seed(random_state)
+        network = MLPClassifier(features.shape[1], n_fine, hidden)
+        options = dict(relation=initial, target_counts=targets, init_labels=init_labels, seed=random_state)
+        try:
+            if devices > 1:
+                result = train_falcon_ddp(
+                    devices, network, features, coarse, neighbors, n_coarse, cfg, accelerator=device.type, **options
+                )
+            else:
+                result = train_falcon(network, features, coarse, neighbors, n_coarse, cfg, device=device, **options)
+        except TrainingDiverged as err:
+            raise RuntimeError(
+                f"FALCON training diverged ({err}) with lr={lr:g} and optimizer={optimizer!r}; nothing was written. "
+                f"Retry with a smaller lr, e.g. lr={lr / 10:g} (default 3e-4)."
+            ) from None
+        bad_loss = not np.isfinite([float(r.get("loss", 0.0)) for r in result.history]).all()
+        if bad_loss or not np.isfinite(result.probs).all():
+            raise RuntimeError(
+                f"FALCON training diverged (non-finite {'loss' if bad_loss else 'probabilities'}) with lr={lr:g} and "
+                f"optimizer={optimizer!r}; nothing was written. Retry with a smaller lr, e.g. lr={lr / 10:g} "
+                "(default 3e-4)."
+            )
+        relation = result.relation.astype(bool)
+        use_warm, scores = np.zeros(n_coarse, dtype=bool), None
+        if guard_warm_start and result.warm_probs is not None:
+            use_warm, scores = _guard(result, initial.astype(bool), coarse, neighbour_space, random_state)
+        labels = restricted_probs(result.probs, relation, coarse).argmax(axis=1)
+        fine_names = fine_class_names(relation, labels, coarse_names)
+        params = {
+            **{k: v for k, v in s.items()},
+            "n_fine": n_fine,
+            "n_neighbors": n_neighbors,
+            "children_prior": children_prior if isinstance(children_prior, str) else dict(children_prior),
+            "children_prior_counts": np.asarray(targets, dtype=float),
+            "init": init,
+            "hidden": list(hidden),
+            "accelerator": str(device),
+            "devices": devices,
+            "random_state": random_state,
+            "guard_warm_start": guard_warm_start,
+            "input_kind_detected": None if inputs.prepared is None else inputs.prepared.input_kind_detected,
+            **cfg.to_dict(),
+        }
+        self._fitted = _Fitted(
+            transform=transform,
+            coarse_names=coarse_names,
+            fine_names=list(fine_names),
+            relation=relation.astype(np.int8),
+            use_warm=use_warm,
+            network=result.model.cpu().eval() if result.model is not None else network,
+            warm_network=_warm_network(network, result, hidden, features.shape[1], n_fine),
+            hidden=list(hidden),
+            params=params,
+            history=result.history,
+        )
+        self._fit_output = {
+            "result": result,
+            "coarse": coarse,
+            "initial": initial,
+            "init_labels": init_labels,
+            "scores": scores,
+        }
+        return self
+
+    # ------------------------------------------------------------------ state
+    @property
+    def is_fitted(self) -> bool:
+        """Whether :meth:`fit` has run (or the model was loaded)."""
+        return self._fitted is not None
+
+    def _check_fitted(self) -> _Fitted:
+        if self._fitted is None:
+            raise RuntimeError("this FalconModel is not fitted yet; call model.fit(n_fine=...) first.")
+        return self._fitted
+
+    @property
+    def coarse_names(self) -> list[str]:
+        """Coarse classes, in the order of the relation's columns."""
+        return list(self._check_fitted().coarse_names)
+
+    @property
+    def relations(self) -> pd.DataFrame:
+        """Fine x coarse 0/1 table of the learned relation (rows ordered by parent, then name)."""
+        fitted = self._check_fitted()
+        order = _order(fitted)
+        return pd.DataFrame(
+            fitted.relation[order],
+            index=[fitted.fine_names[i] for i in order],
+            columns=fitted.coarse_names,
+        )
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Per-epoch training record."""
+        return pd.DataFrame([{k: v for k, v in r.items() if k != "children"} for r in self._check_fitted().history])
+
+    def __repr__(self) -> str:
+        if self._fitted is None:
+            return f"FalconModel(coarse_key={self.setup['coarse_key']!r}, not fitted)"
+        f = self._fitted
+        source = f"obsm[{f.transform.use_rep!r}]" if f.transform.use_rep else f"{len(f.transform.genes)} genes"
+        return (
+            f"FalconModel(coarse_key={self.setup['coarse_key']!r}, {len(f.fine_names)} fine classes under "
+            f"{len(f.coarse_names)} coarse classes, input {source})"
+        )
+
+    # ------------------------------------------------------------------ writing
+    def write_fit_results(self, adata: ad.AnnData, key_added: str = "falcon") -> None:
+        """Write the training run's labels and records into ``adata`` (the keys of :func:`falcon_sc.tl.refine`).
+
+        ``adata`` must hold the cells the model was fitted on, in the same order.
+        """
+        fitted = self._check_fitted()
+        if self._fit_output is None:
+            raise RuntimeError("write_fit_results needs the training run of this session; use predict() instead.")
+        out = self._fit_output
+        result: FalconResult = out["result"]
+        if adata.n_obs != len(out["coarse"]):
+            raise ValueError("write_fit_results: adata is not the AnnData the model was fitted on.")
+        _write_labels(adata, fitted, result.probs, result.embedding, out["coarse"], key_added)
+        uns = adata.uns[key_added]
+        uns["history"] = self.history
+        uns["children_history"] = np.array([r["children"] for r in result.history], dtype=np.int64)
+        if out["scores"] is not None:
+            uns["partition_choice"] = _choice_table(fitted, out["scores"])
+            if fitted.use_warm.any():
+                kept = ", ".join(np.asarray(fitted.coarse_names)[fitted.use_warm])
+                logg.info(f"    warm-start partition kept (better separated than the trained one) in: {kept}")
+        if out["init_labels"] is not None:
+            names = fine_class_names(out["initial"].astype(bool), out["init_labels"], fitted.coarse_names)
+            warm_key = f"{key_added}_warm_start"
+            if warm_key in adata.obs:
+                logg.warning(f"overwriting adata.obs[{warm_key!r}]")
+            adata.obs[warm_key] = pd.Categorical(names[out["init_labels"]])
+        uns["params"] = _uns_params(fitted.params)
+
+    # ------------------------------------------------------------------ predict
+    def predict(
+        self,
+        adata: ad.AnnData,
+        *,
+        coarse_key: str | None = None,
+        input_kind: Literal["auto", "counts", "normalized", "lognorm"] = "auto",
+        key_added: str = "falcon",
+        batch_size: int = 4096,
+        copy: bool = False,
+    ) -> ad.AnnData | None:
+        """Label new cells with the fitted fine classes; writes the keys :func:`~falcon_sc.tl.refine` writes.
+
+        Genes are aligned by ``var_names`` (missing genes are filled with 0 with a warning; fewer than half of the
+        model's genes is an error). With ``coarse_key`` (default: the fitted one, when ``adata.obs`` has it) each
+        cell's label is chosen among the children of its coarse class; without coarse labels the coarse class is
+        predicted too (the coarse class whose children get the highest total probability, with each coarse class's
+        own within-class inputs) and written to ``obs[f"{key_added}_coarse"]``. Batches unseen at fit time are
+        centred and scaled within themselves, as every batch was at fit time.
+
+        Parameters
+        ----------
+        adata
+            New cells x genes (or with the fitted ``use_rep`` in ``obsm``).
+        coarse_key
+            Column of coarse labels; ``None`` uses the fitted key when present, else predicts the coarse class.
+        input_kind
+            What the new expression matrix holds (``"auto"`` detects it).
+        key_added
+            Prefix of the keys written.
+        batch_size
+            Cells per forward pass.
+        copy
+            Return a new AnnData instead of writing into ``adata``.
+        """
+        fitted = self._check_fitted()
+        if not isinstance(adata, ad.AnnData):
+            raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+        if not isinstance(key_added, str) or not key_added:
+            raise ValueError(f"key_added={key_added!r} must be a non-empty string.")
+        fitted_key = self.setup["coarse_key"]
+        key = coarse_key if coarse_key is not None else (fitted_key if fitted_key in adata.obs else None)
+        if coarse_key is not None and coarse_key not in adata.obs:
+            raise KeyError(f"coarse_key={coarse_key!r} is not a column of adata.obs.")
+        adata = adata.copy() if copy else adata
+        if key is not None:
+            coarse = _coarse_codes(adata.obs[key], fitted.coarse_names, key)
+            x = fitted.transform.transform(adata, coarse, input_kind=input_kind)
+            probs, emb = self._forward(x, coarse, batch_size)
+            predicted_coarse = None
+        else:
+            probs, emb, coarse = self._predict_coarse(adata, input_kind, batch_size)
+            predicted_coarse = coarse
+        _write_labels(adata, fitted, probs, emb, coarse, key_added)
+        adata.uns[key_added]["params"] = _uns_params(fitted.params)
+        if predicted_coarse is not None:
+            adata.obs[f"{key_added}_coarse"] = pd.Categorical.from_codes(predicted_coarse, fitted.coarse_names)
+        return adata if copy else None
+
+    def _forward(self, x: np.ndarray, coarse: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        fitted = self._check_fitted()
+        probs, emb = predict_probs(fitted.network, x, "cpu", batch_size)
+        if fitted.warm_network is not None and fitted.use_warm.any():
+            rows = fitted.use_warm[coarse]
+            if rows.any():
+                probs[rows] = predict_probs(fitted.warm_network, x[rows], "cpu", batch_size)[0]
+        return probs, emb
+
+    def _predict_coarse(self, adata, input_kind, batch_size) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        fitted = self._check_fitted()
+        n_coarse = len(fitted.coarse_names)
+        best_score = np.full(adata.n_obs, -np.inf)
+        coarse = np.zeros(adata.n_obs, dtype=np.int64)
+        probs = emb = None
+        for c in range(n_coarse):
+            hypothesis = np.full(adata.n_obs, c, dtype=np.int64)
+            x = fitted.transform.transform(adata, hypothesis, input_kind=input_kind)
+            p, e = self._forward(x, hypothesis, batch_size)
+            score = p[:, fitted.relation[:, c].astype(bool)].sum(axis=1)
+            better = score > best_score
+            if probs is None:
+                probs, emb = p.copy(), e.copy()
+            probs[better], emb[better] = p[better], e[better]
+            coarse[better] = c
+            best_score[better] = score[better]
+            if fitted.transform.n_comps_within == 0 or fitted.transform.use_rep is not None:
+                break  # the inputs do not depend on the coarse class: one pass scores every class
+        if fitted.transform.n_comps_within == 0 or fitted.transform.use_rep is not None:
+            scores = probs @ fitted.relation.astype(float)
+            coarse = scores.argmax(axis=1)
+        return probs, emb, coarse
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, dir_path: str | Path, *, overwrite: bool = False) -> None:
+        """Save the fitted model to a folder: settings (JSON), weights (torch, tensors only), preprocessing (npz).
+
+        Nothing in the folder is a pickle: :meth:`load` reads it with ``torch.load(weights_only=True)`` and
+        ``numpy.load(allow_pickle=False)``.
+        """
+        from .. import __version__
+
+        fitted = self._check_fitted()
+        path = Path(dir_path)
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise FileExistsError(f"{str(path)!r} exists and is not empty; pass overwrite=True to replace it.")
+        path.mkdir(parents=True, exist_ok=True)
+        transform_settings, arrays = fitted.transform.state()
+        settings = {
+            "model_class": type(self).__name__,
+            "format_version": FORMAT_VERSION,
+            "falcon_sc_version": __version__,
+            "setup": self.setup,
+            "params": _json_ready(fitted.params),
+            "coarse_names": fitted.coarse_names,
+            "fine_names": fitted.fine_names,
+            "relation": fitted.relation.astype(int).tolist(),
+            "use_warm": fitted.use_warm.astype(bool).tolist(),
+            "hidden": fitted.hidden,
+            "n_input": int(fitted.network.body[0].in_features if fitted.hidden else fitted.network.head.in_features),
+            "history": _json_ready(fitted.history),
+            "transform": transform_settings,
+        }
+        (path / _FILES["settings"]).write_text(json.dumps(settings, indent=1))
+        weights = {f"network.{k}": v for k, v in fitted.network.state_dict().items()}
+        if fitted.warm_network is not None:
+            weights.update({f"warm.{k}": v for k, v in fitted.warm_network.state_dict().items()})
+        torch.save(weights, path / _FILES["weights"])
+        np.savez(path / _FILES["arrays"], **arrays)
+
+    @classmethod
+    def load(cls, dir_path: str | Path, adata: ad.AnnData | None = None) -> FalconModel:
+        """Load a model saved by :meth:`save`; ``adata`` (optional) becomes its setup AnnData."""
+        path = Path(dir_path)
+        missing = [name for name in _FILES.values() if not (path / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{str(path)!r} is not a saved FalconModel: missing {', '.join(missing)}.")
+        settings = json.loads((path / _FILES["settings"]).read_text())
+        if settings.get("model_class") != cls.__name__:
+            raise ValueError(
+                f"{str(path)!r} holds a {settings.get('model_class')!r}, not a {cls.__name__}; load it with its class."
+            )
+        if settings.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{str(path)!r} was saved in model format {settings.get('format_version')} by falcon_sc "
+                f"{settings.get('falcon_sc_version')}; this falcon_sc reads format {FORMAT_VERSION}. Load it with "
+                "that version and refit, or refit with this one."
+            )
+        with np.load(path / _FILES["arrays"], allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        weights = torch.load(path / _FILES["weights"], map_location="cpu", weights_only=True)
+        n_fine = len(settings["fine_names"])
+        network = MLPClassifier(settings["n_input"], n_fine, settings["hidden"])
+        network.load_state_dict({k[len("network.") :]: v for k, v in weights.items() if k.startswith("network.")})
+        warm = None
+        if any(k.startswith("warm.") for k in weights):
+            warm = MLPClassifier(settings["n_input"], n_fine, settings["hidden"])
+            warm.load_state_dict({k[len("warm.") :]: v for k, v in weights.items() if k.startswith("warm.")})
+        model = cls.__new__(cls)
+        model.adata = adata
+        model.setup = settings["setup"]
+        model._fit_output = None
+        model._fitted = _Fitted(
+            transform=FeatureTransform.from_state(settings["transform"], arrays),
+            coarse_names=settings["coarse_names"],
+            fine_names=settings["fine_names"],
+            relation=np.asarray(settings["relation"], dtype=np.int8),
+            use_warm=np.asarray(settings["use_warm"], dtype=bool),
+            network=network.eval(),
+            warm_network=None if warm is None else warm.eval(),
+            hidden=settings["hidden"],
+            params=settings["params"],
+            history=settings["history"],
+        )
+        return model
+
+
+# ---------------------------------------------------------------------- helpers
+def _targets(prior, coarse: np.ndarray, coarse_names: list[str], n_fine: int) -> np.ndarray:
+    if isinstance(prior, Mapping):
+        by_name = {str(k): v for k, v in prior.items()}
+        return np.array([float(by_name[c]) for c in coarse_names])
+    return size_prior(coarse, n_fine, method=prior)
+
+
+def _guard(result: FalconResult, initial: np.ndarray, coarse: np.ndarray, space: np.ndarray, random_state: int):
+    """Swap in the warm-fitted network's predictions in the coarse classes where they separate the cells better."""
+    final = result.relation.astype(bool)
+    trained = restricted_probs(result.probs, final, coarse).argmax(axis=1)
+    warm_labels = restricted_probs(result.warm_probs, initial, coarse).argmax(axis=1)
+    same_children = (final == initial).all(axis=0)
+    use_warm, scores = choose_per_class(
+        space, coarse, trained, warm_labels, eligible=same_children, random_state=random_state
+    )
+    rows = use_warm[coarse]
+    result.probs[rows] = result.warm_probs[rows]
+    return use_warm, scores
+
+
+def _warm_network(network, result: FalconResult, hidden, n_input: int, n_fine: int) -> MLPClassifier | None:
+    if result.warm_state is None:
+        return None
+    warm = MLPClassifier(n_input, n_fine, hidden)
+    warm.load_state_dict(result.warm_state)
+    return warm.eval()
+
+
+def _order(fitted: _Fitted) -> np.ndarray:
+    parent = fitted.relation.argmax(axis=1)
+    return np.lexsort((np.asarray(fitted.fine_names), parent))
+
+
+def _choice_table(fitted: _Fitted, scores: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "kept": np.where(fitted.use_warm, "warm start", "trained"),
+            "silhouette_trained": scores[:, 0],
+            "silhouette_warm_start": scores[:, 1],
+        },
+        index=fitted.coarse_names,
+    )
+
+
+def _coarse_codes(col: pd.Series, coarse_names: list[str], key: str) -> np.ndarray:
+    if col.isna().any():
+        raise ValueError(f"adata.obs[{key!r}] has {int(col.isna().sum())} missing labels; fill or drop them.")
+    values = col.astype(str).to_numpy()
+    unknown = sorted(set(values) - set(coarse_names))
+    if unknown:
+        raise ValueError(
+            f"adata.obs[{key!r}] has coarse labels the model was not fitted on: {unknown[:10]}; the model knows "
+            f"{coarse_names}. Rename them, or pass coarse_key=None to predict the coarse class."
+        )
+    lookup = {c: i for i, c in enumerate(coarse_names)}
+    return np.array([lookup[v] for v in values], dtype=np.int64)
+
+
+def _json_ready(value: Any) -> Any:
+    """Numpy scalars/arrays and tuples as plain JSON values."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _uns_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters as ``uns`` stores them, writable to h5ad: ``None`` values left out, lists as arrays, keys str."""
+    out: dict[str, Any] = {}
+    for k, v in copy.deepcopy(dict(params)).items():
+        if v is None:
+            continue
+        if isinstance(v, Mapping):
+            v = {str(kk): vv for kk, vv in v.items()}
+        elif isinstance(v, list | tuple):
+            v = np.asarray(v)
+        out[str(k)] = v
+    return out
+
+
+def _write_labels(
+    adata: ad.AnnData, fitted: _Fitted, probs: np.ndarray, embedding: np.ndarray, coarse: np.ndarray, key_added: str
+) -> None:
+    relation = fitted.relation.astype(bool)
+    parent = relation.argmax(axis=1)
+    restricted = restricted_probs(probs, relation, coarse)
+    label = restricted.argmax(axis=1)
+    finite = np.where(np.isfinite(probs), probs, 0)
+    lost = int((~(np.where(relation[:, coarse].T, finite, 0) > 0).any(axis=1)).sum())
+    if lost:
+        logg.warning(
+            f"{lost} cells gave no probability to any child of their coarse class: they get its children with equal "
+            "confidence (the first child as label); training may have diverged, try a smaller lr"
+        )
+    names = np.asarray(fitted.fine_names)
+    sizes = np.bincount(label, minlength=relation.shape[0])
+    order = _order(fitted)
+    ordered_names = [str(n) for n in names[order]]
+    for key in (key_added, f"{key_added}_confidence", f"{key_added}_outside_parent"):
+        if key in adata.obs:
+            logg.warning(f"overwriting adata.obs[{key!r}]")
+    adata.obs[key_added] = pd.Categorical(names[label], categories=ordered_names)
+    adata.obs[f"{key_added}_confidence"] = restricted[np.arange(len(label)), label].astype(np.float32)
+    adata.obs[f"{key_added}_outside_parent"] = (parent[finite.argmax(axis=1)] != coarse) & (finite.max(axis=1) > 0)
+    adata.obsm[f"{key_added}_probs"] = probs[:, order].astype(np.float32)
+    adata.obsm[f"{key_added}_embedding"] = embedding.astype(np.float32)
+    relations = pd.DataFrame(relation[order].astype(np.int8), index=ordered_names, columns=fitted.coarse_names)
+    conf = adata.obs[f"{key_added}_confidence"].to_numpy()
+    fine_classes = pd.DataFrame(
+        {
+            "parent": [fitted.coarse_names[p] for p in parent[order]],
+            "n_cells": sizes[order],
+            "mean_confidence": [float(conf[label == f].mean()) if sizes[f] else np.nan for f in order],
+        },
+        index=ordered_names,
+    )
+    if key_added in adata.uns:
+        logg.warning(f"overwriting adata.uns[{key_added!r}]")
+    adata.uns[key_added] = {
+        "relations": relations,
+        "fine_classes": fine_classes,
+    }
+    used = int((sizes > 0).sum())
+    if used < relation.shape[0]:
+        logg.warning(
+            f"only {used} of {relation.shape[0]} fine classes hold cells (partial collapse); see "
+            f"uns[{key_added!r}]['history']['fine_in_use']"
+        )

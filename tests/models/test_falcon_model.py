@@ -1,0 +1,139 @@
+"""FalconModel: predictions on new cells, save/load, errors, h5ad round trip."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import anndata as ad
+import numpy as np
+import pytest
+
+import falcon_sc as fal
+from falcon_sc import metrics
+
+from ..conftest import FAST, N_FINE, scanpy_log, simulate
+
+
+@pytest.fixture(scope="module")
+def data():
+    """2,000 simulated cells in 2 batches, split in halves by cell."""
+    adata = simulate(n_cells=2000, n_batches=2)
+    order = np.random.default_rng(0).permutation(adata.n_obs)
+    return adata, adata[order[:1000]].copy(), adata[order[1000:]].copy()
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    full, _, _ = data
+    adata = full.copy()
+    model = fal.tl.refine(adata, "coarse", N_FINE, batch_key="batch", return_model=True, **FAST)
+    return adata, model
+
+
+@pytest.fixture(scope="module")
+def half_model(data):
+    _, train, _ = data
+    return fal.FalconModel(train, "coarse", batch_key="batch", n_top_genes=200, n_comps=20).fit(
+        N_FINE, n_epochs=20, batch_size=64, accelerator="cpu", show_progress=False
+    )
+
+
+def test_predict_on_the_fitted_cells_reproduces_refine(data, fitted):
+    full, _, _ = data
+    adata, model = fitted
+    again = model.predict(full, copy=True)
+    assert np.array_equal(again.obs["falcon"].astype(str), adata.obs["falcon"].astype(str))
+    np.testing.assert_allclose(again.obsm["falcon_probs"], adata.obsm["falcon_probs"], atol=1e-5)
+    assert list(again.uns["falcon"]["relations"].index) == list(adata.uns["falcon"]["relations"].index)
+    assert "falcon" not in full.obs  # copy=True left the input alone
+
+
+def test_fit_on_half_labels_the_other_half(data, half_model):
+    _, _, test = data
+    out = half_model.predict(test, copy=True)
+    assert metrics.ari(test.obs["fine"], out.obs["falcon"]) > 0.9
+    assert (out.obs["falcon"].astype(str).str.split("/").str[0] == test.obs["coarse"].astype(str)).all()
+
+
+def test_save_load_gives_identical_predictions(data, half_model, tmp_path):
+    _, _, test = data
+    half_model.save(tmp_path / "model")
+    loaded = fal.FalconModel.load(tmp_path / "model")
+    a, b = half_model.predict(test, copy=True), loaded.predict(test, copy=True)
+    assert np.array_equal(a.obsm["falcon_probs"], b.obsm["falcon_probs"])
+    assert a.uns["falcon"]["relations"].equals(b.uns["falcon"]["relations"])
+    assert loaded.coarse_names == half_model.coarse_names
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        half_model.save(tmp_path / "model")
+    half_model.save(tmp_path / "model", overwrite=True)
+
+
+def test_load_refuses_other_classes_versions_and_incomplete_folders(half_model, tmp_path):
+    half_model.save(tmp_path / "m")
+    settings = json.loads((tmp_path / "m" / "model.json").read_text())
+    for change, match in (({"model_class": "SCVI"}, "not a FalconModel"), ({"format_version": 99}, "format 99")):
+        (tmp_path / "m" / "model.json").write_text(json.dumps({**settings, **change}))
+        with pytest.raises(ValueError, match=match):
+            fal.FalconModel.load(tmp_path / "m")
+    (tmp_path / "m" / "weights.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="weights.pt"):
+        fal.FalconModel.load(tmp_path / "m")
+
+
+def test_without_coarse_labels_the_coarse_class_is_predicted(data, half_model):
+    _, _, test = data
+    bare = test.copy()
+    del bare.obs["coarse"]
+    half_model.predict(bare)
+    assert (bare.obs["falcon_coarse"].astype(str) == test.obs["coarse"].astype(str)).mean() > 0.95
+    assert metrics.ari(test.obs["fine"], bare.obs["falcon"]) > 0.9
+
+
+def test_missing_genes_warn_and_too_few_fail(data, half_model):
+    _, _, test = data
+    genes = half_model._fitted.transform.genes
+    few_missing = test[:, ~test.var_names.isin(genes[:10])].copy()
+    with scanpy_log() as log:
+        out = half_model.predict(few_missing, copy=True)
+    assert "10 of the model's 200 genes are missing" in log.getvalue()
+    assert metrics.ari(test.obs["fine"], out.obs["falcon"]) > 0.8
+    with pytest.raises(ValueError, match="genes are in adata.var_names"):
+        half_model.predict(test[:, ~test.var_names.isin(genes[:150])].copy())
+
+
+def test_unseen_batches_and_unknown_coarse_labels(data, half_model):
+    _, _, test = data
+    renamed = test.copy()
+    renamed.obs["batch"] = renamed.obs["batch"].astype(str) + "_new_donor"
+    out = half_model.predict(renamed, copy=True)
+    assert metrics.ari(test.obs["fine"], out.obs["falcon"]) > 0.9
+    wrong = test.copy()
+    wrong.obs["coarse"] = wrong.obs["coarse"].astype(str).replace({"C0": "B cell"})
+    with pytest.raises(ValueError, match="not fitted on: \\['B cell'\\]"):
+        half_model.predict(wrong)
+    no_batch = test.copy()
+    del no_batch.obs["batch"]
+    with pytest.raises(KeyError, match="batch_key='batch'"):
+        half_model.predict(no_batch)
+
+
+def test_unfitted_model_and_bad_arguments(data):
+    _, train, _ = data
+    model = fal.FalconModel(train, "coarse")
+    assert "not fitted" in repr(model)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        model.predict(train)
+    with pytest.raises(TypeError, match="AnnData"):
+        fal.FalconModel(train.X, "coarse")
+
+
+def test_write_h5ad_after_refine_round_trips(fitted, tmp_path):
+    adata, _ = fitted
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        adata.write_h5ad(tmp_path / "refined.h5ad")
+    back = ad.read_h5ad(tmp_path / "refined.h5ad")
+    assert back.uns["falcon"]["relations"].equals(adata.uns["falcon"]["relations"])
+    assert np.array_equal(back.obs["falcon"].astype(str), adata.obs["falcon"].astype(str))
+    assert back.uns["falcon"]["params"]["n_fine"] == N_FINE
