@@ -67,8 +67,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _usage_error(message: object) -> int:
+    """Print one line ``falcon-bench: error: ...`` to stderr and return the usage-error status 2."""
+    print(f"falcon-bench: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``falcon-bench``; returns the exit status."""
+    """Entry point of ``falcon-bench``; returns the exit status.
+
+    0 on success (some runs of ``run`` may have failed: they are listed on stderr and in ``runs.csv``), 1 when every
+    run failed, 2 for a usage error (an unknown dataset or method name, a missing ``.h5ad`` file, nothing selected).
+    """
     args = _parser().parse_args(argv)
     if args.command == "list":
         from ._datasets import DATASETS, DEFAULT_DATASETS
@@ -92,7 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     if args.command == "scale":
+        from falcon_sc.bench.scale import _methods as scale_methods
         from falcon_sc.bench.scale import run_scale_bench
+
+        try:
+            scale_methods(args.methods)
+        except ValueError as err:
+            return _usage_error(err)
 
         df = run_scale_bench(
             args.n_cells,
@@ -111,8 +127,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"ratio (falcon seconds / leiden_scanpy seconds): {df.attrs['ratio']:.2f}")
         return 0
 
-    from .run import METRICS, run
+    from .run import METRICS, _resolve_datasets, _resolve_methods, run
 
+    try:  # names are resolved (nothing loaded) up front: a typo is one line and status 2, not a traceback
+        specs = _resolve_datasets(args.dataset, args.coarse_key, args.fine_key, args.batch_key)
+        methods = _resolve_methods(args.methods)
+    except (ValueError, OSError) as err:
+        return _usage_error(err)
+    if not specs:
+        return _usage_error(f"--dataset {args.dataset!r} names no dataset; see `falcon-bench list`")
+    if not methods:
+        return _usage_error(f"--methods {args.methods!r} names no method; see `falcon-bench list`")
     df = run(
         args.dataset,
         args.methods,
@@ -131,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for _, row in failed.iterrows():
         print(f"FAILED {row['dataset']} / {row['method']} / seed {row['seed']}: {row['error']}", file=sys.stderr)
     print(f"wrote {args.out}/runs.csv, summary.md and plots")
+    if len(failed) == len(df):
+        print(f"falcon-bench: every run failed ({len(df)} of {len(df)}); see the errors above", file=sys.stderr)
+        return 1
     return 0
 
 
