@@ -96,7 +96,9 @@ def _refine(
 
     work = adata.copy()
     key = "falcon"
-    tl.refine(work, coarse_key, n_fine, batch_key=batch_key, key_added=key, random_state=seed, **kwargs)
+    tl.refine(
+        work, coarse_key, n_fine, batch_key=batch_key, key_added=key, random_state=seed, show_progress=False, **kwargs
+    )
     labels = work.obs[key].astype(str).to_numpy()
     coarse = work.obs[coarse_key].astype(str).to_numpy()
     relation = complete_relation(labels, coarse, relations_to_dict(work.uns[key]["relations"]))

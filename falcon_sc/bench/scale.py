@@ -125,7 +125,15 @@ def _run(name: str, adata, *, batch_key: str | None, seed: int, accelerator: str
 
     n_fine = adata.obs["fine"].nunique()
     if name == "falcon":
-        tl.refine(adata, "coarse", n_fine, batch_key=batch_key, random_state=seed, accelerator=accelerator)
+        tl.refine(
+            adata,
+            "coarse",
+            n_fine,
+            batch_key=batch_key,
+            random_state=seed,
+            accelerator=accelerator,
+            show_progress=False,
+        )
         return adata.obs["falcon"].astype(str).to_numpy(), {}
     res = leiden_scanpy(adata, "coarse", n_fine, batch_key=batch_key, random_state=seed)
     return res.labels, res.info

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy import sparse
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar honours `delay` everywhere (the notebook widget fallback does not)
 
 StepFn = Callable[[np.ndarray, torch.Tensor, int], dict[str, torch.Tensor]]
 """``step(idx, x, step_number) -> {"loss": tensor, other logged terms...}``."""
@@ -302,7 +302,7 @@ def train_minibatches(
                 n_step += 1
                 terms = step(idx, features.rows(idx), n_step)
                 if not torch.isfinite(terms["loss"]).item():
-                    raise TrainingDiverged(f"loss {float(terms['loss'])} at step {n_step}")
+                    raise TrainingDiverged(f"loss {float(terms['loss'].detach())} at step {n_step}")
                 opt.zero_grad(set_to_none=True)
                 fabric.backward(terms["loss"])
                 opt.step()
@@ -318,7 +318,7 @@ def train_minibatches(
             if end_epoch is not None:
                 record.update(end_epoch(epoch))
             history.append(record)
-            bar.set_postfix(loss=f"{record.get('loss', float('nan')):.3f}")
+            bar.set_postfix(loss=f"{record.get('loss', float('nan')):.3f}", refresh=False)  # keeps the delay
             if cfg.checkpoint_path is not None:
                 fabric.save(
                     cfg.checkpoint_path,

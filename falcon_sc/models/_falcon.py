@@ -81,11 +81,8 @@ def fine_class_names(relation: np.ndarray, labels: np.ndarray, coarse_names: lis
 
 
 def _progress(show_progress: bool | None) -> bool:
-    if show_progress is not None:
-        return show_progress
-    import scanpy as sc
-
-    return sc.settings.verbosity >= 2
+    """Default on: the bar appears after 2 s, so only runs that take a while show it."""
+    return True if show_progress is None else bool(show_progress)
 
 
 class FalconModel:

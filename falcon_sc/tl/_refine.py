@@ -148,7 +148,7 @@ def refine(
     key_added
         Prefix of every key written.
     show_progress
-        Progress bar; default: when scanpy's verbosity is at least ``info``.
+        Progress bar; default on, shown only once a run has taken 2 s (``False`` hides it).
     copy
         Return a modified copy instead of writing into ``adata``.
     return_model

@@ -1,0 +1,111 @@
+"""The Lightning Fabric engine: checkpoint/resume, divergence, and FALCON on 2 processes (gloo)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from falcon_sc import metrics
+from falcon_sc.core.distributed import train_falcon_ddp
+from falcon_sc.core.graph_init import graph_clusters
+from falcon_sc.core.neighbors import within_class_neighbors
+from falcon_sc.core.trainer import FalconConfig, train_falcon
+from falcon_sc.core.training import Features, LoopConfig, TrainingDiverged, fit_cross_entropy, train_minibatches
+from falcon_sc.models.mlp import MLPClassifier
+from falcon_sc.pp import cell_features
+
+from ..conftest import simulate
+
+
+@pytest.fixture(scope="module")
+def problem():
+    adata = simulate(n_cells=600)
+    coarse = adata.obs["coarse"].cat.codes.to_numpy().astype(np.int64)
+    feats = cell_features(adata, coarse, n_top_genes=200, n_comps=20)
+    nb = within_class_neighbors(feats.neighbour_space, coarse, 20)
+    labels, relation = graph_clusters(feats.neighbour_space, nb, coarse, 6)
+    return adata, coarse, feats.features, nb, labels, relation
+
+
+def _classifier(seed=0):
+    torch.manual_seed(seed)
+    return MLPClassifier(20 + 10, 6)
+
+
+def test_falcon_resumed_after_a_crash_ends_as_the_uninterrupted_run(problem, tmp_path, monkeypatch):
+    from lightning_fabric import Fabric
+
+    _, coarse, X, nb, labels, relation = problem
+    path = str(tmp_path / "falcon.ckpt")
+
+    def cfg(**kw):
+        return FalconConfig(n_epochs=6, batch_size=64, relation_every=10, show_progress=False, **kw)
+
+    def run(**kw):
+        return train_falcon(_classifier(), X, coarse, nb, 3, cfg(**kw), relation=relation, init_labels=labels, seed=0)
+
+    straight = run()
+    real_save, saved = Fabric.save, []
+
+    def crash_after_three(self, p, state):
+        real_save(self, p, state)
+        saved.append(state["epoch"])
+        if len(saved) == 3:
+            raise KeyboardInterrupt  # the job is killed after epoch 3 was written
+
+    monkeypatch.setattr(Fabric, "save", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        run(checkpoint_path=path)
+    monkeypatch.setattr(Fabric, "save", real_save)
+    resumed = run(checkpoint_path=path, resume=True)
+    assert saved == [0, 1, 2]
+    assert [r["epoch"] for r in resumed.history] == list(range(6))
+    np.testing.assert_allclose(resumed.probs, straight.probs, atol=1e-5)
+    assert np.array_equal(resumed.relation, straight.relation)
+
+
+def test_resume_reruns_nothing_and_restores_the_optimiser(tmp_path):
+    X = np.random.default_rng(0).normal(size=(256, 5)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    path = str(tmp_path / "ce.ckpt")
+
+    def run(n_epochs, resume):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(5, 2))
+        model.embed = model.forward  # the loop only needs parameters and forward
+        cfg = LoopConfig(n_epochs=n_epochs, batch_size=32, checkpoint_path=path, resume=resume)
+        history = fit_cross_entropy(model, Features(X), y, cfg, np.random.default_rng(0))
+        return model, history
+
+    straight, h_straight = run(4, resume=False)
+    (tmp_path / "ce.ckpt").unlink()
+    run(2, resume=False)  # interrupted after 2 epochs
+    resumed, h_resumed = run(4, resume=True)
+    assert [r["epoch"] for r in h_resumed] == [0, 1, 2, 3]
+    for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert h_resumed[-1]["loss"] == pytest.approx(h_straight[-1]["loss"])
+
+
+def test_divergence_stops_training():
+    X = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    model = torch.nn.Linear(3, 2)
+
+    def step(idx, xb, n):
+        return {"loss": model(xb).sum() * float("nan")}
+
+    with pytest.raises(TrainingDiverged, match="step 1"):
+        train_minibatches(model, Features(X), step, LoopConfig(n_epochs=1, batch_size=32), np.random.default_rng(0))
+
+
+def test_two_processes_hold_the_same_relation_and_agree_with_one(problem):
+    adata, coarse, X, nb, labels, relation = problem
+    cfg = FalconConfig(n_epochs=8, batch_size=64, show_progress=False, relation_every=5)
+    ddp = train_falcon_ddp(2, _classifier(), X, coarse, nb, 3, cfg, relation=relation, init_labels=labels, seed=0)
+    single = train_falcon(_classifier(), X, coarse, nb, 3, cfg, relation=relation, init_labels=labels, seed=0)
+    assert ddp.ranks_agree  # same M on every rank at the end, same children after every epoch
+    assert ddp.probs.shape == single.probs.shape and len(ddp.history) == 8
+    # the two runs see different minibatches, so labels agree within a tolerance, not exactly
+    assert metrics.ari(ddp.probs.argmax(1), single.probs.argmax(1)) > 0.9
+    assert metrics.ari(adata.obs["fine"], ddp.probs.argmax(1)) > 0.8
