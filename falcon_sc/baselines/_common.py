@@ -73,10 +73,15 @@ def coarse_labels(adata: AnnData, coarse_key: str) -> pd.Categorical:
 
 
 def check_n_fine(n_fine: int, n_coarse: int, n_obs: int) -> int:
-    """Validate the requested number of fine classes."""
+    """Validate the requested number of fine classes (the same rule as :func:`falcon_sc.tl.refine`)."""
+    if isinstance(n_fine, bool) or not isinstance(n_fine, int | np.integer):
+        raise TypeError(f"n_fine must be an int, got {type(n_fine).__name__}.")
     n_fine = int(n_fine)
-    if n_fine < n_coarse:
-        raise ValueError(f"n_fine={n_fine} is smaller than the number of coarse classes ({n_coarse})")
+    if n_fine <= n_coarse:
+        raise ValueError(
+            f"n_fine={n_fine} must exceed the number of coarse classes ({n_coarse}); with n_fine <= n_coarse there is "
+            "nothing to refine."
+        )
     if n_fine > n_obs:
         raise ValueError(f"n_fine={n_fine} is larger than the number of cells ({n_obs})")
     return n_fine
@@ -94,9 +99,9 @@ def majority_parent(labels: np.ndarray, coarse: np.ndarray) -> dict[str, str]:
 
 
 def fine_names(coarse: str, cluster_ids: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Name clusters ``"<coarse>/<i>"``, ``i = 0, 1, ...`` by decreasing size (ties by first id)."""
+    """Name clusters ``"<coarse>/<i>"``, ``i = 1, 2, ...`` by decreasing size (ties by first id), as ``refine`` does."""
     ids, counts = np.unique(cluster_ids, return_counts=True)
     order = ids[np.lexsort((ids, -counts))]
     rank = {c: i for i, c in enumerate(order)}
-    names = [f"{coarse}/{i}" for i in range(len(order))]
+    names = [f"{coarse}/{i + 1}" for i in range(len(order))]
     return np.array([names[rank[c]] for c in cluster_ids], dtype=object), names
