@@ -73,12 +73,12 @@ def sim_batches():
 
 
 @contextmanager
-def scanpy_log():
-    """Capture scanpy's log (warnings and above) in a string buffer."""
+def scanpy_log(verbosity: int = 1):
+    """Capture scanpy's log (warnings and above; ``verbosity=2`` adds info) in a string buffer."""
     old_file, old_verbosity = sc.settings.logfile, sc.settings.verbosity
     buf = io.StringIO()
     sc.settings.logfile = buf
-    sc.settings.verbosity = 1
+    sc.settings.verbosity = verbosity
     try:
         yield buf
     finally:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import io
-from contextlib import contextmanager
-
 import anndata as ad
 import numpy as np
 import pytest
-import scanpy as sc
 from scipy import sparse
 
 import falcon_sc as fal
@@ -16,7 +12,7 @@ from falcon_sc import metrics
 from falcon_sc.pp import cell_features, detect_input_kind, prepare
 from falcon_sc.pp._prepare import resolve_input_kind
 
-from ..conftest import FAST, simulate
+from ..conftest import FAST, scanpy_log, simulate
 
 FORMATS = pytest.mark.parametrize("fmt", [np.asarray, sparse.csr_matrix], ids=["dense", "csr"])
 
@@ -162,18 +158,6 @@ def test_lognorm_probe_missing_large_rows_errors():
 # ------------------------------------------------------------------------------------------- preprocessing
 
 
-@contextmanager
-def _scanpy_info_log():
-    old_file, old_verbosity = sc.settings.logfile, sc.settings.verbosity
-    buf = io.StringIO()
-    sc.settings.logfile = buf
-    sc.settings.verbosity = 2
-    try:
-        yield buf
-    finally:
-        sc.settings.logfile, sc.settings.verbosity = old_file, old_verbosity
-
-
 @pytest.fixture(scope="module")
 def sim_kinds():
     """The same simulated cells as counts, TPM (with gene lengths), CPM and log1p-normalised values."""
@@ -200,7 +184,7 @@ def test_prepare_counts_and_cpm_give_the_same_embedding(sim_kinds):
 
 
 def test_prepare_logs_kind_and_action(sim_kinds):
-    with _scanpy_info_log() as log:
+    with scanpy_log(verbosity=2) as log:
         prepare(sim_kinds["tpm"], n_top_genes=200, n_comps=20)
     text = log.getvalue()
     assert "normalised, not logged" in text and "row sums ~1e+06" in text and "rescaled to 1e4 per cell" in text
