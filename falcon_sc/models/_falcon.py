@@ -421,6 +421,7 @@ class FalconModel:
         if self._fit_output is None:
             raise RuntimeError("write_fit_results needs the training run of this session; use predict() instead.")
         out = self._fit_output
+        _check_written_keys(key_added, self.setup["coarse_key"], self.setup["batch_key"])
         result: FalconResult = out["result"]
         if adata.n_obs != len(out["coarse"]):
             raise ValueError("write_fit_results: adata is not the AnnData the model was fitted on.")
@@ -483,6 +484,7 @@ class FalconModel:
             raise ValueError(f"key_added={key_added!r} must be a non-empty string.")
         fitted_key = self.setup["coarse_key"]
         key = coarse_key if coarse_key is not None else (fitted_key if fitted_key in adata.obs else None)
+        _check_written_keys(key_added, key, self.setup["batch_key"])
         if coarse_key is not None and coarse_key not in adata.obs:
             raise KeyError(f"coarse_key={coarse_key!r} is not a column of adata.obs.")
         adata = adata.copy() if copy else adata
@@ -661,6 +663,16 @@ def _choice_table(fitted: _Fitted, scores: np.ndarray) -> pd.DataFrame:
         },
         index=fitted.coarse_names,
     )
+
+
+def _check_written_keys(key_added: str, coarse_key: str | None, batch_key: str | None) -> None:
+    """Refuse a ``key_added`` whose written ``obs`` columns would overwrite the coarse or batch column."""
+    written = {key_added, *(f"{key_added}_{s}" for s in ("confidence", "outside_parent", "warm_start", "coarse"))}
+    for name, value in (("coarse_key", coarse_key), ("batch_key", batch_key)):
+        if value is not None and value in written:
+            raise ValueError(
+                f"key_added={key_added!r} would overwrite adata.obs[{value!r}] (the {name}); choose another key_added."
+            )
 
 
 def _coarse_codes(col: pd.Series, coarse_names: list[str], key: str) -> np.ndarray:

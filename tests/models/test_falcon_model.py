@@ -137,3 +137,14 @@ def test_write_h5ad_after_refine_round_trips(fitted, tmp_path):
     assert back.uns["falcon"]["relations"].equals(adata.uns["falcon"]["relations"])
     assert np.array_equal(back.obs["falcon"].astype(str), adata.obs["falcon"].astype(str))
     assert back.uns["falcon"]["params"]["n_fine"] == N_FINE
+
+
+def test_predict_refuses_to_overwrite_the_coarse_or_batch_column(data, half_model):
+    _, _, test = data
+    for key_added, column in (("coarse", "coarse"), ("batch", "batch")):
+        with pytest.raises(ValueError, match=f"would overwrite adata.obs\\['{column}'\\]"):
+            half_model.predict(test.copy(), key_added=key_added)
+    renamed = test.copy()
+    renamed.obs["x_coarse"] = renamed.obs["coarse"]
+    with pytest.raises(ValueError, match="key_added='x'"):
+        half_model.predict(renamed, coarse_key="x_coarse", key_added="x")
