@@ -263,29 +263,11 @@ class FalconModel:
             random_state=random_state,
         )
         features, neighbour_space = inputs.features, inputs.neighbour_space
-        counts = np.bincount(coarse, minlength=n_coarse)
-        small = [f"{coarse_names[c]} ({counts[c]})" for c in np.flatnonzero(counts <= n_neighbors)]
-        if small:
-            logg.warning(
-                f"coarse classes with at most n_neighbors={n_neighbors} cells reuse their few neighbours: "
-                + ", ".join(small)
-            )
+        _warn_small_classes(coarse, coarse_names, n_neighbors)
         neighbors = within_class_neighbors(neighbour_space, coarse, n_neighbors, random_state=random_state)
-        fixed = None if children_prior == "auto" else _targets(children_prior, coarse, coarse_names, n_fine)
-        if init == "leiden" or fixed is None:
-            graph_labels, graph_relation = graph_clusters(
-                neighbour_space, neighbors, coarse, n_fine, targets=fixed, random_state=random_state
-            )
-        targets = graph_relation.sum(axis=0).astype(float) if fixed is None else fixed
-        logg.info("    children prior: " + ", ".join(f"{n}={t:g}" for n, t in zip(coarse_names, targets, strict=True)))
-        if init == "leiden":
-            initial, init_labels = graph_relation, graph_labels
-        else:
-            rng = np.random.default_rng(random_state)
-            initial = solve_relation(rng.uniform(size=(n_fine, n_coarse)) * 1e-3, balance=1.0, target_counts=targets)
-            init_labels = (
-                kmeans_within_relation(neighbour_space, coarse, initial, random_state) if init == "kmeans" else None
-            )
+        initial, init_labels, targets = _warm_start(
+            neighbour_space, neighbors, coarse, coarse_names, n_fine, children_prior, init, random_state
+        )
         cfg = FalconConfig(
             n_epochs=n_epochs,
             batch_size=batch_size,
@@ -308,25 +290,7 @@ class FalconModel:
         torch.manual_seed(random_state)
         network = MLPClassifier(features.shape[1], n_fine, hidden)
         options = dict(relation=initial, target_counts=targets, init_labels=init_labels, seed=random_state)
-        try:
-            if devices > 1:
-                result = train_falcon_ddp(
-                    devices, network, features, coarse, neighbors, n_coarse, cfg, accelerator=device.type, **options
-                )
-            else:
-                result = train_falcon(network, features, coarse, neighbors, n_coarse, cfg, device=device, **options)
-        except TrainingDiverged as err:
-            raise RuntimeError(
-                f"FALCON training diverged ({err}) with lr={lr:g} and optimizer={optimizer!r}; nothing was written. "
-                f"Retry with a smaller lr, e.g. lr={lr / 10:g} (default 3e-4)."
-            ) from None
-        bad_loss = not np.isfinite([float(r.get("loss", 0.0)) for r in result.history]).all()
-        if bad_loss or not np.isfinite(result.probs).all():
-            raise RuntimeError(
-                f"FALCON training diverged (non-finite {'loss' if bad_loss else 'probabilities'}) with lr={lr:g} and "
-                f"optimizer={optimizer!r}; nothing was written. Retry with a smaller lr, e.g. lr={lr / 10:g} "
-                "(default 3e-4)."
-            )
+        result = _train(network, (features, coarse, neighbors, n_coarse, cfg), device, devices, options)
         relation = result.relation.astype(bool)
         use_warm, scores = np.zeros(n_coarse, dtype=bool), None
         if guard_warm_start and result.warm_probs is not None:
@@ -620,6 +584,52 @@ class FalconModel:
 
 
 # ---------------------------------------------------------------------- helpers
+def _warn_small_classes(coarse: np.ndarray, coarse_names: list[str], n_neighbors: int) -> None:
+    counts = np.bincount(coarse, minlength=len(coarse_names))
+    small = [f"{coarse_names[c]} ({counts[c]})" for c in np.flatnonzero(counts <= n_neighbors)]
+    if small:
+        logg.warning(
+            f"coarse classes with at most n_neighbors={n_neighbors} cells reuse their few neighbours: "
+            + ", ".join(small)
+        )
+
+
+def _warm_start(space, neighbors, coarse, coarse_names, n_fine, children_prior, init, random_state):
+    """Initial relation, warm-start labels (``None`` for ``init="random"``) and children per coarse class."""
+    n_coarse = len(coarse_names)
+    fixed = None if children_prior == "auto" else _targets(children_prior, coarse, coarse_names, n_fine)
+    if init == "leiden" or fixed is None:
+        graph_labels, graph_relation = graph_clusters(
+            space, neighbors, coarse, n_fine, targets=fixed, random_state=random_state
+        )
+    targets = graph_relation.sum(axis=0).astype(float) if fixed is None else fixed
+    logg.info("    children prior: " + ", ".join(f"{n}={t:g}" for n, t in zip(coarse_names, targets, strict=True)))
+    if init == "leiden":
+        return graph_relation, graph_labels, targets
+    rng = np.random.default_rng(random_state)
+    initial = solve_relation(rng.uniform(size=(n_fine, n_coarse)) * 1e-3, balance=1.0, target_counts=targets)
+    init_labels = kmeans_within_relation(space, coarse, initial, random_state) if init == "kmeans" else None
+    return initial, init_labels, targets
+
+
+def _train(network, data: tuple, device: torch.device, devices: int, options: dict) -> FalconResult:
+    """FALCON training on one device or ``devices`` DDP processes; a diverging run is a clear error."""
+    cfg = data[-1]
+    advice = f"with lr={cfg.lr:g} and optimizer={cfg.optimizer!r}; nothing was written. Retry with a smaller lr, "
+    advice += f"e.g. lr={cfg.lr / 10:g} (default 3e-4)."
+    try:
+        if devices > 1:
+            result = train_falcon_ddp(devices, network, *data, accelerator=device.type, **options)
+        else:
+            result = train_falcon(network, *data, device=device, **options)
+    except TrainingDiverged as err:
+        raise RuntimeError(f"FALCON training diverged ({err}) {advice}") from None
+    bad_loss = not np.isfinite([float(r.get("loss", 0.0)) for r in result.history]).all()
+    if bad_loss or not np.isfinite(result.probs).all():
+        raise RuntimeError(f"FALCON training diverged (non-finite {'loss' if bad_loss else 'probabilities'}) {advice}")
+    return result
+
+
 def _targets(prior, coarse: np.ndarray, coarse_names: list[str], n_fine: int) -> np.ndarray:
     if isinstance(prior, Mapping):
         by_name = {str(k): v for k, v in prior.items()}
