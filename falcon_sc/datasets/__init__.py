@@ -7,9 +7,22 @@ Every loader returns an :class:`~anndata.AnnData` with categorical ``obs["coarse
 
 from __future__ import annotations
 
+from ._digits import DIGIT_PARITY, DIGIT_SHAPES, digits
 from ._packaged import pbmc3k, zeisel
 from ._pbmc68k import PBMC68K_RELATION, pbmc68k
 from ._simulate import PRESETS, simulate, simulate_preset
 from ._utils import true_relation
 
-__all__ = ["PBMC68K_RELATION", "PRESETS", "pbmc3k", "pbmc68k", "simulate", "simulate_preset", "true_relation", "zeisel"]
+__all__ = [
+    "DIGIT_PARITY",
+    "DIGIT_SHAPES",
+    "digits",
+    "PBMC68K_RELATION",
+    "PRESETS",
+    "pbmc3k",
+    "pbmc68k",
+    "simulate",
+    "simulate_preset",
+    "true_relation",
+    "zeisel",
+]

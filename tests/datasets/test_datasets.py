@@ -285,3 +285,15 @@ def test_rare_presets_at_full_size(name):
         n, n_c = shares[f]
         assert 30 <= n <= 150 and 0.01 <= n / n_c <= 0.03
     assert ("batch" in adata.obs) == (name == "rare_batches")
+
+
+def test_digits_two_schemes_over_the_same_fine_classes():
+    adata = fal.datasets.digits()
+    _check_labelled(adata, "digits")
+    assert adata.shape == (1797, 64) and adata.X.max() == 16
+    assert tuple(adata.uns["falcon_dataset"]["image_shape"]) == (1, 8, 8)
+    rel = fal.datasets.true_relation(adata)
+    assert rel["0"] == "loop" and rel["7"] == "stroke" and rel["5"] == "curve"
+    parity = adata.obs[["fine", "coarse_parity"]].astype(str).drop_duplicates()
+    assert len(parity) == 10 and all(int(f) % 2 == (p == "odd") for f, p in parity.itertuples(index=False))
+    assert set(fal.datasets.DIGIT_SHAPES) == set(adata.obs["coarse"].cat.categories)
