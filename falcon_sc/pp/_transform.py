@@ -8,7 +8,6 @@ from typing import Any, Literal
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scanpy as sc
 from scanpy import logging as logg
 from scipy import sparse
 
@@ -150,19 +149,23 @@ class FeatureTransform:
             )
         source = f"layers[{layer!r}]" if layer is not None else "X"
         kind, _, why = resolve_input_kind(X, input_kind, source=source)
-        X = sparse.csr_matrix(X, dtype=np.float32) if sparse.issparse(X) else np.asarray(X, dtype=np.float32)
+        cols = np.where(present >= 0, present, 0)
+        keep = (present >= 0).astype(np.float32)
+        out = X[:, cols]  # only the model's genes are copied (the totals below read every gene in place)
+        out = sparse.csr_matrix(out, dtype=np.float32) if sparse.issparse(out) else np.asarray(out, dtype=np.float32)
         if kind in ("counts", "normalized"):
             logg.info(f"    {source} of the new cells holds {kind} ({why}): normalize_total(1e4) + log1p")
-            tmp = ad.AnnData(X=X.copy())
-            sc.pp.normalize_total(tmp, target_sum=1e4)
-            sc.pp.log1p(tmp)
-            X = tmp.X
-        cols = np.where(present >= 0, present, 0)
-        out = X[:, cols]
+            totals = np.asarray(X.sum(axis=1), dtype=np.float32).ravel()
+            scale = (1e4 / np.where(totals > 0, totals, 1.0)).astype(np.float32)  # empty cells stay 0, as scanpy
+            if sparse.issparse(out):
+                out = sparse.csr_matrix(out.multiply(scale[:, None]))
+                out.data = np.log1p(out.data)
+            else:
+                out = np.log1p(out * scale[:, None])
         if sparse.issparse(out):
-            out = sparse.csr_matrix(out.multiply(np.asarray(present >= 0, dtype=np.float32)[None, :]))
+            out = sparse.csr_matrix(out.multiply(keep[None, :]))
         else:
-            out = np.asarray(out) * (present >= 0)[None, :]
+            out = out * keep[None, :]
         return out.astype(np.float32)
 
     def batch_codes(self, adata: ad.AnnData) -> np.ndarray:
