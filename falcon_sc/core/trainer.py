@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -81,6 +82,10 @@ class FalconResult:
     warm_state: dict[str, torch.Tensor] | None = None
 
 
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 def _n_epochs(cfg: FalconConfig, n: int, batch_size: int) -> int:
     if cfg.n_epochs is not None:
         return cfg.n_epochs
@@ -101,6 +106,8 @@ def train_falcon(
     device: torch.device | str = "cpu",
     seed: int = 0,
     fabric=None,
+    student_view: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    teacher_view: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> FalconResult:
     """Train ``model`` with FALCON and return teacher predictions.
 
@@ -130,6 +137,10 @@ def train_falcon(
         Torch device (ignored with ``fabric``: its device).
     seed
         Seed for initialisation, minibatches and neighbour sampling (per rank in a distributed run).
+    student_view, teacher_view
+        Random views of a minibatch (images: :func:`falcon_sc.core.views.random_view`): the student trains on
+        ``student_view(x)`` (also during the warm fit), the teacher's targets and neighbour predictions come from
+        ``teacher_view(x)``. ``None``: the rows as they are (cells).
     fabric
         A launched Lightning Fabric; default one device. With several processes (``torchrun`` or
         :func:`falcon_sc.core.distributed.spawn`) each rank trains on its share of every epoch's minibatches, the
@@ -155,7 +166,9 @@ def train_falcon(
         warm = LoopConfig(
             n_epochs=cfg.init_steps, batch_size=batch_size, lr=1e-3, max_steps=cfg.init_steps, precision=cfg.precision
         )
-        fit_cross_entropy(model, feats, init_labels, warm, rng, balance=cfg.init_balance, fabric=fabric)
+        fit_cross_entropy(
+            model, feats, init_labels, warm, rng, balance=cfg.init_balance, fabric=fabric, view=student_view
+        )
         warm_probs, _ = predict(model, feats, device)
         warm_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     else:
@@ -177,6 +190,8 @@ def train_falcon(
     recent_y: list[torch.Tensor] = []
     epoch_stats = {"pred": torch.zeros(n_fine, device=device), "solver_seconds": 0.0, "changes": 0, "solves": 0}
     student = {"net": model}  # the Fabric-wrapped network once the loop has set it up
+    s_view = student_view if student_view is not None else _same
+    t_view = teacher_view if teacher_view is not None else _same
 
     def step(idx: np.ndarray, xb: torch.Tensor, n_step: int) -> dict[str, torch.Tensor]:
         M = state["M"]
@@ -185,9 +200,9 @@ def train_falcon(
         cols = torch.as_tensor(draw.integers(0, neighbors.shape[1], size=(len(idx), k_sample)), device=device)
         nb_idx = nbrs[tidx].gather(1, cols).reshape(-1)
         with torch.no_grad():
-            t_logits = teacher.model(xb)
-            t_nb = torch.softmax(teacher.model(feats.rows(nb_idx)), dim=1).reshape(len(idx), k_sample, n_fine)
-        logits = student["net"](xb).float()
+            t_logits = teacher.model(t_view(xb))
+            t_nb = torch.softmax(teacher.model(t_view(feats.rows(nb_idx))), dim=1).reshape(len(idx), k_sample, n_fine)
+        logits = student["net"](s_view(xb)).float()
         probs = torch.softmax(logits, dim=1)
         mask = losses.children_mask(M, yb)
         tau = 0.5 * (1.0 + math.cos(math.pi * min((n_step - 1) / soft_steps, 1.0)))

@@ -361,11 +361,13 @@ def fit_cross_entropy(
     *,
     balance: float = 0.0,
     fabric=None,
+    view: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[dict]:
     """Fit ``model`` to integer ``labels`` with cross-entropy (warm starts, the supervised reference).
 
     ``balance`` weights each class by ``frequency ** -balance`` (0: plain cross-entropy, 1: every class counts as
-    much as any other), so that a rare class is learned as well as a frequent one.
+    much as any other), so that a rare class is learned as well as a frequent one. ``view`` (e.g. a random image
+    crop) is applied to every minibatch.
     """
     labels = np.asarray(labels)
     target = torch.as_tensor(labels, dtype=torch.long, device=features.device)
@@ -379,6 +381,7 @@ def fit_cross_entropy(
 
     def step(idx: np.ndarray, xb: torch.Tensor, _: int) -> dict[str, torch.Tensor]:
         yb = target[torch.as_tensor(idx, device=target.device)]
+        xb = view(xb) if view is not None else xb
         return {"loss": nn.functional.cross_entropy(net["model"](xb).float(), yb, weight=weight)}
 
     return train_minibatches(

@@ -78,6 +78,9 @@ class ResNet(nn.Module):
         otherwise the ImageNet stem (7x7 stride 2 and a 3x3 max-pool).
     in_channels
         Image channels (1 for grey digits).
+    width
+        Channels of the first stage (64 in the standard ResNets; each later stage doubles it). Narrower networks
+        are for small images on a CPU.
     """
 
     def __init__(
@@ -88,20 +91,23 @@ class ResNet(nn.Module):
         *,
         small_inputs: bool = False,
         in_channels: int = 3,
+        width: int = 64,
     ) -> None:
         super().__init__()
         if n_classes < 1:
             raise ValueError(f"n_classes={n_classes} must be at least 1.")
+        if width < 1:
+            raise ValueError(f"width={width} must be at least 1.")
         if small_inputs:
-            self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+            self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
             self.maxpool: nn.Module = nn.Identity()
         else:
-            self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+            self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
             self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        planes, stages = 64, []
-        in_planes = 64
+        planes, stages = width, []
+        in_planes = width
         for i, n_blocks in enumerate(layers):
             stride = 1 if i == 0 else 2
             blocks = []
@@ -132,11 +138,11 @@ class ResNet(nn.Module):
         return self.head(self.embed(x))
 
 
-def resnet18(n_classes: int, *, small_inputs: bool = True, in_channels: int = 3) -> ResNet:
+def resnet18(n_classes: int, *, small_inputs: bool = True, in_channels: int = 3, width: int = 64) -> ResNet:
     """ResNet-18; by default with the CIFAR stem (3x3 stride 1, no max-pool) used by the FALCON reference."""
-    return ResNet(BasicBlock, (2, 2, 2, 2), n_classes, small_inputs=small_inputs, in_channels=in_channels)
+    return ResNet(BasicBlock, (2, 2, 2, 2), n_classes, small_inputs=small_inputs, in_channels=in_channels, width=width)
 
 
-def resnet50(n_classes: int, *, small_inputs: bool = False, in_channels: int = 3) -> ResNet:
+def resnet50(n_classes: int, *, small_inputs: bool = False, in_channels: int = 3, width: int = 64) -> ResNet:
     """ResNet-50 with the ImageNet stem (224 px; BREEDS and tieredImageNet in the reference)."""
-    return ResNet(Bottleneck, (3, 4, 6, 3), n_classes, small_inputs=small_inputs, in_channels=in_channels)
+    return ResNet(Bottleneck, (3, 4, 6, 3), n_classes, small_inputs=small_inputs, in_channels=in_channels, width=width)

@@ -109,3 +109,47 @@ def test_two_processes_hold_the_same_relation_and_agree_with_one(problem):
     # the two runs see different minibatches, so labels agree within a tolerance, not exactly
     assert metrics.ari(ddp.probs.argmax(1), single.probs.argmax(1)) > 0.9
     assert metrics.ari(adata.obs["fine"], ddp.probs.argmax(1)) > 0.8
+
+
+def test_falcon_trains_a_resnet_on_image_views():
+    from falcon_sc.core.views import ViewConfig, random_view
+    from falcon_sc.datasets import digits
+    from falcon_sc.models.resnet import resnet18
+
+    adata = digits()[:400].copy()
+    images = adata.X.reshape(-1, 1, 8, 8) / 16.0
+    coarse = adata.obs["coarse"].cat.codes.to_numpy().astype(np.int64)
+    space = adata.X / np.linalg.norm(adata.X, axis=1, keepdims=True)
+    nb = within_class_neighbors(space, coarse, 10)
+    labels, relation = graph_clusters(space, nb, coarse, 10)
+    calls = {"student": 0, "teacher": 0}
+    gen = torch.Generator().manual_seed(0)
+    crop = ViewConfig(scale=(0.6, 1.0), flip=0.0)
+
+    def student(x):
+        calls["student"] += 1
+        return random_view(x, crop, gen)
+
+    def teacher(x):
+        calls["teacher"] += 1
+        return random_view(x, crop, gen)
+
+    cfg = FalconConfig(n_epochs=2, batch_size=64, show_progress=False, init_steps=5)
+    torch.manual_seed(0)
+    net = resnet18(10, in_channels=1, width=8)
+    result = train_falcon(
+        net,
+        images,
+        coarse,
+        nb,
+        3,
+        cfg,
+        relation=relation,
+        init_labels=labels,
+        student_view=student,
+        teacher_view=teacher,
+    )
+    steps = 5 + 2 * int(np.ceil(400 / 64))  # warm fit + FALCON steps see the student's view
+    assert calls["student"] == steps and calls["teacher"] == 2 * 2 * int(np.ceil(400 / 64))
+    assert result.probs.shape == (400, 10) and np.isfinite(result.probs).all()
+    assert result.embedding.shape == (400, 64)  # 8 x 8 channels after the last stage
