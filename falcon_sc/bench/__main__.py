@@ -43,6 +43,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-plots", action="store_true", help="skip the bar charts")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    im = sub.add_parser("images", help="FALCON on images (a ResNet on random views) against k-means within coarse")
+    im.add_argument("--dataset", default="digits", help="image dataset (digits; the paper's are not wired in yet)")
+    im.add_argument("--methods", default="falcon,kmeans_within", help="comma separated: falcon, kmeans_within")
+    im.add_argument(
+        "--seeds", type=_seeds, default=[0, 1, 2], help="number of seeds (0..n-1) or a comma separated list"
+    )
+    im.add_argument("--width", type=int, default=16, help="channels of the ResNet-18's first stage (64: standard)")
+    im.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda"])
+
     sub.add_parser("list", help="list dataset presets and methods")
     sub.add_parser("solver", help="benchmark the relation solver")
     sc_ = sub.add_parser(
@@ -99,6 +108,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_rows", None):
             print(run_solver_bench())
+        return 0
+
+    if args.command == "images":
+        from falcon_sc.bench.images import run_image_bench, summary
+
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        try:
+            df = run_image_bench(args.dataset, methods, args.seeds, width=args.width, accelerator=args.accelerator)
+        except ValueError as err:
+            print(f"falcon-bench: error: {err}", file=sys.stderr)
+            return 2
+        with pd.option_context("display.width", 200, "display.max_columns", None):
+            print(f"{args.dataset}: mean ± sd over seeds {args.seeds}")
+            print(summary(df).to_string())
         return 0
 
     if args.command == "scale":

@@ -1,0 +1,60 @@
+"""refine_images: FALCON on images through random views, written like refine; bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import falcon_sc as fal
+from falcon_sc import metrics
+from falcon_sc.bench.__main__ import main as bench_main
+from falcon_sc.core.views import ViewConfig
+
+
+@pytest.fixture(scope="module")
+def digits():
+    adata = fal.datasets.digits()
+    keep = np.random.default_rng(0).permutation(adata.n_obs)[:600]
+    return adata[np.sort(keep)].copy()
+
+
+def test_digits_are_split_inside_their_coarse_class(digits):
+    out = fal.tl.refine_images(
+        digits,
+        "coarse",
+        10,
+        width=8,
+        n_epochs=3,
+        view=ViewConfig(scale=(0.5, 1.0), flip=0.0),
+        copy=True,
+        accelerator="cpu",
+        show_progress=False,
+    )
+    assert "falcon" not in digits.obs  # copy=True
+    labels = out.obs["falcon"].astype(str)
+    assert (labels.str.split("/").str[0] == out.obs["coarse"].astype(str)).all()
+    assert metrics.within_coarse_ari(out.obs["fine"], labels, out.obs["coarse"]) > 0.6
+    assert out.obsm["falcon_probs"].shape == (600, 10)
+    assert {"relations", "fine_classes", "history", "params"} <= set(out.uns["falcon"])
+    assert out.uns["falcon"]["params"]["backbone"] == "resnet18"
+
+
+def test_bad_image_input(digits):
+    bad = digits.copy()
+    del bad.uns["falcon_dataset"]
+    with pytest.raises(ValueError, match="image_shape is unknown"):
+        fal.tl.refine_images(bad, "coarse", 10)
+    with pytest.raises(ValueError, match="does not match the 64 values"):
+        fal.tl.refine_images(digits, "coarse", 10, image_shape=(3, 8, 8))
+    with pytest.raises(ValueError, match="above the number of coarse classes"):
+        fal.tl.refine_images(digits, "coarse", 3)
+    with pytest.raises(ValueError, match="backbone"):
+        fal.tl.refine_images(digits, "coarse", 10, backbone="vgg")
+    with pytest.raises(KeyError, match="coarse_key"):
+        fal.tl.refine_images(digits, "label", 10)
+
+
+def test_bench_images_rejects_unknown_names(capsys):
+    assert bench_main(["images", "--dataset", "cifar100", "--seeds", "1"]) == 2
+    assert "unknown image dataset 'cifar100'" in capsys.readouterr().err
+    assert bench_main(["images", "--methods", "sela", "--seeds", "1"]) == 2
