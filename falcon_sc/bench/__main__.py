@@ -117,8 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             df = run_image_bench(args.dataset, methods, args.seeds, width=args.width, accelerator=args.accelerator)
         except ValueError as err:
-            print(f"falcon-bench: error: {err}", file=sys.stderr)
-            return 2
+            return _usage_error(err)
         with pd.option_context("display.width", 200, "display.max_columns", None):
             print(f"{args.dataset}: mean ± sd over seeds {args.seeds}")
             print(summary(df).to_string())

@@ -12,13 +12,12 @@ import pandas as pd
 import torch
 from scanpy import logging as logg
 
-from .._validate import resolve_device
-from ..core.graph_init import graph_clusters
+from .._validate import check_bool, check_coarse_labels, check_int, check_number, resolve_device
 from ..core.neighbors import within_class_neighbors
 from ..core.trainer import FalconConfig, train_falcon
 from ..core.training import predict
 from ..core.views import ViewConfig, random_view
-from ..models._falcon import _guard, _write_labels, fine_class_names, restricted_probs
+from ..models._falcon import _guard, _warm_start, _write_labels, fine_class_names, restricted_probs
 from ..models.checkpoint import load_backbone
 from ..models.resnet import resnet18, resnet50
 
@@ -127,13 +126,24 @@ def refine_images(
         raise KeyError(f"coarse_key={coarse_key!r} is not a column of adata.obs.")
     if backbone not in BACKBONES:
         raise ValueError(f"backbone={backbone!r} must be one of {sorted(BACKBONES)}.")
-    coarse_cat = pd.Categorical(adata.obs[coarse_key]).remove_unused_categories()
-    if coarse_cat.isna().any():
-        raise ValueError(f"adata.obs[{coarse_key!r}] has missing labels; fill or drop them.")
+    for name, value, minimum in (("width", width, 1), ("n_neighbors", n_neighbors, 1), ("batch_size", batch_size, 1)):
+        check_int(name, value, minimum)
+    check_int("n_epochs", n_epochs, 1, allow_none=True)
+    check_int("random_state", random_state, 0)
+    check_number("lr", lr, low=0.0, open_low=True)
+    for name, value in (("guard_warm_start", guard_warm_start), ("copy", copy)):
+        check_bool(name, value)
+    check_bool("show_progress", show_progress, allow_none=True)
+    if view is not None and not isinstance(view, ViewConfig):
+        raise TypeError(f"view must be a falcon_sc.core.views.ViewConfig or None, got {type(view).__name__}.")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint {str(checkpoint)!r} does not exist; give the path of a local file.")
+    coarse_cat = check_coarse_labels(adata.obs[coarse_key], coarse_key)
     coarse_names = [str(c) for c in coarse_cat.categories]
-    if isinstance(n_fine, bool) or not isinstance(n_fine, int | np.integer) or int(n_fine) <= len(coarse_names):
+    check_int("n_fine", n_fine)
+    if n_fine <= len(coarse_names):
         raise ValueError(f"n_fine={n_fine!r} must be an int above the number of coarse classes ({len(coarse_names)}).")
-    n_fine = int(n_fine)
+    n_fine, width, random_state = int(n_fine), int(width), int(random_state)
     device = resolve_device(accelerator)
     images = _images(adata, image_shape)
     coarse = coarse_cat.codes.astype(np.int64)
@@ -141,7 +151,9 @@ def refine_images(
 
     space = _initial_features(images, checkpoint, backbone, width, device, random_state)
     neighbors = within_class_neighbors(space, coarse, n_neighbors, random_state=random_state)
-    init_labels, initial = graph_clusters(space, neighbors, coarse, n_fine, random_state=random_state)
+    initial, init_labels, targets = _warm_start(
+        space, neighbors, coarse, coarse_names, n_fine, "auto", "leiden", random_state
+    )
     torch.manual_seed(random_state)
     small = images.shape[2] <= 64
     network = BACKBONES[backbone](n_fine, in_channels=images.shape[1], small_inputs=small, width=width)
@@ -169,7 +181,7 @@ def refine_images(
         len(coarse_names),
         cfg,
         relation=initial,
-        target_counts=initial.sum(axis=0).astype(float),
+        target_counts=targets,
         init_labels=init_labels,
         device=device,
         seed=random_state,

@@ -58,3 +58,27 @@ def test_bench_images_rejects_unknown_names(capsys):
     assert bench_main(["images", "--dataset", "cifar100", "--seeds", "1"]) == 2
     assert "unknown image dataset 'cifar100'" in capsys.readouterr().err
     assert bench_main(["images", "--methods", "sela", "--seeds", "1"]) == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"width": 0}, ValueError, "width"),
+        ({"n_epochs": 2.5}, TypeError, "n_epochs"),
+        ({"lr": -1.0}, ValueError, "lr"),
+        ({"random_state": None}, TypeError, "random_state"),
+        ({"copy": "no"}, TypeError, "copy"),
+        ({"view": (0.5, 1.0)}, TypeError, "ViewConfig"),
+        ({"checkpoint": "/no/such/file.pth"}, FileNotFoundError, "does not exist"),
+    ],
+)
+def test_bad_arguments_fail_before_any_work(digits, monkeypatch, kwargs, error, match):
+    import falcon_sc.tl._refine_images as module
+
+    def boom(*args, **kw):
+        raise AssertionError("reached the neighbour search; the argument error should come first")
+
+    monkeypatch.setattr(module, "within_class_neighbors", boom)
+    with pytest.raises(error, match=match):
+        fal.tl.refine_images(digits, "coarse", 10, **kwargs)
+    assert "falcon" not in digits.obs
