@@ -4,7 +4,19 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import baselines, bench, datasets, metrics, models, pl, pp, tl  # noqa: E402
+from . import baselines, bench, data, datasets, metrics, models, pl, pp, tl  # noqa: E402
 from .models import FalconModel  # noqa: E402
 
-__all__ = ["FalconModel", "baselines", "bench", "datasets", "metrics", "models", "pl", "pp", "tl", "__version__"]
+__all__ = [
+    "FalconModel",
+    "baselines",
+    "bench",
+    "data",
+    "datasets",
+    "metrics",
+    "models",
+    "pl",
+    "pp",
+    "tl",
+    "__version__",
+]

@@ -26,7 +26,11 @@ StepFn = Callable[[np.ndarray, torch.Tensor, int], dict[str, torch.Tensor]]
 class Features:
     """Rows of a samples x features matrix, served as float32 tensors on ``device``.
 
-    Dense input is moved to the device once; CSR input stays on the host and is densified one request at a time.
+    Dense input is moved to the device once; CSR input stays on the host and is densified one request at a time. A
+    *sample source* (any object with ``shape`` and ``load(idx) -> np.ndarray``, e.g.
+    :class:`falcon_sc.data.ImageFiles`) stays where it is and is read one request at a time; its arrays are copied
+    to the device from pinned memory when the device is CUDA. Rows keep the input's shape beyond the first axis
+    (images stored as ``N x C x H x W`` give ``C x H x W`` rows).
     """
 
     def __init__(self, X, device: torch.device | str = "cpu") -> None:
@@ -37,8 +41,15 @@ class Features:
             self.data = sparse.csr_matrix(X, dtype=np.float32)
         elif isinstance(X, torch.Tensor):
             self.data = X.to(device=self.device, dtype=torch.float32)
+        elif self.is_source(X):
+            self.data = X
         else:
             self.data = torch.as_tensor(np.asarray(X, dtype=np.float32), device=self.device)
+
+    @staticmethod
+    def is_source(X) -> bool:
+        """Whether ``X`` is a lazy sample source: ``shape`` and a callable ``load(idx)`` (not an array)."""
+        return callable(getattr(X, "load", None)) and hasattr(X, "shape") and not isinstance(X, np.ndarray)
 
     @property
     def n_obs(self) -> int:
@@ -47,21 +58,28 @@ class Features:
 
     @property
     def n_features(self) -> int:
-        """Number of input features."""
-        return int(self.data.shape[1])
+        """Number of input features per sample (the product of the shape beyond the first axis)."""
+        return int(math.prod(int(d) for d in self.data.shape[1:]))
 
     def rows(self, idx: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Dense float32 tensor of the rows ``idx`` on the device."""
         if isinstance(self.data, torch.Tensor):
             return self.data[torch.as_tensor(idx, device=self.device)]
         idx = idx.cpu().numpy() if isinstance(idx, torch.Tensor) else np.asarray(idx)
-        return torch.as_tensor(self.data[idx].toarray(), device=self.device)
+        if sparse.issparse(self.data):
+            return torch.as_tensor(self.data[idx].toarray(), device=self.device)
+        batch = torch.from_numpy(np.ascontiguousarray(self.data.load(idx), dtype=np.float32))
+        if self.device.type == "cuda":
+            return batch.pin_memory().to(self.device, non_blocking=True)
+        return batch.to(self.device)
 
     def subset(self, idx: np.ndarray) -> Features:
         """The rows ``idx`` as a new :class:`Features` on the same device."""
         if isinstance(self.data, torch.Tensor):
             return Features(self.data[torch.as_tensor(idx, device=self.device)], self.device)
-        return Features(self.data[np.asarray(idx)], self.device)
+        if sparse.issparse(self.data):
+            return Features(self.data[np.asarray(idx)], self.device)
+        return Features(self.data.subset(np.asarray(idx)), self.device)
 
     def in_order(self, batch_size: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         """``(idx, rows)`` over all samples in order, ``batch_size`` at a time."""
