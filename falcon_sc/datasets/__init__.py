@@ -1,4 +1,4 @@
-"""Datasets with coarse and fine labels: real data (offline) and a hierarchical count simulator.
+"""Datasets with coarse and fine labels: real data (offline), readers of local image datasets and a count simulator.
 
 Every loader returns an :class:`~anndata.AnnData` with categorical ``obs["coarse"]`` and ``obs["fine"]`` and
 ``uns["falcon_dataset"] = {"name": ..., "relation": <table fine, coarse>, "source": ...}``;
@@ -7,13 +7,24 @@ Every loader returns an :class:`~anndata.AnnData` with categorical ``obs["coarse
 
 from __future__ import annotations
 
+from ._cifar import CIFAR68_REMOVED, CIFAR_SI_FRACTIONS, cifar100
 from ._digits import DIGIT_PARITY, DIGIT_SHAPES, digits
+from ._image_folder import image_folder
+from ._imagenet import BREEDS_DATASETS, breeds, breeds_classes, tiered_imagenet
 from ._packaged import pbmc3k, zeisel
 from ._pbmc68k import PBMC68K_RELATION, pbmc68k
 from ._simulate import PRESETS, simulate, simulate_preset
 from ._utils import true_relation
 
 __all__ = [
+    "BREEDS_DATASETS",
+    "CIFAR68_REMOVED",
+    "CIFAR_SI_FRACTIONS",
+    "breeds",
+    "breeds_classes",
+    "cifar100",
+    "image_folder",
+    "tiered_imagenet",
     "DIGIT_PARITY",
     "DIGIT_SHAPES",
     "digits",
