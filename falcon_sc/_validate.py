@@ -30,7 +30,7 @@ def resolve_device(accelerator: str) -> torch.device:
     return torch.device(accelerator)
 
 
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{name}={value!r} must be one of {', '.join(map(repr, allowed))}.")
 
@@ -158,7 +158,7 @@ def _check_children_prior(children_prior: Mapping, coarse: pd.Categorical, coars
 
 def check_refine_args(
     adata: ad.AnnData,
-    coarse_key: str,
+    coarse_key: str | list[str],
     n_fine: int,
     *,
     layer: str | None,
@@ -268,17 +268,22 @@ def check_refine_args(
         ("lambda_relation", lambda_relation),
     ):
         check_number(name, value, low=0)
-    _choice("model_input", model_input, ("pca", "hvg"))
-    _choice("input_kind", input_kind, INPUT_KINDS)
-    _choice("init", init, ("leiden", "kmeans", "random"))
-    _choice("regulariser", regulariser, ("prior", "global", "within", "both"))
-    _choice("optimizer", optimizer, ("adam", "sgd"))
+    check_choice("model_input", model_input, ("pca", "hvg"))
+    check_choice("input_kind", input_kind, INPUT_KINDS)
+    check_choice("init", init, ("leiden", "kmeans", "random"))
+    check_choice("regulariser", regulariser, ("prior", "global", "within", "both"))
+    check_choice("optimizer", optimizer, ("adam", "sgd"))
     if not isinstance(children_prior, Mapping):
-        _choice("children_prior", children_prior, ("auto", "uniform", "size"))
+        check_choice("children_prior", children_prior, ("auto", "uniform", "size", "variance"))
     # ---- keys
-    _check_key("coarse_key", coarse_key)
-    if coarse_key not in adata.obs:
-        raise KeyError(f"coarse_key={coarse_key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)}).")
+    from .models._schemes import as_keys, coarse_schemes
+
+    keys = as_keys(coarse_key) if isinstance(coarse_key, list | tuple) else [coarse_key]
+    coarse_key = keys[0] if len(keys) == 1 else keys
+    for key in keys:
+        _check_key("coarse_key", key)
+        if key not in adata.obs:
+            raise KeyError(f"coarse_key={key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)}).")
     if layer is not None:
         if not isinstance(layer, str):
             raise TypeError(f"layer={layer!r} must be a key of adata.layers (a string) or None.")
@@ -299,11 +304,12 @@ def check_refine_args(
         raise ValueError(f"key_added={key_added!r} must be a non-empty string.")
     if check_written and key_added is not None:
         written = [f"{key_added}{suffix}" for suffix in WRITTEN_OBS_SUFFIXES]
-        if coarse_key in written:
-            raise ValueError(
-                f"key_added={key_added!r} would overwrite the coarse labels: refine writes obs columns {written} and "
-                f"coarse_key={coarse_key!r} is one of them; choose another key_added."
-            )
+        for key in keys:
+            if key in written:
+                raise ValueError(
+                    f"key_added={key_added!r} would overwrite the coarse labels: refine writes obs columns {written} "
+                    f"and coarse_key={key!r} is one of them; choose another key_added."
+                )
         if batch_key is not None and batch_key in written:
             raise ValueError(
                 f"key_added={key_added!r} would overwrite the batches: refine writes obs columns {written} and "
@@ -317,16 +323,27 @@ def check_refine_args(
     if use_rep is not None and model_input == "hvg":
         raise ValueError("model_input='hvg' needs the expression matrix; it cannot be combined with use_rep=.")
     # ---- coarse labels and what depends on them
-    coarse = check_coarse_labels(adata.obs[coarse_key], coarse_key)
-    n_coarse = len(coarse.categories)
-    if n_fine <= n_coarse:
-        raise ValueError(
-            f"n_fine={n_fine} must exceed the number of coarse classes in {coarse_key!r} ({n_coarse}); "
-            "with n_fine <= n_coarse there is nothing to refine."
-        )
+    if len(keys) > 1:
+        schemes = coarse_schemes(adata.obs, keys)
+        per_scheme = dict(zip(keys, schemes.n_coarse, strict=True))
+        if n_fine <= max(schemes.n_coarse):
+            raise ValueError(f"n_fine={n_fine} must exceed the coarse classes of every scheme ({per_scheme}).")
+        if isinstance(children_prior, Mapping):
+            raise ValueError("children_prior as a mapping takes one coarse scheme; use 'auto', 'size' or 'variance'.")
+        if regulariser in ("within", "both"):
+            raise ValueError(f"regulariser={regulariser!r} takes one coarse scheme; use 'prior' or 'global'.")
+        coarse = None
+    else:
+        coarse = check_coarse_labels(adata.obs[coarse_key], coarse_key)
+        n_coarse = len(coarse.categories)
+        if n_fine <= n_coarse:
+            raise ValueError(
+                f"n_fine={n_fine} must exceed the number of coarse classes in {coarse_key!r} ({n_coarse}); "
+                "with n_fine <= n_coarse there is nothing to refine."
+            )
     if n_fine > adata.n_obs:
         raise ValueError(f"n_fine={n_fine} exceeds the number of cells ({adata.n_obs}).")
-    if isinstance(children_prior, Mapping):
+    if isinstance(children_prior, Mapping) and coarse is not None:
         _check_children_prior(children_prior, coarse, coarse_key, n_fine)
     # ---- the data: every value
     if use_rep is not None:

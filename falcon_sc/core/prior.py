@@ -40,8 +40,60 @@ def proportional_counts(sizes, total: int) -> np.ndarray:
     return alloc
 
 
-def children_prior(groups: np.ndarray, total: int, *, method: str = "size") -> np.ndarray:
-    """Expected children per coarse class from class sizes.
+def variance_counts(X: np.ndarray, groups: np.ndarray, total: int, *, random_state: int = 0) -> np.ndarray:
+    """Share ``total`` children among groups where one more k-means cluster explains the most variance.
+
+    Greedy: every group starts with one child; the next child goes to the group whose within-cluster sum of squares
+    (k-means inertia, in the shared space ``X``) drops most when it gets one more cluster. This is the allotment
+    k-means inside each group would choose to minimise the total inertia with ``total`` clusters, one group at a
+    time: a large or spread-out group gets more children, a tight one keeps one. k-means runs lazily (one fit per
+    group and child handed out).
+
+    Parameters
+    ----------
+    X
+        Samples x features.
+    groups
+        Group index per sample, ``0..G-1`` (every group non-empty).
+    total
+        Number of children, ``G <= total <= n_samples``.
+    random_state
+        Seed for k-means.
+
+    Returns
+    -------
+    Children per group, summing to ``total``.
+    """
+    groups = np.asarray(groups)
+    n_groups = int(groups.max()) + 1
+    sizes = np.bincount(groups, minlength=n_groups)
+    if (sizes == 0).any() or not n_groups <= total <= len(groups):
+        raise ValueError(f"total={total} must lie between {n_groups} and {len(groups)}, with every group non-empty")
+    members = [np.asarray(X[groups == g], dtype=np.float64) for g in range(n_groups)]
+    inertia = [float(((m - m.mean(axis=0)) ** 2).sum()) for m in members]
+    counts = np.ones(n_groups, dtype=np.int64)
+
+    def next_gain(g: int) -> float:
+        if counts[g] >= sizes[g]:
+            return -np.inf
+        km = KMeans(n_clusters=int(counts[g]) + 1, n_init=3, random_state=random_state).fit(members[g])
+        nxt[g] = float(km.inertia_)
+        return inertia[g] - nxt[g]
+
+    nxt = [0.0] * n_groups
+    gains = np.array([next_gain(g) for g in range(n_groups)])
+    while counts.sum() < total:
+        g = int(np.argmax(gains))
+        counts[g] += 1
+        inertia[g] = nxt[g]
+        gains[g] = next_gain(g)
+    return counts
+
+
+def children_prior(
+    groups: np.ndarray, total: int, *, method: str = "size", X: np.ndarray | None = None, random_state: int = 0
+) -> np.ndarray:
+    """Expected children per coarse class from class sizes (or their spread).
 
     Parameters
     ----------
@@ -50,8 +102,12 @@ def children_prior(groups: np.ndarray, total: int, *, method: str = "size") -> n
     total
         Number of fine classes.
     method
-        ``"size"`` (proportional to class sizes, at least one each) or ``"uniform"`` (``total / K_C`` each, the
-        reference's balance term).
+        ``"size"`` (proportional to class sizes, at least one each), ``"uniform"`` (``total / K_C`` each, the
+        reference's balance term) or ``"variance"`` (:func:`variance_counts` on ``X``).
+    X
+        Samples x features, for ``"variance"``.
+    random_state
+        Seed of the k-means fits of ``"variance"``.
 
     Returns
     -------
@@ -62,7 +118,11 @@ def children_prior(groups: np.ndarray, total: int, *, method: str = "size") -> n
         return np.full(n_groups, total / n_groups)
     if method == "size":
         return proportional_counts(np.bincount(groups, minlength=n_groups), total).astype(float)
-    raise ValueError(f"children_prior={method!r} is not one of 'auto', 'size', 'uniform' or a mapping.")
+    if method == "variance":
+        if X is None:
+            raise ValueError("children_prior='variance' needs the samples' features X.")
+        return variance_counts(X, groups, total, random_state=random_state).astype(float)
+    raise ValueError(f"children_prior={method!r} is not one of 'auto', 'size', 'uniform', 'variance' or a mapping.")
 
 
 def kmeans_within_relation(

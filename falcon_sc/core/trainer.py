@@ -70,12 +70,14 @@ class FalconResult:
     """What training returns: teacher predictions, relation and history.
 
     ``warm_probs`` and ``warm_state``: predictions and weights (CPU) of the network fitted to ``init_labels``,
-    before FALCON training (``None`` without them).
+    before FALCON training (``None`` without them). ``relations``: one relation per coarse scheme (``relation`` is
+    the first).
     """
 
     probs: np.ndarray
     embedding: np.ndarray
     relation: np.ndarray
+    relations: list[np.ndarray] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
     model: nn.Module | None = None
     warm_probs: np.ndarray | None = None
@@ -92,16 +94,30 @@ def _n_epochs(cfg: FalconConfig, n: int, batch_size: int) -> int:
     return epochs_for_steps(n, batch_size, cfg.min_steps, min_epochs=cfg.min_epochs, max_epochs=cfg.max_epochs)
 
 
+def _scheme_mask(relations: list[torch.Tensor], yb: torch.Tensor) -> torch.Tensor:
+    """Fine classes allowed for each sample: children of its coarse class in every scheme that labels it.
+
+    ``yb`` is batch x schemes (``-1``: no label in that scheme). A sample whose schemes' children do not intersect
+    (relations still settling) keeps the children of its first labelled scheme.
+    """
+    known = yb >= 0
+    stacked = torch.stack([losses.children_mask(M, yb[:, s].clamp(min=0)) for s, M in enumerate(relations)])
+    allowed = (stacked | ~known.T[:, :, None]).all(dim=0)
+    first = known.to(torch.int8).argmax(dim=1)
+    fallback = stacked[first, torch.arange(yb.shape[0], device=yb.device)]
+    return torch.where(allowed.any(dim=1, keepdim=True), allowed, fallback)
+
+
 def train_falcon(
     model: nn.Module,
     X,
     coarse: np.ndarray,
     neighbors: np.ndarray,
-    n_coarse: int,
+    n_coarse: int | list[int],
     cfg: FalconConfig,
     *,
-    relation: np.ndarray | None = None,
-    target_counts: np.ndarray | None = None,
+    relation: np.ndarray | list[np.ndarray] | None = None,
+    target_counts: np.ndarray | list[np.ndarray] | None = None,
     init_labels: np.ndarray | None = None,
     device: torch.device | str = "cpu",
     seed: int = 0,
@@ -118,18 +134,21 @@ def train_falcon(
     X
         Samples x features (dense array/tensor or CSR; CSR is densified one minibatch at a time).
     coarse
-        Coarse class index per sample, in ``0..n_coarse-1``.
+        Coarse class index per sample, in ``0..n_coarse-1``; with several coarse schemes a samples x schemes array
+        (``-1`` where a sample has no label in a scheme, at least one label per sample).
     neighbors
         Samples x k indices of neighbours inside the same coarse class.
     n_coarse
-        Number of coarse classes ``K_C``.
+        Number of coarse classes ``K_C`` (a list, one per scheme, with several schemes). One relation is learned
+        per scheme, each solved on its own labelled samples; a sample's fine classes are the children of its coarse
+        class in every scheme that labels it.
     cfg
         Hyperparameters.
     relation
-        Initial ``K_F x K_C`` relation; default a solve on a random cost. Kept fixed when
+        Initial ``K_F x K_C`` relation (a list, one per scheme); default a solve on a random cost. Kept fixed when
         ``cfg.learn_relation`` is False.
     target_counts
-        Expected children per coarse class used by the balance term (default ``K_F / K_C`` each).
+        Expected children per coarse class used by the balance term (default ``K_F / K_C`` each; a list per scheme).
     init_labels
         Optional fine label per sample (consistent with ``relation``); the network is first fitted to them for
         ``cfg.init_steps`` steps of cross-entropy, and the teacher starts from that network.
@@ -174,11 +193,17 @@ def train_falcon(
     else:
         warm_probs, warm_state = None, None
     teacher = EMATeacher(model, cfg.ema_decay)
-    y = torch.as_tensor(coarse, dtype=torch.long, device=device)
+    multi = np.ndim(coarse) == 2
+    n_coarses = [int(k) for k in n_coarse] if multi else [int(n_coarse)]
+    n_schemes = len(n_coarses)
+    if multi and cfg.regulariser in ("within", "both"):
+        raise ValueError("regulariser='within'/'both' takes one coarse scheme; use 'prior' or 'global' with several.")
+    relations = list(relation) if multi and relation is not None else [relation] * n_schemes
+    targets = list(target_counts) if multi and target_counts is not None else [target_counts] * n_schemes
+    y = torch.as_tensor(np.asarray(coarse).reshape(n, -1), dtype=torch.long, device=device)  # samples x schemes
     nbrs = torch.as_tensor(neighbors, dtype=torch.long, device=device)
-    if relation is None:
-        relation = random_relation(n_fine, n_coarse, rng)
-    state = {"M": torch.as_tensor(np.asarray(relation), dtype=torch.float32, device=device)}
+    relations = [random_relation(n_fine, k, rng) if r is None else r for r, k in zip(relations, n_coarses, strict=True)]
+    state = {"Ms": [torch.as_tensor(np.asarray(r), dtype=torch.float32, device=device) for r in relations]}
     # fine-class proportions the "prior" regulariser keeps: the warm start's, else uniform
     shares = np.bincount(init_labels, minlength=n_fine) if init_labels is not None else np.ones(n_fine)
     prior = torch.as_tensor(shares / shares.sum(), dtype=torch.float32, device=device)
@@ -194,7 +219,7 @@ def train_falcon(
     t_view = teacher_view if teacher_view is not None else _same
 
     def step(idx: np.ndarray, xb: torch.Tensor, n_step: int) -> dict[str, torch.Tensor]:
-        M = state["M"]
+        Ms = state["Ms"]
         tidx = torch.as_tensor(idx, device=device)
         yb = y[tidx]
         cols = torch.as_tensor(draw.integers(0, neighbors.shape[1], size=(len(idx), k_sample)), device=device)
@@ -204,7 +229,7 @@ def train_falcon(
             t_nb = torch.softmax(teacher.model(t_view(feats.rows(nb_idx))), dim=1).reshape(len(idx), k_sample, n_fine)
         logits = student["net"](s_view(xb)).float()
         probs = torch.softmax(logits, dim=1)
-        mask = losses.children_mask(M, yb)
+        mask = losses.children_mask(Ms[0], yb[:, 0]) if n_schemes == 1 else _scheme_mask(Ms, yb)
         tau = 0.5 * (1.0 + math.cos(math.pi * min((n_step - 1) / soft_steps, 1.0)))
         l_coarse = losses.coarse_nll(logits, mask)
         l_nn = losses.neighbour_consistency(probs, t_nb)
@@ -213,7 +238,7 @@ def train_falcon(
         if cfg.regulariser in ("global", "both"):
             l_reg = l_reg + losses.marginal_entropy_gap(probs)
         if cfg.regulariser in ("within", "both"):
-            l_reg = l_reg + losses.within_coarse_entropy_gap(probs, mask, yb, M)
+            l_reg = l_reg + losses.within_coarse_entropy_gap(probs, mask, yb[:, 0], Ms[0])
         if cfg.regulariser == "prior":
             l_reg = l_reg + losses.marginal_prior_kl(probs, prior)
         loss = cfg.lambda_coarse * l_coarse + cfg.lambda_fine * (l_conf + l_nn) + cfg.lambda_reg * l_reg
@@ -229,23 +254,26 @@ def train_falcon(
         if not cfg.learn_relation or n_step % cfg.relation_every:
             return
         P = torch.cat(recent_p).float()
-        Y = torch.nn.functional.one_hot(torch.cat(recent_y), n_coarse).float()
-        # summed over the ranks' teacher predictions; rank 0 solves and broadcasts M
-        cost_sum = fabric.all_reduce(P.T @ Y, reduce_op="sum")
-        count = fabric.all_reduce(torch.tensor(float(P.shape[0]), device=device), reduce_op="sum")
-        cost = (cost_sum / count).double().cpu().numpy()
+        labels = torch.cat(recent_y)
         balance = cfg.lambda_relation if n_step <= soft_steps else 0.0
-        t0 = time.perf_counter()
-        new = state["M"].clone()
-        if fabric.global_rank == 0:
-            new = torch.as_tensor(
-                solve_relation(cost, balance=balance, target_counts=target_counts), dtype=torch.float32, device=device
-            )
-        new = fabric.broadcast(new, src=0)
-        epoch_stats["solver_seconds"] += time.perf_counter() - t0
+        for s, k in enumerate(n_coarses):  # each scheme's relation from the samples it labels
+            known = labels[:, s] >= 0
+            Y = torch.nn.functional.one_hot(labels[:, s].clamp(min=0), k).float() * known[:, None]
+            # summed over the ranks' teacher predictions; rank 0 solves and broadcasts M
+            cost_sum = fabric.all_reduce(P.T @ Y, reduce_op="sum")
+            count = fabric.all_reduce(known.sum().float(), reduce_op="sum")
+            cost = (cost_sum / count.clamp(min=1.0)).double().cpu().numpy()
+            t0 = time.perf_counter()
+            new = state["Ms"][s].clone()
+            if fabric.global_rank == 0:
+                new = torch.as_tensor(
+                    solve_relation(cost, balance=balance, target_counts=targets[s]), dtype=torch.float32, device=device
+                )
+            new = fabric.broadcast(new, src=0)
+            epoch_stats["solver_seconds"] += time.perf_counter() - t0
+            epoch_stats["changes"] += int((new.argmax(1) != state["Ms"][s].argmax(1)).sum())
+            state["Ms"][s] = new
         epoch_stats["solves"] += 1
-        epoch_stats["changes"] += int((new.argmax(1) != state["M"].argmax(1)).sum())
-        state["M"] = new
         recent_p.clear()
         recent_y.clear()
 
@@ -257,7 +285,8 @@ def train_falcon(
             "relation_changes": epoch_stats["changes"],
             "relation_solves": epoch_stats["solves"],
             "solver_seconds": epoch_stats["solver_seconds"],
-            "children": state["M"].sum(0).cpu().numpy().astype(int).tolist(),
+            # children per coarse class (schemes one after the other)
+            "children": torch.cat([M.sum(0) for M in state["Ms"]]).cpu().numpy().astype(int).tolist(),
         }
         epoch_stats.update(pred=torch.zeros(n_fine, device=device), solver_seconds=0.0, changes=0, solves=0)
         return record
@@ -279,11 +308,11 @@ def train_falcon(
     )
 
     def extra_state() -> dict:
-        return {"teacher": teacher.model, "teacher_updates": teacher.n_updates, "relation": state["M"]}
+        return {"teacher": teacher.model, "teacher_updates": teacher.n_updates, "relations": state["Ms"]}
 
     def load_extra_state(saved: dict) -> None:
         teacher.n_updates = int(saved["teacher_updates"])
-        state["M"] = saved["relation"].to(device)
+        state["Ms"] = [M.to(device) for M in saved["relations"]]
 
     history = train_minibatches(
         model,
@@ -302,7 +331,8 @@ def train_falcon(
     return FalconResult(
         probs=probs,
         embedding=emb,
-        relation=state["M"].cpu().numpy().astype(np.int8),
+        relation=state["Ms"][0].cpu().numpy().astype(np.int8),
+        relations=[M.cpu().numpy().astype(np.int8) for M in state["Ms"]],
         history=history,
         model=teacher.model,
         warm_probs=warm_probs,

@@ -10,7 +10,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .._validate import _choice, check_int
+from .._validate import check_choice, check_int
 from ._folders import SPLITS, check_val_fraction, require_dir, require_file, val_per_class
 from ._utils import finalise
 
@@ -133,8 +133,8 @@ def cifar100(
     >>> adata.shape, adata.obs["fine"].nunique(), adata.obs["coarse"].nunique()  # doctest: +SKIP
     ((30600, 3072), 68, 20)
     """
-    _choice("split", split, (*SPLITS, "all"))
-    _choice("variant", variant, CIFAR_VARIANTS)
+    check_choice("split", split, (*SPLITS, "all"))
+    check_choice("variant", variant, CIFAR_VARIANTS)
     check_val_fraction(val_fraction)
     check_int("random_state", random_state, allow_none=True)
     folder = require_dir(root, _WHERE)

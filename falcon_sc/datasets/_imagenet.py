@@ -17,7 +17,7 @@ import anndata as ad
 import numpy as np
 
 from .._docs import doc_params
-from .._validate import _choice, check_int
+from .._validate import check_choice, check_int
 from ._folders import (
     SPLITS,
     check_size,
@@ -151,7 +151,7 @@ def breeds_classes(hierarchy_dir: str | os.PathLike, name: str) -> dict[str, lis
     >>> len(classes), sum(map(len, classes.values()))  # doctest: +SKIP
     (17, 68)
     """
-    _choice("name", name, tuple(BREEDS_DATASETS))
+    check_choice("name", name, tuple(BREEDS_DATASETS))
     folder = require_dir(hierarchy_dir, _BREEDS_WHERE)
     return _Hierarchy(folder).superclasses(*BREEDS_DATASETS[name])
 
@@ -263,8 +263,8 @@ def breeds(
     (17, 68)
     >>> images = fal.data.ImageFiles.from_anndata(adata)  # doctest: +SKIP
     """
-    _choice("name", name, tuple(BREEDS_DATASETS))
-    _choice("split", split, (*SPLITS, "all"))
+    check_choice("name", name, tuple(BREEDS_DATASETS))
+    check_choice("split", split, (*SPLITS, "all"))
     check_size(size)
     check_val_fraction(val_fraction)
     check_int("random_state", random_state)
@@ -337,7 +337,7 @@ def tiered_imagenet(
             "split='val': tiered_imagenet has no validation split (the FALCON reference trains on ImageNet's train "
             "folder and evaluates on its val folder); use 'train', 'test' or 'all'."
         )
-    _choice("split", split, ("train", "test", "all"))
+    check_choice("split", split, ("train", "test", "all"))
     check_size(size)
     folder = require_dir(hierarchy_dir, _TIERED_WHERE)
     names = (

@@ -22,14 +22,16 @@ from ..core.neighbors import within_class_neighbors
 from ..core.prior import children_prior as size_prior
 from ..core.prior import kmeans_within_relation
 from ..core.relation import solve_relation
+from ..core.schemes import fill_missing, joint_groups, joint_relation, scheme_relations
 from ..core.selection import choose_per_class
 from ..core.trainer import FalconConfig, FalconResult, train_falcon
 from ..core.training import TrainingDiverged
 from ..core.training import predict as predict_probs
 from ..pp import FeatureTransform
+from ._schemes import CoarseSchemes, as_keys, coarse_schemes
 from .mlp import MLPClassifier
 
-Prior = Literal["auto", "uniform", "size"] | Mapping[str, int]
+Prior = Literal["auto", "uniform", "size", "variance"] | Mapping[str, int]
 
 #: version of the saved-model layout; :meth:`FalconModel.load` refuses any other
 FORMAT_VERSION = 1
@@ -50,6 +52,7 @@ class _Fitted:
     hidden: list[int]
     params: dict[str, Any]
     history: list[dict]
+    schemes: dict[str, Any] | None = None  # several coarse schemes: keys, names, relations (``coarse_*`` are joint)
 
 
 def restricted_probs(probs: np.ndarray, relation: np.ndarray, coarse: np.ndarray) -> np.ndarray:
@@ -127,6 +130,9 @@ class FalconModel:
     ) -> None:
         if not isinstance(adata, ad.AnnData):
             raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+        if isinstance(coarse_key, list | tuple):  # several coarse schemes (one column: the plain case)
+            keys = as_keys(coarse_key)
+            coarse_key = keys[0] if len(keys) == 1 else keys
         self.adata = adata
         self.setup = {
             "coarse_key": coarse_key,
@@ -243,30 +249,43 @@ class FalconModel:
             float, (lr, lambda_coarse, lambda_fine, lambda_reg, lambda_relation, temperature, soft_fraction)
         )
         s.update({k: int(s[k]) for k in ("n_top_genes", "n_comps", "n_comps_within")})
-        coarse_cat = pd.Categorical(adata.obs[s["coarse_key"]]).remove_unused_categories()
-        coarse_names = [str(c) for c in coarse_cat.categories]
-        coarse = coarse_cat.codes.astype(np.int64)
+        schemes = None
+        if isinstance(s["coarse_key"], list):
+            # several schemes: features, neighbours and the warm start work on the joint groups
+            schemes = coarse_schemes(adata.obs, s["coarse_key"])
+            coarse, coarse_names = schemes.joint, schemes.joint_names
+        else:
+            coarse_cat = pd.Categorical(adata.obs[s["coarse_key"]]).remove_unused_categories()
+            coarse_names = [str(c) for c in coarse_cat.categories]
+            coarse = coarse_cat.codes.astype(np.int64)
         n_coarse = len(coarse_names)
 
-        transform, inputs = FeatureTransform.fit(
-            adata,
-            coarse,
-            n_coarse=n_coarse,
-            layer=s["layer"],
-            use_rep=s["use_rep"],
-            input_kind=s["input_kind"],
-            batch_key=s["batch_key"],
-            n_top_genes=s["n_top_genes"],
-            n_comps=s["n_comps"],
-            n_comps_within=s["n_comps_within"],
-            model_input=s["model_input"],
-            random_state=random_state,
-        )
+        def fit_features(groups: np.ndarray, n_groups: int, n_comps_within: int):
+            return FeatureTransform.fit(
+                adata,
+                groups,
+                n_coarse=n_groups,
+                layer=s["layer"],
+                use_rep=s["use_rep"],
+                input_kind=s["input_kind"],
+                batch_key=s["batch_key"],
+                n_top_genes=s["n_top_genes"],
+                n_comps=s["n_comps"],
+                n_comps_within=n_comps_within,
+                model_input=s["model_input"],
+                random_state=random_state,
+            )
+
+        groups, group_names = coarse, coarse_names  # features, neighbours and warm start inside these groups
+        if schemes is not None:  # fill missing labels on the global components first, so no fine class is cut
+            _, first = fit_features(coarse, n_coarse, 0)
+            groups, group_names = _filled_groups(schemes, first.neighbour_space, n_fine)
+        transform, inputs = fit_features(groups, len(group_names), s["n_comps_within"])
         features, neighbour_space = inputs.features, inputs.neighbour_space
-        _warn_small_classes(coarse, coarse_names, n_neighbors)
-        neighbors = within_class_neighbors(neighbour_space, coarse, n_neighbors, random_state=random_state)
+        _warn_small_classes(groups, group_names, n_neighbors)
+        neighbors = within_class_neighbors(neighbour_space, groups, n_neighbors, random_state=random_state)
         initial, init_labels, targets = _warm_start(
-            neighbour_space, neighbors, coarse, coarse_names, n_fine, children_prior, init, random_state
+            neighbour_space, neighbors, groups, group_names, n_fine, children_prior, init, random_state
         )
         cfg = FalconConfig(
             n_epochs=n_epochs,
@@ -290,13 +309,22 @@ class FalconModel:
         torch.manual_seed(random_state)
         network = MLPClassifier(features.shape[1], n_fine, hidden)
         options = dict(relation=initial, target_counts=targets, init_labels=init_labels, seed=random_state)
-        result = _train(network, (features, coarse, neighbors, n_coarse, cfg), device, devices, options)
-        relation = result.relation.astype(bool)
+        data = (features, coarse, neighbors, n_coarse, cfg)
+        if schemes is not None:
+            options.update(_scheme_start(schemes, init_labels, n_fine))
+            data = (features, schemes.codes, neighbors, schemes.n_coarse, cfg)
+        result = _train(network, data, device, devices, options)
         use_warm, scores = np.zeros(n_coarse, dtype=bool), None
-        if guard_warm_start and result.warm_probs is not None:
-            use_warm, scores = _guard(result, initial.astype(bool), coarse, neighbour_space, random_state)
-        labels = restricted_probs(result.probs, relation, coarse).argmax(axis=1)
-        fine_names = fine_class_names(relation, labels, coarse_names)
+        if schemes is None:
+            relation = result.relation.astype(bool)
+            if guard_warm_start and result.warm_probs is not None:
+                use_warm, scores = _guard(result, initial.astype(bool), coarse, neighbour_space, random_state)
+            labels = restricted_probs(result.probs, relation, coarse).argmax(axis=1)
+            fine_names = fine_class_names(relation, labels, coarse_names)
+        else:  # a fine class is allowed in a joint group when it is a child there in every labelled scheme
+            relation = joint_relation(result.relations, schemes.table).astype(bool)
+            labels = restricted_probs(result.probs, relation, coarse).argmax(axis=1)
+            fine_names = fine_class_names(result.relations[0], labels, schemes.names[0])
         params = {
             **{k: v for k, v in s.items()},
             "n_fine": n_fine,
@@ -323,6 +351,7 @@ class FalconModel:
             hidden=list(hidden),
             params=params,
             history=result.history,
+            schemes=None if schemes is None else _scheme_record(schemes, result.relations),
         )
         self._fit_output = {
             "result": result,
@@ -354,11 +383,10 @@ class FalconModel:
         """Fine x coarse 0/1 table of the learned relation (rows ordered by parent, then name)."""
         fitted = self._check_fitted()
         order = _order(fitted)
-        return pd.DataFrame(
-            fitted.relation[order],
-            index=[fitted.fine_names[i] for i in order],
-            columns=fitted.coarse_names,
-        )
+        relation, columns = fitted.relation, fitted.coarse_names
+        if fitted.schemes is not None:  # the first scheme's (uns[key]["scheme_relations"] holds every scheme's)
+            relation, columns = fitted.schemes["relations"][0], fitted.schemes["names"][0]
+        return pd.DataFrame(relation[order], index=[fitted.fine_names[i] for i in order], columns=columns)
 
     @property
     def history(self) -> pd.DataFrame:
@@ -442,6 +470,7 @@ class FalconModel:
             Return a new AnnData instead of writing into ``adata``.
         """
         fitted = self._check_fitted()
+        _single_scheme_only(fitted, "predict")
         if not isinstance(adata, ad.AnnData):
             raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
         if not isinstance(key_added, str) or not key_added:
@@ -509,6 +538,7 @@ class FalconModel:
         from .. import __version__
 
         fitted = self._check_fitted()
+        _single_scheme_only(fitted, "save")
         path = Path(dir_path)
         if path.exists() and any(path.iterdir()) and not overwrite:
             raise FileExistsError(f"{str(path)!r} exists and is not empty; pass overwrite=True to replace it.")
@@ -597,7 +627,11 @@ def _warn_small_classes(coarse: np.ndarray, coarse_names: list[str], n_neighbors
 def _warm_start(space, neighbors, coarse, coarse_names, n_fine, children_prior, init, random_state):
     """Initial relation, warm-start labels (``None`` for ``init="random"``) and children per coarse class."""
     n_coarse = len(coarse_names)
-    fixed = None if children_prior == "auto" else _targets(children_prior, coarse, coarse_names, n_fine)
+    fixed = (
+        None
+        if children_prior == "auto"
+        else _targets(children_prior, coarse, coarse_names, n_fine, space, random_state)
+    )
     if init == "leiden" or fixed is None:
         graph_labels, graph_relation = graph_clusters(
             space, neighbors, coarse, n_fine, targets=fixed, random_state=random_state
@@ -630,11 +664,43 @@ def _train(network, data: tuple, device: torch.device, devices: int, options: di
     return result
 
 
-def _targets(prior, coarse: np.ndarray, coarse_names: list[str], n_fine: int) -> np.ndarray:
+def _single_scheme_only(fitted: _Fitted, what: str) -> None:
+    if fitted.schemes is not None:
+        raise NotImplementedError(
+            f"{what} is not available yet for a model fitted on several coarse schemes {fitted.schemes['keys']}: "
+            "its labels and relations are written by fit / refine; fit one scheme for a model to save and apply."
+        )
+
+
+def _filled_groups(schemes: CoarseSchemes, space: np.ndarray, n_fine: int) -> tuple[np.ndarray, list[str]]:
+    """Joint groups after filling missing labels from neighbours (:func:`~falcon_sc.core.schemes.fill_missing`)."""
+    groups, table = joint_groups(fill_missing(space, schemes.codes))
+    names = ["|".join(schemes.names[s][c] for s, c in enumerate(row)) for row in table]
+    if n_fine < len(names):
+        raise ValueError(
+            f"n_fine={n_fine} is below the {len(names)} combinations of coarse labels across the schemes "
+            f"{schemes.keys} ({names[:6]}...); ask for at least {len(names)} fine classes."
+        )
+    return groups, names
+
+
+def _scheme_start(schemes: CoarseSchemes, init_labels: np.ndarray | None, n_fine: int) -> dict[str, Any]:
+    """Initial relation and children targets per scheme, from the warm start's fine labels (random without)."""
+    if init_labels is None:
+        return {"relation": None, "target_counts": None}
+    relations = scheme_relations(init_labels, schemes.codes, n_fine, schemes.n_coarse)
+    return {"relation": relations, "target_counts": [r.sum(axis=0).astype(float) for r in relations]}
+
+
+def _scheme_record(schemes: CoarseSchemes, relations: list[np.ndarray]) -> dict[str, Any]:
+    return {"keys": schemes.keys, "names": schemes.names, "relations": [r.astype(np.int8) for r in relations]}
+
+
+def _targets(prior, coarse: np.ndarray, coarse_names: list[str], n_fine: int, space, random_state: int) -> np.ndarray:
     if isinstance(prior, Mapping):
         by_name = {str(k): v for k, v in prior.items()}
         return np.array([float(by_name[c]) for c in coarse_names])
-    return size_prior(coarse, n_fine, method=prior)
+    return size_prior(coarse, n_fine, method=prior, X=space, random_state=random_state)
 
 
 def _guard(result: FalconResult, initial: np.ndarray, coarse: np.ndarray, space: np.ndarray, random_state: int):
@@ -659,8 +725,15 @@ def _warm_network(network, result: FalconResult, hidden, n_input: int, n_fine: i
     return warm.eval()
 
 
+def _parents(fitted: _Fitted) -> tuple[np.ndarray, list[str]]:
+    """Parent of each fine class and the coarse names it indexes (the first scheme's with several)."""
+    if fitted.schemes is None:
+        return fitted.relation.argmax(axis=1), fitted.coarse_names
+    return fitted.schemes["relations"][0].argmax(axis=1), fitted.schemes["names"][0]
+
+
 def _order(fitted: _Fitted) -> np.ndarray:
-    parent = fitted.relation.argmax(axis=1)
+    parent = _parents(fitted)[0]
     return np.lexsort((np.asarray(fitted.fine_names), parent))
 
 
@@ -675,10 +748,11 @@ def _choice_table(fitted: _Fitted, scores: np.ndarray) -> pd.DataFrame:
     )
 
 
-def _check_written_keys(key_added: str, coarse_key: str | None, batch_key: str | None) -> None:
+def _check_written_keys(key_added: str, coarse_key: str | list[str] | None, batch_key: str | None) -> None:
     """Refuse a ``key_added`` whose written ``obs`` columns would overwrite the coarse or batch column."""
     written = {key_added, *(f"{key_added}_{s}" for s in ("confidence", "outside_parent", "warm_start", "coarse"))}
-    for name, value in (("coarse_key", coarse_key), ("batch_key", batch_key)):
+    keys = [coarse_key] if not isinstance(coarse_key, list | tuple) else list(coarse_key)
+    for name, value in [*(("coarse_key", k) for k in keys), ("batch_key", batch_key)]:
         if value is not None and value in written:
             raise ValueError(
                 f"key_added={key_added!r} would overwrite adata.obs[{value!r}] (the {name}); choose another key_added."
@@ -730,7 +804,7 @@ def _write_labels(
     adata: ad.AnnData, fitted: _Fitted, probs: np.ndarray, embedding: np.ndarray, coarse: np.ndarray, key_added: str
 ) -> None:
     relation = fitted.relation.astype(bool)
-    parent = relation.argmax(axis=1)
+    parent, parent_names = _parents(fitted)
     restricted = restricted_probs(probs, relation, coarse)
     label = restricted.argmax(axis=1)
     finite = np.where(np.isfinite(probs), probs, 0)
@@ -749,14 +823,22 @@ def _write_labels(
             logg.warning(f"overwriting adata.obs[{key!r}]")
     adata.obs[key_added] = pd.Categorical(names[label], categories=ordered_names)
     adata.obs[f"{key_added}_confidence"] = restricted[np.arange(len(label)), label].astype(np.float32)
-    adata.obs[f"{key_added}_outside_parent"] = (parent[finite.argmax(axis=1)] != coarse) & (finite.max(axis=1) > 0)
+    top = finite.argmax(axis=1)  # the unrestricted prediction falls outside the cell's coarse class
+    adata.obs[f"{key_added}_outside_parent"] = ~relation[top, coarse] & (finite.max(axis=1) > 0)
     adata.obsm[f"{key_added}_probs"] = probs[:, order].astype(np.float32)
     adata.obsm[f"{key_added}_embedding"] = embedding.astype(np.float32)
-    relations = pd.DataFrame(relation[order].astype(np.int8), index=ordered_names, columns=fitted.coarse_names)
+    if fitted.schemes is None:
+        relations = pd.DataFrame(relation[order].astype(np.int8), index=ordered_names, columns=fitted.coarse_names)
+    else:  # the first scheme's relation, as with one scheme; every scheme's under "scheme_relations"
+        tables = [
+            pd.DataFrame(r[order].astype(np.int8), index=ordered_names, columns=n)
+            for r, n in zip(fitted.schemes["relations"], fitted.schemes["names"], strict=True)
+        ]
+        relations = tables[0]
     conf = adata.obs[f"{key_added}_confidence"].to_numpy()
     fine_classes = pd.DataFrame(
         {
-            "parent": [fitted.coarse_names[p] for p in parent[order]],
+            "parent": [parent_names[p] for p in parent[order]],
             "n_cells": sizes[order],
             "mean_confidence": [float(conf[label == f].mean()) if sizes[f] else np.nan for f in order],
         },
@@ -768,6 +850,8 @@ def _write_labels(
         "relations": relations,
         "fine_classes": fine_classes,
     }
+    if fitted.schemes is not None:
+        adata.uns[key_added]["scheme_relations"] = dict(zip(fitted.schemes["keys"], tables, strict=True))
     used = int((sizes > 0).sum())
     if used < relation.shape[0]:
         logg.warning(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Literal
@@ -12,12 +13,23 @@ import pandas as pd
 import torch
 from scanpy import logging as logg
 
-from .._validate import check_bool, check_coarse_labels, check_int, check_number, resolve_device
+from .._validate import check_bool, check_choice, check_int, check_number, resolve_device
 from ..core.neighbors import within_class_neighbors
+from ..core.schemes import joint_relation
 from ..core.trainer import FalconConfig, train_falcon
 from ..core.training import predict
 from ..core.views import ViewConfig, random_view
-from ..models._falcon import _guard, _warm_start, _write_labels, fine_class_names, restricted_probs
+from ..models._falcon import (
+    _filled_groups,
+    _guard,
+    _scheme_record,
+    _scheme_start,
+    _warm_start,
+    _write_labels,
+    fine_class_names,
+    restricted_probs,
+)
+from ..models._schemes import as_keys, coarse_schemes
 from ..models.checkpoint import load_backbone
 from ..models.resnet import resnet18, resnet50
 
@@ -64,7 +76,7 @@ def _initial_features(images: np.ndarray, checkpoint, backbone: str, width: int,
 
 def refine_images(
     adata: ad.AnnData,
-    coarse_key: str,
+    coarse_key: str | Sequence[str],
     n_fine: int,
     *,
     image_shape: tuple[int, int, int] | None = None,
@@ -77,6 +89,8 @@ def refine_images(
     batch_size: int = 256,
     lr: float = 1e-3,
     guard_warm_start: bool = True,
+    children_prior: Literal["auto", "size", "variance", "uniform"] = "variance",
+    init: Literal["kmeans", "leiden"] = "kmeans",
     accelerator: Literal["auto", "cpu", "cuda"] = "auto",
     random_state: int = 0,
     key_added: str = "falcon",
@@ -96,8 +110,19 @@ def refine_images(
     ----------
     adata
         Images x pixels (``channels x height x width`` flattened, row-major).
-    coarse_key, n_fine, n_neighbors, n_epochs, batch_size, lr
+    coarse_key
+        Column of ``adata.obs`` with the coarse labels, or a list of columns (several coarse schemes; a label may be
+        missing in some of them): one fine classifier, one relation per scheme (``uns[key_added]["scheme_relations"]``).
+    n_fine, n_neighbors, n_epochs, batch_size, lr
         As in :func:`~falcon_sc.tl.refine`.
+    children_prior
+        Children per coarse class: ``"variance"`` (default; where one more k-means cluster explains the most
+        variance of the initial features, :func:`~falcon_sc.core.prior.variance_counts`), ``"size"``, ``"uniform"``
+        or ``"auto"`` (the neighbour graph decides, as for cells).
+    init
+        Warm start: ``"kmeans"`` (default; k-means inside each coarse class on the initial features) or ``"leiden"``
+        (the cells' over-cluster-and-merge). On digits k-means with the variance prior starts at 0.955 accuracy and
+        Leiden at 0.83 (:doc:`/images`).
     guard_warm_start, accelerator, random_state, key_added, show_progress, copy
         As in :func:`~falcon_sc.tl.refine`.
     image_shape
@@ -122,8 +147,12 @@ def refine_images(
     """
     if not isinstance(adata, ad.AnnData):
         raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
-    if coarse_key not in adata.obs:
-        raise KeyError(f"coarse_key={coarse_key!r} is not a column of adata.obs.")
+    keys = as_keys(coarse_key) if isinstance(coarse_key, list | tuple) else [coarse_key]
+    for key in keys:
+        if key not in adata.obs:
+            raise KeyError(f"coarse_key={key!r} is not a column of adata.obs.")
+    check_choice("children_prior", children_prior, ("auto", "size", "variance", "uniform"))
+    check_choice("init", init, ("kmeans", "leiden"))
     if backbone not in BACKBONES:
         raise ValueError(f"backbone={backbone!r} must be one of {sorted(BACKBONES)}.")
     for name, value, minimum in (("width", width, 1), ("n_neighbors", n_neighbors, 1), ("batch_size", batch_size, 1)):
@@ -138,22 +167,28 @@ def refine_images(
         raise TypeError(f"view must be a falcon_sc.core.views.ViewConfig or None, got {type(view).__name__}.")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint {str(checkpoint)!r} does not exist; give the path of a local file.")
-    coarse_cat = check_coarse_labels(adata.obs[coarse_key], coarse_key)
-    coarse_names = [str(c) for c in coarse_cat.categories]
+    schemes = coarse_schemes(adata.obs, keys)
     check_int("n_fine", n_fine)
-    if n_fine <= len(coarse_names):
-        raise ValueError(f"n_fine={n_fine!r} must be an int above the number of coarse classes ({len(coarse_names)}).")
+    if n_fine <= max(schemes.n_coarse):
+        raise ValueError(
+            f"n_fine={n_fine!r} must be an int above the number of coarse classes ({max(schemes.n_coarse)})."
+        )
     n_fine, width, random_state = int(n_fine), int(width), int(random_state)
     device = resolve_device(accelerator)
     images = _images(adata, image_shape)
-    coarse = coarse_cat.codes.astype(np.int64)
+    multi = len(keys) > 1
+    coarse, coarse_names = (schemes.joint, schemes.joint_names) if multi else (schemes.codes[:, 0], schemes.names[0])
     adata = adata.copy() if copy else adata
 
     space = _initial_features(images, checkpoint, backbone, width, device, random_state)
-    neighbors = within_class_neighbors(space, coarse, n_neighbors, random_state=random_state)
+    groups, group_names = _filled_groups(schemes, space, n_fine) if multi else (coarse, coarse_names)
+    neighbors = within_class_neighbors(space, groups, n_neighbors, random_state=random_state)
     initial, init_labels, targets = _warm_start(
-        space, neighbors, coarse, coarse_names, n_fine, "auto", "leiden", random_state
+        space, neighbors, groups, group_names, n_fine, children_prior, init, random_state
     )
+    start = {"relation": initial, "target_counts": targets}
+    if multi:
+        start = _scheme_start(schemes, init_labels, n_fine)
     torch.manual_seed(random_state)
     small = images.shape[2] <= 64
     network = BACKBONES[backbone](n_fine, in_channels=images.shape[1], small_inputs=small, width=width)
@@ -176,35 +211,36 @@ def refine_images(
     result = train_falcon(
         network,
         images,
-        coarse,
+        schemes.codes if multi else coarse,
         neighbors,
-        len(coarse_names),
+        schemes.n_coarse if multi else len(coarse_names),
         cfg,
-        relation=initial,
-        target_counts=targets,
+        **start,
         init_labels=init_labels,
         device=device,
         seed=random_state,
         student_view=random_views,
         teacher_view=random_views,
     )
-    if guard_warm_start and result.warm_probs is not None:
+    relation = joint_relation(result.relations, schemes.table) if multi else result.relation
+    relation = relation.astype(bool)
+    if guard_warm_start and result.warm_probs is not None and not multi:
         _guard(result, initial.astype(bool), coarse, space, random_state)
-    relation = result.relation.astype(bool)
     labels = restricted_probs(result.probs, relation, coarse).argmax(axis=1)
     classes = SimpleNamespace(
         relation=relation.astype(np.int8),
-        fine_names=list(fine_class_names(relation, labels, coarse_names)),
+        fine_names=list(fine_class_names(result.relation, labels, schemes.names[0])),
         coarse_names=coarse_names,
+        schemes=_scheme_record(schemes, result.relations) if multi else None,
     )
     _write_labels(adata, classes, result.probs, result.embedding, coarse, key_added)
-    warm_names = fine_class_names(initial.astype(bool), init_labels, coarse_names)
+    warm_names = fine_class_names(initial.astype(bool), init_labels, group_names)
     adata.obs[f"{key_added}_warm_start"] = pd.Categorical(warm_names[init_labels])
     adata.uns[key_added]["history"] = pd.DataFrame(
         [{k: v for k, v in r.items() if k != "children"} for r in result.history]
     )
     adata.uns[key_added]["params"] = {
-        "coarse_key": coarse_key,
+        "coarse_key": keys if multi else keys[0],
         "n_fine": n_fine,
         "backbone": backbone,
         "width": width,

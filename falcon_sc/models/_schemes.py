@@ -1,0 +1,94 @@
+"""Coarse labels from one or several ``obs`` columns (coarse schemes), as the model layer reads them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .._validate import check_coarse_labels
+from ..core.schemes import joint_groups
+
+MISSING = "NA"
+"""How a missing label is written in the name of a joint group."""
+
+
+@dataclass
+class CoarseSchemes:
+    """Coarse labels of every sample in each scheme.
+
+    Attributes
+    ----------
+    keys
+        The ``obs`` columns, one per scheme (the first names the fine classes).
+    names
+        Coarse class names per scheme.
+    codes
+        Samples x schemes coarse class index (``-1``: no label in that scheme).
+    joint
+        Joint group per sample (same labels in every scheme).
+    table
+        Joint groups x schemes coarse class index.
+    """
+
+    keys: list[str]
+    names: list[list[str]]
+    codes: np.ndarray
+    joint: np.ndarray
+    table: np.ndarray
+
+    @property
+    def n_coarse(self) -> list[int]:
+        """Coarse classes per scheme."""
+        return [len(n) for n in self.names]
+
+    @property
+    def joint_names(self) -> list[str]:
+        """``"loop|even"``-style name of each joint group (``NA`` where a scheme has no label)."""
+        return ["|".join(MISSING if c < 0 else self.names[s][c] for s, c in enumerate(row)) for row in self.table]
+
+
+def as_keys(coarse_key: str | Sequence[str]) -> list[str]:
+    """``coarse_key`` as a list of columns (one scheme: a one-element list)."""
+    if isinstance(coarse_key, str):
+        return [coarse_key]
+    if not isinstance(coarse_key, Sequence) or not coarse_key or not all(isinstance(k, str) for k in coarse_key):
+        raise TypeError(
+            f"coarse_key={coarse_key!r} must be an obs column name or a non-empty list of them (several schemes)."
+        )
+    if len(set(coarse_key)) != len(coarse_key):
+        raise ValueError(f"coarse_key={list(coarse_key)!r} names a column twice.")
+    return list(coarse_key)
+
+
+def coarse_schemes(obs: pd.DataFrame, keys: list[str]) -> CoarseSchemes:
+    """Read and check the coarse labels of every scheme.
+
+    With one scheme every sample needs a label; with several, a label may be missing (NaN) in some schemes but
+    every sample needs one in at least one scheme.
+    """
+    for key in keys:
+        if key not in obs:
+            raise KeyError(f"coarse_key {key!r} is not a column of adata.obs (columns: {list(obs.columns)}).")
+    names, codes = [], []
+    for key in keys:
+        col = obs[key]
+        present = col.notna().to_numpy()
+        if len(keys) == 1 or not present.any():
+            cat = check_coarse_labels(col, key)  # the single-scheme rule (and a column with no labels at all)
+        else:
+            cat = check_coarse_labels(col[present], key)
+        cat_full = pd.Categorical(col.astype(object).where(col.notna(), None), categories=cat.categories)
+        names.append([str(c) for c in cat.categories])
+        codes.append(np.asarray(cat_full.codes, dtype=np.int64))
+    code_array = np.stack(codes, axis=1)
+    unlabelled = (code_array < 0).all(axis=1)
+    if unlabelled.any():
+        raise ValueError(
+            f"{int(unlabelled.sum())} cells have no label in any of the coarse schemes {keys} (e.g. "
+            f"{list(obs.index[unlabelled][:3])}); give them a label in one scheme or drop them."
+        )
+    joint, table = joint_groups(code_array)
+    return CoarseSchemes(keys=keys, names=names, codes=code_array, joint=joint, table=table)
