@@ -18,6 +18,49 @@ n_fine
 batch_key
     Optional column of ``adata.obs`` with batches, passed to the preprocessing."""
 
+_image_shape_width = """\
+image_shape
+    Images: ``(channels, height, width)`` of the flattened images in the rows of ``X`` (default
+    ``adata.uns["falcon_dataset"]["image_shape"]``). Giving any image option (``image_shape``, ``width``,
+    ``checkpoint``, ``view``) runs the method on images: pixels scaled to [0, 1] and initial features (a
+    ``checkpoint``'s backbone, else the pixels' principal components) as in :func:`falcon_sc.tl.refine_images`;
+    ``batch_key`` is then refused.
+width
+    Images: channels of the first stage of the ResNet-18 (CIFAR stem up to 64 px); default 16. With a
+    ``checkpoint``, the checkpoint's width (64 for the standard ResNet-18)."""
+
+image_options = (
+    _image_shape_width
+    + """
+checkpoint
+    Images: local self-supervised checkpoint (:func:`falcon_sc.models.load_backbone`) for the initial features
+    and for every backbone trained.
+view
+    Images: random view settings (:class:`falcon_sc.core.views.ViewConfig`) of the training views; default the
+    strong view (crops of 8-100 % of the area, flips). Digits are not flip-invariant:
+    ``ViewConfig(scale=(0.5, 1.0), flip=0.0)``.
+n_steps
+    Optimisation steps of each training run (``erm``: of each fold); default enough epochs for at least 400 steps
+    (10 to 200 epochs)."""
+)
+
+kmeans_image_options = (
+    _image_shape_width
+    + """
+checkpoint
+    Images: local self-supervised checkpoint (:func:`falcon_sc.models.load_backbone`) for the initial features.
+accelerator
+    Device of the checkpoint's backbone: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``."""
+)
+
+image_example = """\
+On images (digits: flattened 1 x 8 x 8 images, the shape in ``uns``; any image option selects the image path):
+
+>>> import falcon_sc as fal
+>>> from falcon_sc.core.views import ViewConfig
+>>> digits = fal.datasets.digits()[:300].copy()
+>>> crops = ViewConfig(scale=(0.5, 1.0), flip=0.0)"""
+
 neural_options = """\
 random_state
     Seed for numpy and torch (initialisation, minibatches, views, folds, k-means); the same seed on CPU gives the

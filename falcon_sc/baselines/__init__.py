@@ -2,7 +2,9 @@
 
 Every baseline is a function ``(adata, coarse_key, n_fine, *, batch_key=None, random_state=0) -> BaselineResult``
 that leaves ``adata`` untouched (supervised references also take ``fine_key``); adding one is a module with that
-function plus one line in :data:`BASELINES`.
+function plus one line in :data:`BASELINES`. Those in :data:`IMAGE_BASELINES` also run on images (flattened in the
+rows of ``X``) when given any of the image options ``image_shape``, ``width``, ``checkpoint`` (and ``view`` for the
+neural ones), as :func:`falcon_sc.tl.refine_images` takes them.
 """
 
 from __future__ import annotations
@@ -34,8 +36,13 @@ BASELINES: dict[str, Callable[..., BaselineResult]] = {
     "wcl": wcl,
 }
 
+IMAGE_BASELINES: tuple[str, ...] = ("erm", "kmeans_within", "scan_c", "sela", "ancor", "gml", "wcl")
+"""Baselines that take the image options (``image_shape``, ``width``, ``checkpoint``; the neural ones also ``view``
+and ``n_steps``): ResNet-18 on random views, k-means on the initial image features."""
+
 __all__ = [
     "BASELINES",
+    "IMAGE_BASELINES",
     "BaselineResult",
     "allot_clusters",
     "ancor",

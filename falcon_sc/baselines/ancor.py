@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from anndata import AnnData
 from torch import nn
 
-from .._docs import baseline_inputs, doc_params, neural_options
+from .._docs import baseline_inputs, doc_params, image_example, image_options, neural_options
 from ..core.contrastive import angular_normalise, info_nce
 from ..core.ema import EMATeacher
 from ..core.queue import KeyQueue
 from ..core.training import map_rows, train_minibatches
-from ..models.mlp import mlp_body, projection_head
+from ..core.views import ViewConfig
+from ..models.mlp import projection_head
 from ._common import BaselineResult
-from ._neural import HIDDEN, Views, check_range, coarse_tensor, kmeans_result, loop_config, neural_data, unit_embedding
+from ._neural import check_range, coarse_tensor, kmeans_result, loop_config, neural_data, unit_embedding
 
 
-@doc_params(baseline_inputs=baseline_inputs, neural_options=neural_options)
+@doc_params(
+    baseline_inputs=baseline_inputs,
+    image_options=image_options,
+    neural_options=neural_options,
+    image_example=image_example,
+)
 def ancor(
     adata: AnnData,
     coarse_key: str,
@@ -29,6 +37,11 @@ def ancor(
     temperature: float = 0.2,
     queue_size: int = 2048,
     momentum: float = 0.99,
+    image_shape: tuple[int, int, int] | None = None,
+    width: int | None = None,
+    view: ViewConfig | None = None,
+    checkpoint: str | Path | None = None,
+    n_steps: int | None = None,
     random_state: int = 0,
     accelerator: str = "auto",
 ) -> BaselineResult:
@@ -52,25 +65,43 @@ def ancor(
         Keys kept as negatives (capped at the number of cells).
     momentum
         Momentum of the key encoder (MoCo: 0.999 over far longer training).
+    {image_options}
     {neural_options}
 
     Returns
     -------
     Fine labels ``"<coarse>/<i>"`` and the fine -> coarse relation.
+
+    Examples
+    --------
+    {image_example}
+    >>> res = fal.baselines.ancor(digits, "coarse", 10, width=8, view=crops, n_steps=20)
+    >>> sorted(set(res.relation.values()))
+    ['curve', 'loop', 'stroke']
     """
     check_range("dim", dim, 1)
     check_range("temperature", temperature, 0.0, closed_low=False)
     check_range("queue_size", queue_size, 1)
     check_range("momentum", momentum, 0.0, 1.0)
     data = neural_data(
-        adata, coarse_key, n_fine, batch_key=batch_key, random_state=random_state, accelerator=accelerator
+        adata,
+        coarse_key,
+        n_fine,
+        batch_key=batch_key,
+        random_state=random_state,
+        accelerator=accelerator,
+        image_shape=image_shape,
+        width=width,
+        view=view,
+        checkpoint=checkpoint,
+        n_steps=n_steps,
     )
     y = coarse_tensor(data)
-    views = Views(data)
+    views = data.views()
     net = nn.ModuleDict(
         {
-            "body": mlp_body(data.features.n_features, HIDDEN),
-            "embed": projection_head(HIDDEN[-1], dim),
+            "body": data.body(),
+            "embed": projection_head(data.body_width, dim),
             "classifier": nn.Linear(dim, data.n_coarse),
         }
     ).to(data.device)

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from anndata import AnnData
 from torch import nn
 
-from .._docs import baseline_inputs, doc_params, neural_options
+from .._docs import baseline_inputs, doc_params, image_example, image_options, neural_options
 from ..core.contrastive import class_kde_log_likelihood, logit_adjusted_cross_entropy
 from ..core.ema import EMATeacher
 from ..core.queue import KeyQueue
 from ..core.training import map_rows, train_minibatches
-from ..models.mlp import mlp_body, projection_head
+from ..core.views import ViewConfig
+from ..models.mlp import projection_head
 from ._common import BaselineResult
-from ._neural import HIDDEN, Views, check_range, coarse_tensor, kmeans_result, loop_config, neural_data, unit_embedding
+from ._neural import check_range, coarse_tensor, kmeans_result, loop_config, neural_data, unit_embedding
 
 
-@doc_params(baseline_inputs=baseline_inputs, neural_options=neural_options)
+@doc_params(
+    baseline_inputs=baseline_inputs,
+    image_options=image_options,
+    neural_options=neural_options,
+    image_example=image_example,
+)
 def gml(
     adata: AnnData,
     coarse_key: str,
@@ -31,6 +39,11 @@ def gml(
     queue_total: int = 4096,
     queue_min: int = 16,
     momentum: float = 0.99,
+    image_shape: tuple[int, int, int] | None = None,
+    width: int | None = None,
+    view: ViewConfig | None = None,
+    checkpoint: str | Path | None = None,
+    n_steps: int | None = None,
     random_state: int = 0,
     accelerator: str = "auto",
 ) -> BaselineResult:
@@ -60,11 +73,19 @@ def gml(
         Shortest queue (capped at the class size).
     momentum
         Momentum of the teacher that fills the queues.
+    {image_options}
     {neural_options}
 
     Returns
     -------
     Fine labels ``"<coarse>/<i>"`` and the fine -> coarse relation.
+
+    Examples
+    --------
+    {image_example}
+    >>> res = fal.baselines.gml(digits, "coarse", 10, width=8, view=crops, n_steps=20)
+    >>> sorted(set(res.relation.values()))
+    ['curve', 'loop', 'stroke']
     """
     check_range("dim", dim, 1)
     check_range("temperature", temperature, 0.0, closed_low=False)
@@ -73,7 +94,17 @@ def gml(
     check_range("queue_min", queue_min, 1)
     check_range("momentum", momentum, 0.0, 1.0)
     data = neural_data(
-        adata, coarse_key, n_fine, batch_key=batch_key, random_state=random_state, accelerator=accelerator
+        adata,
+        coarse_key,
+        n_fine,
+        batch_key=batch_key,
+        random_state=random_state,
+        accelerator=accelerator,
+        image_shape=image_shape,
+        width=width,
+        view=view,
+        checkpoint=checkpoint,
+        n_steps=n_steps,
     )
     y = coarse_tensor(data)
     counts = np.bincount(data.coarse, minlength=data.n_coarse)
@@ -81,10 +112,8 @@ def gml(
     log_prior = torch.as_tensor(np.log(np.clip(prior, 1e-12, None)), dtype=torch.float32, device=data.device)
     lengths = np.minimum(counts, np.maximum(queue_min, np.round(prior * min(queue_total, data.n_obs)))).astype(int)
     queues = [KeyQueue(int(n), dim, data.device) for n in lengths]
-    views = Views(data)
-    net = nn.ModuleDict(
-        {"body": mlp_body(data.features.n_features, HIDDEN), "embed": projection_head(HIDDEN[-1], dim)}
-    ).to(data.device)
+    views = data.views()
+    net = nn.ModuleDict({"body": data.body(), "embed": projection_head(data.body_width, dim)}).to(data.device)
     classes = nn.Parameter(torch.randn(data.n_coarse, dim, device=data.device) * 0.01)
     net.register_parameter("class_weights", classes)
     teacher = EMATeacher(net, momentum)

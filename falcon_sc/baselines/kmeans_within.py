@@ -1,48 +1,74 @@
-"""K-means inside each coarse class, on a shared PCA embedding."""
+"""K-means inside each coarse class, on a shared PCA embedding (cells) or on the initial features (images)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from anndata import AnnData
 from sklearn.cluster import KMeans
 
-from .._docs import baseline_inputs, doc_params
+from .._docs import baseline_inputs, doc_params, kmeans_image_options
+from .._validate import resolve_device
 from ._common import BaselineResult, allot_clusters, check_n_fine, coarse_labels, embed, fine_names
+from ._images import check_image_options, image_inputs, wants_images
 
 
-@doc_params(baseline_inputs=baseline_inputs)
+@doc_params(baseline_inputs=baseline_inputs, kmeans_image_options=kmeans_image_options)
 def kmeans_within(
     adata: AnnData,
     coarse_key: str,
     n_fine: int,
     *,
     batch_key: str | None = None,
+    image_shape: tuple[int, int, int] | None = None,
+    width: int | None = None,
+    checkpoint: str | Path | None = None,
+    accelerator: str = "auto",
     random_state: int = 0,
 ) -> BaselineResult:
     """Split each coarse class with k-means.
 
     The ``n_fine`` clusters are shared among coarse classes in proportion to their sizes (largest remainder,
     at least one per class, at most one per cell); each class is then clustered with
-    :class:`sklearn.cluster.KMeans` (``n_init=10``) on a PCA embedding computed once for all cells.
-    ``adata`` is not modified.
+    :class:`sklearn.cluster.KMeans` (``n_init=10``) on a PCA embedding computed once for all cells, or, on images,
+    on the initial features FALCON's image path starts from (the pixels' principal components, or a
+    ``checkpoint``'s backbone). ``adata`` is not modified.
 
     Parameters
     ----------
     {baseline_inputs}
+    {kmeans_image_options}
     random_state
         Seed for PCA and k-means.
 
     Returns
     -------
     Fine labels ``"<coarse>/<i>"`` and the fine -> coarse relation.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> from falcon_sc.baselines import kmeans_within
+    >>> adata = fal.datasets.digits()
+    >>> res = kmeans_within(adata, "coarse", 10, image_shape=(1, 8, 8))  # images: k-means on the pixels' PCA
+    >>> res.n_fine, res.info["allotment"]
+    (10, {'curve': 3, 'loop': 4, 'stroke': 3})
     """
+    images = wants_images(image_shape=image_shape, width=width, checkpoint=checkpoint)
+    if images:
+        width = check_image_options(image_shape=image_shape, width=width, checkpoint=checkpoint, batch_key=batch_key)
     coarse = coarse_labels(adata, coarse_key)
     classes = list(coarse.categories)
     codes = np.asarray(coarse.codes)
     sizes = np.bincount(codes, minlength=len(classes))
     n_fine = check_n_fine(n_fine, len(classes), adata.n_obs)
     alloc = allot_clusters(sizes, n_fine)
-    emb = embed(adata, batch_key=batch_key, random_state=random_state)
+    if images:
+        device = resolve_device(accelerator)
+        _, emb = image_inputs(adata, image_shape, width, checkpoint, device, random_state)
+    else:
+        emb = embed(adata, batch_key=batch_key, random_state=random_state)
     return kmeans_per_class(emb, codes, classes, alloc, random_state)
 
 

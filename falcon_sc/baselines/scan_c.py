@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from anndata import AnnData
 
-from .._docs import baseline_inputs, doc_params, neural_options
+from .._docs import baseline_inputs, doc_params, image_example, image_options, neural_options
 from ..core import losses
 from ..core.training import train_minibatches
-from ..models.mlp import MLPClassifier
+from ..core.views import ViewConfig
 from ._common import BaselineResult
-from ._neural import HIDDEN, Views, check_range, children_logits, coarse_tensor, head_result, loop_config, neural_data
+from ._neural import check_range, children_logits, coarse_tensor, head_result, loop_config, neural_data, total_steps
 
 
-@doc_params(baseline_inputs=baseline_inputs, neural_options=neural_options)
+@doc_params(
+    baseline_inputs=baseline_inputs,
+    image_options=image_options,
+    neural_options=neural_options,
+    image_example=image_example,
+)
 def scan_c(
     adata: AnnData,
     coarse_key: str,
@@ -25,6 +32,11 @@ def scan_c(
     entropy_weight: float = 5.0,
     self_label_fraction: float = 0.3,
     confidence: float = 0.99,
+    image_shape: tuple[int, int, int] | None = None,
+    width: int | None = None,
+    view: ViewConfig | None = None,
+    checkpoint: str | Path | None = None,
+    n_steps: int | None = None,
     random_state: int = 0,
     accelerator: str = "auto",
 ) -> BaselineResult:
@@ -46,25 +58,42 @@ def scan_c(
         Share of the training steps spent self-labelling.
     confidence
         Threshold of the self-labels (SCAN: 0.99).
+    {image_options}
     {neural_options}
 
     Returns
     -------
     Fine labels ``"<coarse>/<i>"`` and the fine -> coarse relation.
+
+    Examples
+    --------
+    {image_example}
+    >>> res = fal.baselines.scan_c(digits, "coarse", 10, width=8, view=crops, n_steps=20)
+    >>> sorted(set(res.relation.values()))
+    ['curve', 'loop', 'stroke']
     """
     check_range("entropy_weight", entropy_weight, 0.0)
     check_range("self_label_fraction", self_label_fraction, 0.0, 1.0)
     check_range("confidence", confidence, 0.0, 1.0, closed_low=False)
     data = neural_data(
-        adata, coarse_key, n_fine, batch_key=batch_key, random_state=random_state, accelerator=accelerator
+        adata,
+        coarse_key,
+        n_fine,
+        batch_key=batch_key,
+        random_state=random_state,
+        accelerator=accelerator,
+        image_shape=image_shape,
+        width=width,
+        view=view,
+        checkpoint=checkpoint,
+        n_steps=n_steps,
     )
     M = torch.as_tensor(data.relation(), device=data.device)
     y = coarse_tensor(data)
-    views = Views(data)
-    model = MLPClassifier(data.features.n_features, M.shape[0], HIDDEN).to(data.device)
+    views = data.views()
+    model = data.network(M.shape[0])
     cfg = loop_config(data, desc="scan_c")
-    total = cfg.n_epochs * -(-data.n_obs // min(cfg.batch_size, data.n_obs))
-    cluster_steps = int(round((1.0 - self_label_fraction) * total))
+    cluster_steps = int(round((1.0 - self_label_fraction) * total_steps(data, cfg)))
 
     def step(idx: np.ndarray, x: torch.Tensor, n_step: int) -> dict[str, torch.Tensor]:
         mask = losses.children_mask(M, y[torch.as_tensor(idx, device=data.device)])

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from anndata import AnnData
 
-from .._docs import baseline_inputs, doc_params, neural_options
+from .._docs import baseline_inputs, doc_params, image_example, image_options, neural_options
 from ..core import losses
 from ..core.contrastive import sinkhorn_labels
 from ..core.prior import kmeans_within_relation
-from ..core.training import map_rows, train_minibatches
-from ..models.mlp import MLPClassifier
+from ..core.training import train_minibatches
+from ..core.views import ViewConfig
 from ._common import BaselineResult
-from ._neural import HIDDEN, Views, check_range, children_logits, coarse_tensor, head_result, loop_config, neural_data
+from ._neural import check_range, children_logits, coarse_tensor, head_result, loop_config, neural_data, total_steps
 
 
-@doc_params(baseline_inputs=baseline_inputs, neural_options=neural_options)
+@doc_params(
+    baseline_inputs=baseline_inputs,
+    image_options=image_options,
+    neural_options=neural_options,
+    image_example=image_example,
+)
 def sela(
     adata: AnnData,
     coarse_key: str,
@@ -27,6 +34,11 @@ def sela(
     lam: float = 25.0,
     n_label_updates: int = 20,
     marginals: str = "kmeans",
+    image_shape: tuple[int, int, int] | None = None,
+    width: int | None = None,
+    view: ViewConfig | None = None,
+    checkpoint: str | Path | None = None,
+    n_steps: int | None = None,
     random_state: int = 0,
     accelerator: str = "auto",
 ) -> BaselineResult:
@@ -49,11 +61,19 @@ def sela(
         Label re-assignments over training (SeLa: about 80 over 400 epochs).
     marginals
         ``"kmeans"`` (non-uniform, from k-means within coarse classes) or ``"uniform"``.
+    {image_options}
     {neural_options}
 
     Returns
     -------
     Fine labels ``"<coarse>/<i>"`` and the fine -> coarse relation.
+
+    Examples
+    --------
+    {image_example}
+    >>> res = fal.baselines.sela(digits, "coarse", 10, width=8, view=crops, n_steps=20)
+    >>> sorted(set(res.relation.values()))
+    ['curve', 'loop', 'stroke']
     """
     if marginals not in ("kmeans", "uniform"):
         raise ValueError(f"marginals={marginals!r}: use 'kmeans' or 'uniform'")
@@ -61,23 +81,32 @@ def sela(
         raise ValueError(f"n_label_updates={n_label_updates} must be at least 1")
     check_range("lam", lam, 0.0, closed_low=False)
     data = neural_data(
-        adata, coarse_key, n_fine, batch_key=batch_key, random_state=random_state, accelerator=accelerator
+        adata,
+        coarse_key,
+        n_fine,
+        batch_key=batch_key,
+        random_state=random_state,
+        accelerator=accelerator,
+        image_shape=image_shape,
+        width=width,
+        view=view,
+        checkpoint=checkpoint,
+        n_steps=n_steps,
     )
     relation = data.relation()
     parent = relation.argmax(axis=1)
     if marginals == "kmeans":
-        labels = kmeans_within_relation(map_rows(lambda x: x, data.features), data.coarse, relation, random_state)
+        labels = kmeans_within_relation(data.initial, data.coarse, relation, random_state)
         shares = np.bincount(labels, minlength=len(parent)).astype(float) + 1.0
     else:
         labels = np.array([data.rng.choice(np.flatnonzero(parent == c)) for c in data.coarse])
         shares = np.ones(len(parent))
     M = torch.as_tensor(relation, device=data.device)
     y = coarse_tensor(data)
-    views = Views(data)
-    model = MLPClassifier(data.features.n_features, len(parent), HIDDEN).to(data.device)
+    views = data.views()
+    model = data.network(len(parent))
     cfg = loop_config(data, desc="sela")
-    total = cfg.n_epochs * -(-data.n_obs // min(cfg.batch_size, data.n_obs))
-    every = max(1, total // n_label_updates)
+    every = max(1, total_steps(data, cfg) // n_label_updates)
     target = torch.as_tensor(labels, device=data.device)
 
     def step(idx: np.ndarray, x: torch.Tensor, _: int) -> dict[str, torch.Tensor]:

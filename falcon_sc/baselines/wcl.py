@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from anndata import AnnData
 from torch import nn
 
-from .._docs import baseline_inputs, doc_params, neural_options
+from .._docs import baseline_inputs, doc_params, image_example, image_options, neural_options
 from ..core.contrastive import nearest_neighbour_components, nt_xent, supervised_contrastive
 from ..core.training import map_rows, train_minibatches
-from ..models.mlp import mlp_body, projection_head
+from ..core.views import ViewConfig
+from ..models.mlp import projection_head
 from ._common import BaselineResult
-from ._neural import HIDDEN, Views, check_range, coarse_tensor, kmeans_result, loop_config, neural_data
+from ._neural import check_range, coarse_tensor, kmeans_result, loop_config, neural_data
 
 
-@doc_params(baseline_inputs=baseline_inputs, neural_options=neural_options)
+@doc_params(
+    baseline_inputs=baseline_inputs,
+    image_options=image_options,
+    neural_options=neural_options,
+    image_example=image_example,
+)
 def wcl(
     adata: AnnData,
     coarse_key: str,
@@ -27,6 +35,11 @@ def wcl(
     temperature: float = 0.1,
     weak_weight: float = 1.0,
     coarse_weight: float = 1.0,
+    image_shape: tuple[int, int, int] | None = None,
+    width: int | None = None,
+    view: ViewConfig | None = None,
+    checkpoint: str | Path | None = None,
+    n_steps: int | None = None,
     random_state: int = 0,
     accelerator: str = "auto",
 ) -> BaselineResult:
@@ -52,28 +65,45 @@ def wcl(
         Weight of the weak-label loss.
     coarse_weight
         Weight of the coarse cross-entropy.
+    {image_options}
     {neural_options}
 
     Returns
     -------
     Fine labels ``"<coarse>/<i>"`` and the fine -> coarse relation.
+
+    Examples
+    --------
+    {image_example}
+    >>> res = fal.baselines.wcl(digits, "coarse", 10, width=8, view=crops, n_steps=20)
+    >>> sorted(set(res.relation.values()))
+    ['curve', 'loop', 'stroke']
     """
     check_range("dim", dim, 1)
     check_range("temperature", temperature, 0.0, closed_low=False)
     check_range("weak_weight", weak_weight, 0.0)
     check_range("coarse_weight", coarse_weight, 0.0)
     data = neural_data(
-        adata, coarse_key, n_fine, batch_key=batch_key, random_state=random_state, accelerator=accelerator
+        adata,
+        coarse_key,
+        n_fine,
+        batch_key=batch_key,
+        random_state=random_state,
+        accelerator=accelerator,
+        image_shape=image_shape,
+        width=width,
+        view=view,
+        checkpoint=checkpoint,
+        n_steps=n_steps,
     )
     y = coarse_tensor(data)
-    views = Views(data)
-    width = HIDDEN[-1]
+    views = data.views()
     net = nn.ModuleDict(
         {
-            "body": mlp_body(data.features.n_features, HIDDEN),
-            "instance": projection_head(width, dim),
-            "weak": projection_head(width, dim),
-            "classifier": nn.Linear(width, data.n_coarse),
+            "body": data.body(),
+            "instance": projection_head(data.body_width, dim),
+            "weak": projection_head(data.body_width, dim),
+            "classifier": nn.Linear(data.body_width, data.n_coarse),
         }
     ).to(data.device)
 
