@@ -19,6 +19,7 @@ from ..core.schemes import joint_relation
 from ..core.trainer import FalconConfig, train_falcon
 from ..core.training import predict
 from ..core.views import ViewConfig, random_view
+from ..data import ImageFiles
 from ..models._falcon import (
     _filled_groups,
     _guard,
@@ -36,7 +37,20 @@ from ..models.resnet import resnet18, resnet50
 BACKBONES = {"resnet18": resnet18, "resnet50": resnet50}
 
 
-def _images(adata: ad.AnnData, image_shape: tuple[int, int, int] | None) -> np.ndarray:
+def _images(adata: ad.AnnData, image_shape: tuple[int, int, int] | None) -> np.ndarray | ImageFiles:
+    """The images of ``adata``, as pixels or as files read on demand.
+
+    Rows of ``X``: an ``N x C x H x W`` array scaled to [0, 1]. An AnnData of a folder reader (no ``X`` columns,
+    ``obs["path"]``): an :class:`~falcon_sc.data.ImageFiles`.
+    """
+    if adata.n_vars == 0:
+        if "path" not in adata.obs:
+            raise ValueError(
+                "adata has no pixel columns and no obs['path']: give images as flattened rows of X with image_shape=, "
+                "or an AnnData from a falcon_sc.datasets folder reader (one file per row in obs['path'])."
+            )
+        kwargs = {} if image_shape is None else {"channels": int(image_shape[0]), "size": int(image_shape[-1])}
+        return ImageFiles.from_anndata(adata, **kwargs)
     shape = image_shape
     if shape is None:
         meta = adata.uns.get("falcon_dataset", {})
@@ -59,12 +73,36 @@ def _images(adata: ad.AnnData, image_shape: tuple[int, int, int] | None) -> np.n
     return (X / top).reshape(-1, *shape)  # pixels scaled to [0, 1] (or [-1, 1])
 
 
-def _initial_features(images: np.ndarray, checkpoint, backbone: str, width: int, device, random_state: int):
-    """Unit-length features for the neighbour search: a checkpoint backbone's, else the pixels' principal components."""
+def _thumbnails(images: np.ndarray | ImageFiles, side: int = 32, chunk: int = 4096):
+    """Flattened images (files: read in chunks at ``side`` pixels), ``chunk`` rows at a time."""
+    if isinstance(images, ImageFiles):
+        small = ImageFiles(images.paths, size=min(side, images.size), channels=images.channels)
+        for start in range(0, len(small), chunk):
+            yield small.load(np.arange(start, min(start + chunk, len(small)))).reshape(
+                -1, int(np.prod(small.shape[1:]))
+            )
+    else:
+        yield images.reshape(len(images), -1)
+
+
+def _initial_features(images, checkpoint, backbone: str, width: int, device, random_state: int) -> np.ndarray:
+    """Unit-length features for the neighbour search: a checkpoint backbone's, else the pixels' principal components.
+
+    Image files without a checkpoint: principal components of 32-pixel thumbnails (incremental, chunk by chunk).
+    """
     if checkpoint is not None:
         net = BACKBONES[backbone](1, in_channels=images.shape[1], small_inputs=images.shape[2] <= 64, width=width)
         load_backbone(net, checkpoint)
         _, feats = predict(net.to(device), images, device, batch_size=512)
+    elif isinstance(images, ImageFiles):
+        from sklearn.decomposition import IncrementalPCA
+
+        n_comps = min(50, len(images) - 1)
+        pca = IncrementalPCA(n_comps)
+        for block in _thumbnails(images):
+            if len(block) >= n_comps:
+                pca.partial_fit(block)
+        feats = np.vstack([pca.transform(block) for block in _thumbnails(images)])
     else:
         from sklearn.decomposition import PCA
 
@@ -84,6 +122,7 @@ def refine_images(
     width: int = 64,
     checkpoint: str | Path | None = None,
     view: ViewConfig | None = None,
+    teacher_view: Literal["strong", "centre"] = "strong",
     n_neighbors: int = 20,
     n_epochs: int | None = None,
     batch_size: int = 256,
@@ -136,6 +175,9 @@ def refine_images(
     view
         Random view settings (:class:`~falcon_sc.core.views.ViewConfig`); default the reference's strong view
         (crop 0.08-1, flip). Digits are not flip-invariant: pass ``ViewConfig(scale=(0.5, 1.0), flip=0.0)``.
+    teacher_view
+        What the EMA teacher sees: ``"strong"`` another random view (the reference on CIFAR) or ``"centre"`` the
+        image as loaded, resized and centre-cropped (the reference on BREEDS and tieredImageNet).
 
     Examples
     --------
@@ -153,6 +195,7 @@ def refine_images(
             raise KeyError(f"coarse_key={key!r} is not a column of adata.obs.")
     check_choice("children_prior", children_prior, ("auto", "size", "variance", "uniform"))
     check_choice("init", init, ("kmeans", "leiden"))
+    check_choice("teacher_view", teacher_view, ("strong", "centre"))
     if backbone not in BACKBONES:
         raise ValueError(f"backbone={backbone!r} must be one of {sorted(BACKBONES)}.")
     for name, value, minimum in (("width", width, 1), ("n_neighbors", n_neighbors, 1), ("batch_size", batch_size, 1)):
@@ -220,7 +263,7 @@ def refine_images(
         device=device,
         seed=random_state,
         student_view=random_views,
-        teacher_view=random_views,
+        teacher_view=random_views if teacher_view == "strong" else None,
     )
     relation = joint_relation(result.relations, schemes.table) if multi else result.relation
     relation = relation.astype(bool)
@@ -247,6 +290,7 @@ def refine_images(
         "checkpoint": "" if checkpoint is None else str(checkpoint),
         "view_scale": np.asarray(view.scale),
         "view_flip": view.flip,
+        "teacher_view": teacher_view,
         "random_state": random_state,
         **{k: v for k, v in cfg.to_dict().items() if v is not None},
     }

@@ -82,3 +82,36 @@ def test_bad_arguments_fail_before_any_work(digits, monkeypatch, kwargs, error, 
     with pytest.raises(error, match=match):
         fal.tl.refine_images(digits, "coarse", 10, **kwargs)
     assert "falcon" not in digits.obs
+
+
+def test_refine_images_reads_an_image_folder(tmp_path):
+    """End to end from files: digits written as PNG folders + a coarse CSV, read lazily, split inside coarse classes."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    coarse_of = {0: "loop", 6: "loop", 1: "stroke", 7: "stroke"}
+    for digit in coarse_of:
+        folder = tmp_path / "images" / f"d{digit}"
+        folder.mkdir(parents=True)
+        for i, img in enumerate(raw.images[raw.target == digit][:40]):
+            pixels = (img / 16 * 255).astype(np.uint8)
+            Image.fromarray(pixels).resize((16, 16), Image.NEAREST).save(folder / f"{i}.png")
+    (tmp_path / "coarse.csv").write_text("fine,coarse\n" + "".join(f"d{d},{c}\n" for d, c in coarse_of.items()))
+    adata = fal.datasets.image_folder(tmp_path / "images", tmp_path / "coarse.csv", size=16)
+    adata.uns["falcon_dataset"]["image_shape"] = np.array([1, 16, 16])  # grey digits
+    assert adata.n_vars == 0
+    out = fal.tl.refine_images(
+        adata,
+        "coarse",
+        4,
+        width=4,
+        n_epochs=3,
+        view=ViewConfig(scale=(0.5, 1.0), flip=0.0),
+        show_progress=False,
+        copy=True,
+    )
+    scores = metrics.evaluate(adata.obs["fine"].astype(str).to_numpy(), out.obs["falcon"].astype(str).to_numpy())
+    assert scores["accuracy"] > 0.85
+    parents = out.uns["falcon"]["fine_classes"]["parent"]
+    assert (parents.loc[out.obs["falcon"].astype(str)].to_numpy() == adata.obs["coarse"].astype(str).to_numpy()).all()
