@@ -43,13 +43,30 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-plots", action="store_true", help="skip the bar charts")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    im = sub.add_parser("images", help="FALCON on images (a ResNet on random views) against k-means within coarse")
-    im.add_argument("--dataset", default="digits", help="image dataset (digits; the paper's are not wired in yet)")
-    im.add_argument("--methods", default="falcon,kmeans_within", help="comma separated: falcon, kmeans_within")
+    im = sub.add_parser(
+        "images", help="FALCON on images (a ResNet on random views) against the within-coarse baselines"
+    )
+    im.add_argument(
+        "--dataset",
+        default="digits",
+        help="digits (offline), cifar100, cifar68, cifar_si, living17, nonliving26, entity30, entity13, tiered",
+    )
+    im.add_argument(
+        "--methods",
+        default="falcon,kmeans_within",
+        help="comma separated, or 'all': falcon, kmeans_within, scan_c, sela, ancor, gml, wcl, erm",
+    )
     im.add_argument(
         "--seeds", type=_seeds, default=[0, 1, 2], help="number of seeds (0..n-1) or a comma separated list"
     )
-    im.add_argument("--width", type=int, default=16, help="channels of the ResNet-18's first stage (64: standard)")
+    im.add_argument("--root", default=None, help="folder of the dataset's files (CIFAR pickles, ImageNet folder)")
+    im.add_argument("--hierarchy", default=None, help="folder of the BREEDS / tieredImageNet hierarchy files")
+    im.add_argument("--split", default="train", help="split to fit and score (train, val, test, all)")
+    im.add_argument("--width", type=int, default=None, help="channels of the ResNet's first stage (64: standard)")
+    im.add_argument("--epochs", type=int, default=None, help="FALCON epochs (default: the dataset's)")
+    im.add_argument("--checkpoint", default=None, help="local self-supervised checkpoint for the backbone")
+    im.add_argument("--out", default=None, help="folder for runs.csv, summary.md and the bar charts")
+    im.add_argument("--no-plots", action="store_true", help="skip the bar charts")
     im.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda"])
 
     sub.add_parser("list", help="list dataset presets and methods")
@@ -111,17 +128,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     if args.command == "images":
-        from falcon_sc.bench.images import run_image_bench, summary
+        from falcon_sc.bench.images import IMAGE_METHODS, run_image_bench, summary
 
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        methods = list(IMAGE_METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
         try:
-            df = run_image_bench(args.dataset, methods, args.seeds, width=args.width, accelerator=args.accelerator)
-        except ValueError as err:
+            df = run_image_bench(
+                args.dataset,
+                [m for m in methods if m],
+                args.seeds,
+                root=args.root,
+                hierarchy=args.hierarchy,
+                split=args.split,
+                width=args.width,
+                n_epochs=args.epochs,
+                checkpoint=args.checkpoint,
+                accelerator=args.accelerator,
+                out=args.out,
+                plots=not args.no_plots,
+            )
+        except (ValueError, OSError) as err:
             return _usage_error(err)
         with pd.option_context("display.width", 200, "display.max_columns", None):
             print(f"{args.dataset}: mean ± sd over seeds {args.seeds}")
             print(summary(df).to_string())
-        return 0
+        for _, row in df[df["error"] != ""].iterrows():
+            print(f"FAILED {row['method']} / seed {row['seed']}: {row['error']}", file=sys.stderr)
+        if args.out:
+            print(f"wrote {args.out}/runs.csv, summary.md" + ("" if args.no_plots else " and plots"))
+        return 1 if (df["error"] != "").all() else 0
 
     if args.command == "scale":
         from falcon_sc.bench.scale import _methods as scale_methods

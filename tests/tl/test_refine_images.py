@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import falcon_sc as fal
@@ -54,10 +55,41 @@ def test_bad_image_input(digits):
         fal.tl.refine_images(digits, "label", 10)
 
 
-def test_bench_images_rejects_unknown_names(capsys):
+def test_bench_images_rejects_unknown_names_and_missing_paths(capsys):
+    assert bench_main(["images", "--dataset", "cifar1000", "--seeds", "1"]) == 2
+    assert "unknown image dataset 'cifar1000'" in capsys.readouterr().err
     assert bench_main(["images", "--dataset", "cifar100", "--seeds", "1"]) == 2
-    assert "unknown image dataset 'cifar100'" in capsys.readouterr().err
-    assert bench_main(["images", "--methods", "sela", "--seeds", "1"]) == 2
+    assert "give --root PATH" in capsys.readouterr().err
+    assert bench_main(["images", "--dataset", "living17", "--root", ".", "--seeds", "1"]) == 2
+    assert "--hierarchy PATH" in capsys.readouterr().err
+    assert bench_main(["images", "--methods", "selaa", "--seeds", "1"]) == 2
+    assert "unknown image method(s) ['selaa']" in capsys.readouterr().err
+
+
+def test_bench_images_runs_a_cifar_folder_and_writes_the_report(tmp_path, capsys):
+    from ..datasets.test_image_readers import _write_cifar
+
+    root = _write_cifar(tmp_path / "cifar-100-python")
+    out = tmp_path / "report"
+    argv = [
+        "images",
+        "--dataset",
+        "cifar68",
+        "--root",
+        str(root),
+        "--split",
+        "test",
+        "--methods",
+        "falcon,kmeans_within",
+    ]
+    argv += ["--seeds", "1", "--width", "4", "--epochs", "1", "--out", str(out), "--no-plots", "--accelerator", "cpu"]
+    assert bench_main(argv) == 0
+    runs = pd.read_csv(out / "runs.csv").fillna({"error": ""})
+    assert runs["method"].tolist() == ["falcon", "kmeans_within"]
+    assert (runs["error"] == "").all()
+    assert (runs["n_fine_true"] == 68).all()  # CIFAR68: 32 fine classes left out
+    assert runs["warm_accuracy"].notna().iloc[0]
+    assert "## cifar68" in (out / "summary.md").read_text()
 
 
 @pytest.mark.parametrize(
