@@ -510,7 +510,7 @@ def plot_metrics(df: pd.DataFrame, out: str | os.PathLike) -> list[Path]:
         ax.set_xticks(x, datasets, rotation=20 if len(datasets) > 3 else 0)
         ax.set_ylabel(c)
         ax.set_title(c + (" (lower is better)" if c in LOWER_IS_BETTER else ""))
-        ax.legend(fontsize="small", frameon=False)
+        ax.legend(fontsize="small", frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars
         fig.tight_layout()
         path = out / f"{c}.png"
         fig.savefig(path, dpi=120)
