@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from datetime import date
-from importlib import metadata
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -14,10 +14,8 @@ sys.path.insert(0, str(HERE.parent))
 project = "falcon_sc"
 author = "falcon_sc developers"
 copyright = f"{date.today().year}, {author}"
-try:
-    release = metadata.version("falcon_sc")
-except metadata.PackageNotFoundError:  # pragma: no cover - docs built from a source tree without install
-    release = "0.1.0"
+# the version is written once, in falcon_sc/__init__.py (pyproject.toml reads it from there too)
+release = re.search(r'^__version__ = "([^"]+)"', (HERE.parent / "falcon_sc" / "__init__.py").read_text(), re.M).group(1)
 version = release
 
 extensions = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+# the one place the version is written: pyproject.toml reads it ([tool.hatch.version]), saved models store it
 __version__ = "0.1.0"
 
 from . import baselines, bench, data, datasets, metrics, models, pl, pp, tl  # noqa: E402
