@@ -1,6 +1,7 @@
 """Tools: scanpy-style entry points."""
 
+from ._markers import fine_markers
 from ._refine import refine
 from ._refine_images import refine_images
 
-__all__ = ["refine", "refine_images"]
+__all__ = ["fine_markers", "refine", "refine_images"]
