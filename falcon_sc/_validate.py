@@ -60,8 +60,9 @@ def check_number(
     """
     if not isinstance(value, numbers.Real) or isinstance(value, bool | np.bool_):
         raise TypeError(f"{name}={value!r} must be a number, got {type(value).__name__}.")
-    below = low is not None and (value <= low if open_low else value < low)
-    above = high is not None and value > high
+    number = float(value)
+    below = low is not None and (number <= low if open_low else number < low)
+    above = high is not None and number > high
     if not math.isfinite(value) or below or above:
         if low is not None and high is not None:
             rng = f"in {'(' if open_low else '['}{low:g}, {high:g}]"
@@ -144,7 +145,10 @@ def _check_children_prior(children_prior: Mapping, coarse: pd.Categorical, coars
     bad = [
         v
         for v in values
-        if not isinstance(v, numbers.Real) or isinstance(v, bool | np.bool_) or not math.isfinite(v) or int(v) != v
+        if not isinstance(v, numbers.Real)
+        or isinstance(v, bool | np.bool_)
+        or not math.isfinite(v)
+        or not float(v).is_integer()
     ]
     if bad or any(v < 1 for v in values) or sum(values) != n_fine:
         raise ValueError(
@@ -261,13 +265,13 @@ def check_refine_args(
     check_number("lr", lr, low=0, open_low=True)
     check_number("temperature", temperature, low=0, open_low=True)
     check_number("soft_fraction", soft_fraction, low=0, high=1)
-    for name, value in (
+    for name, weight in (
         ("lambda_coarse", lambda_coarse),
         ("lambda_fine", lambda_fine),
         ("lambda_reg", lambda_reg),
         ("lambda_relation", lambda_relation),
     ):
-        check_number(name, value, low=0)
+        check_number(name, weight, low=0)
     check_choice("model_input", model_input, ("pca", "hvg"))
     check_choice("input_kind", input_kind, INPUT_KINDS)
     check_choice("init", init, ("leiden", "kmeans", "random"))
@@ -334,7 +338,7 @@ def check_refine_args(
             raise ValueError(f"regulariser={regulariser!r} takes one coarse scheme; use 'prior' or 'global'.")
         coarse = None
     else:
-        coarse = check_coarse_labels(adata.obs[coarse_key], coarse_key)
+        coarse = check_coarse_labels(adata.obs[keys[0]], keys[0])
         n_coarse = len(coarse.categories)
         if n_fine <= n_coarse:
             raise ValueError(
@@ -344,7 +348,7 @@ def check_refine_args(
     if n_fine > adata.n_obs:
         raise ValueError(f"n_fine={n_fine} exceeds the number of cells ({adata.n_obs}).")
     if isinstance(children_prior, Mapping) and coarse is not None:
-        _check_children_prior(children_prior, coarse, coarse_key, n_fine)
+        _check_children_prior(children_prior, coarse, keys[0], n_fine)
     # ---- the data: every value
     if use_rep is not None:
         _check_rep(adata, use_rep)

@@ -96,10 +96,10 @@ def umap_coordinates(adata: ad.AnnData, seed: int) -> np.ndarray:
 
 
 def _scatter(ax, xy: np.ndarray, labels: Sequence[str], colors: dict[str, object], title: str) -> None:
-    labels = np.asarray(labels).astype(str)
+    names = np.asarray(labels).astype(str)
     order = list(dict.fromkeys(colors))
-    for name in order + sorted(set(labels) - set(order)):
-        mask = labels == name
+    for name in order + sorted(set(names) - set(order)):
+        mask = names == name
         if mask.any():
             ax.scatter(*xy[mask].T, s=4, color=colors.get(name, "0.7"), label=name, rasterized=True, linewidths=0)
     ax.set_title(title)
@@ -111,7 +111,7 @@ def _scatter(ax, xy: np.ndarray, labels: Sequence[str], colors: dict[str, object
         fontsize=6,
         markerscale=3,
         frameon=False,
-        ncols=2 if len(set(labels)) > 16 else 1,
+        ncols=2 if len(set(names)) > 16 else 1,
     )
 
 
@@ -133,7 +133,7 @@ def save_figures(adata: ad.AnnData, out: Path, seed: int) -> list[Path]:
     matching = metrics.match_labels(adata.obs[FINE].astype(str).to_numpy(), adata.obs[KEY].astype(str).to_numpy())
     # a learned class gets the colour of the true class it is matched with (grey when unmatched)
     learned_colors = {
-        str(g): true_colors[matching[g]] for g in adata.obs[KEY].cat.categories if matching.get(g) is not None
+        str(g): true_colors[str(matching[g])] for g in adata.obs[KEY].cat.categories if matching.get(g) is not None
     }
     _scatter(axs["umap_true"], xy, adata.obs[FINE], true_colors, f"true fine labels ({FINE})")
     _scatter(axs["umap_falcon"], xy, adata.obs[KEY], learned_colors, "FALCON (colour of the matched true class)")

@@ -51,8 +51,8 @@ def _check_pair(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
     return t, p
 
 
-def _contingency(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, pd.Index, pd.Index]:
-    """Contingency table (true classes x predicted classes) with the class names."""
+def _contingency(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Contingency table (true classes x predicted classes) with the class names (arrays, in order of appearance)."""
     t_codes, t_names = pd.factorize(t, sort=False)
     p_codes, p_names = pd.factorize(p, sort=False)
     table = np.zeros((len(t_names), len(p_names)), dtype=np.int64)

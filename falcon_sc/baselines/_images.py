@@ -17,6 +17,7 @@ from anndata import AnnData
 
 from .._validate import check_int, is_int
 from ..core.views import ViewConfig
+from ..data import ImageFiles
 from ..tl._refine_images import _images, _initial_features
 
 DEFAULT_WIDTH = 16
@@ -75,8 +76,11 @@ def image_inputs(
     checkpoint: str | Path | None,
     device: torch.device,
     random_state: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(images, initial)``: ``N x C x H x W`` float32 pixels in [0, 1] and unit-length initial features.
+) -> tuple[np.ndarray | ImageFiles, np.ndarray]:
+    """``(images, initial)``: pixels (``N x C x H x W`` float32 in [0, 1]) or image files, and initial features.
+
+    The files of a folder reader are an :class:`~falcon_sc.data.ImageFiles`, read on demand; the initial features
+    have unit length.
 
     Raises
     ------

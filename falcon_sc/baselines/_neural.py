@@ -28,6 +28,7 @@ from .._validate import check_int, resolve_device
 from ..core.neighbors import within_class_neighbors
 from ..core.training import Features, LoopConfig, epochs_for_steps, map_rows
 from ..core.views import STRONG, ViewConfig, random_view
+from ..data import ImageFiles
 from ..models.checkpoint import load_backbone
 from ..models.mlp import MLPClassifier, mlp_body
 from ..models.resnet import ResNet, resnet18
@@ -105,7 +106,7 @@ class ResNetNetworks:
     def body(self) -> nn.Module:
         """The backbone alone (images -> :attr:`body_width` pooled features): the classifier with no head."""
         net = self.classifier(1)
-        net.head = nn.Identity()
+        net.head = nn.Identity()  # type: ignore[assignment]  # ResNet.head is typed Linear
         return net
 
 
@@ -348,7 +349,7 @@ def _coarse_inputs(
 
 
 def _assemble(
-    inputs: np.ndarray,
+    inputs: np.ndarray | ImageFiles,
     codes: np.ndarray,
     classes: list[str],
     neighbors: np.ndarray,
@@ -485,9 +486,9 @@ class ImageViews(_Positives):
         return self.jitter(x), self.jitter(x)
 
 
-def unit_embedding(net: torch.nn.ModuleDict, x: torch.Tensor) -> torch.Tensor:
+def unit_embedding(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Unit-length output of ``net["embed"]`` on ``net["body"]``: the query/key space of the momentum methods."""
-    return torch.nn.functional.normalize(net["embed"](net["body"](x)), dim=1)
+    return torch.nn.functional.normalize(net.get_submodule("embed")(net.get_submodule("body")(x)), dim=1)
 
 
 def coarse_tensor(data: NeuralData) -> torch.Tensor:

@@ -114,7 +114,7 @@ def ancor(
         q = unit_embedding(net, x_q)
         with torch.no_grad():
             k = unit_embedding(key_encoder.model, x_k)
-        W = net["classifier"].weight
+        W = net.get_parameter("classifier.weight")
         ce = F.cross_entropy(net["classifier"](q), yb)
         keys, labels = queue.contents()
         q_a, k_a, keys_a = angular_normalise(q, W, yb), angular_normalise(k, W, yb), angular_normalise(keys, W, labels)

@@ -124,7 +124,7 @@ def gml(
         z = unit_embedding(net, x_q)
         with torch.no_grad():
             k = unit_embedding(teacher.model, x_k)
-        cosine = z @ F.normalize(net.class_weights, dim=1).T
+        cosine = z @ F.normalize(net.get_parameter("class_weights"), dim=1).T
         cls = logit_adjusted_cross_entropy(classifier_scale * cosine, yb, log_prior)
         for c, queue in enumerate(queues):
             queue.push(k[yb == c])

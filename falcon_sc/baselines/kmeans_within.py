@@ -56,8 +56,11 @@ def kmeans_within(
     (10, {'curve': 3, 'loop': 4, 'stroke': 3})
     """
     images = wants_images(image_shape=image_shape, width=width, checkpoint=checkpoint)
+    image_width = 0
     if images:
-        width = check_image_options(image_shape=image_shape, width=width, checkpoint=checkpoint, batch_key=batch_key)
+        image_width = check_image_options(
+            image_shape=image_shape, width=width, checkpoint=checkpoint, batch_key=batch_key
+        )
     coarse = coarse_labels(adata, coarse_key)
     classes = list(coarse.categories)
     codes = np.asarray(coarse.codes)
@@ -66,7 +69,7 @@ def kmeans_within(
     alloc = allot_clusters(sizes, n_fine)
     if images:
         device = resolve_device(accelerator)
-        _, emb = image_inputs(adata, image_shape, width, checkpoint, device, random_state)
+        _, emb = image_inputs(adata, image_shape, image_width, checkpoint, device, random_state)
     else:
         emb = embed(adata, batch_key=batch_key, random_state=random_state)
     return kmeans_per_class(emb, codes, classes, alloc, random_state)

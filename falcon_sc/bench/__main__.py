@@ -187,12 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:  # names are resolved (nothing loaded) up front: a typo is one line and status 2, not a traceback
         specs = _resolve_datasets(args.dataset, args.coarse_key, args.fine_key, args.batch_key)
-        methods = _resolve_methods(args.methods)
+        resolved = _resolve_methods(args.methods)
     except (ValueError, OSError) as err:
         return _usage_error(err)
     if not specs:
         return _usage_error(f"--dataset {args.dataset!r} names no dataset; see `falcon-bench list`")
-    if not methods:
+    if not resolved:
         return _usage_error(f"--methods {args.methods!r} names no method; see `falcon-bench list`")
     df = run(
         args.dataset,

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -29,10 +29,10 @@ from .run import COLUMNS, METRICS, WARM_METRICS, PeakMemory, plot_metrics, summa
 class ImageSettings:
     """How a dataset is trained: backbone, width, views, epochs, batch size (the reference's where it gives them)."""
 
-    backbone: str = "resnet18"
+    backbone: Literal["resnet18", "resnet50"] = "resnet18"
     width: int = 64
     view: ViewConfig = ViewConfig()
-    teacher_view: str = "strong"
+    teacher_view: Literal["strong", "centre"] = "strong"
     n_epochs: int | None = None
     batch_size: int = 256
     needs_root: bool = True
@@ -87,8 +87,10 @@ def load_image_dataset(
         raise ValueError(f"--dataset {name} needs its hierarchy files: give --hierarchy PATH (see docs/datasets.md).")
     if name == "digits":
         return datasets.digits()
+    assert root is not None  # every dataset but digits needs_root (checked above)
     if name.startswith("cifar"):
         return datasets.cifar100(root, split=split, variant=name)
+    assert hierarchy is not None  # the ImageNet datasets need their hierarchy files (checked above)
     if name == "tiered":
         return datasets.tiered_imagenet(root, hierarchy_dir=hierarchy, split=split)
     return datasets.breeds(root, name, hierarchy_dir=hierarchy, split=split)
@@ -112,6 +114,7 @@ def _falcon(adata: AnnData, n_fine: int, s: ImageSettings, seed: int, options: d
         copy=True,
         **options,
     )
+    assert out is not None  # copy=True returns the AnnData
     warm = out.obs["falcon_warm_start"].astype(str).to_numpy()
     return out.obs["falcon"].astype(str).to_numpy(), {"warm_start_labels": warm}
 
@@ -120,7 +123,7 @@ def _baseline(name: str) -> Callable[..., tuple[np.ndarray, dict]]:
     def method(adata: AnnData, n_fine: int, s: ImageSettings, seed: int, options: dict) -> tuple[np.ndarray, dict]:
         from falcon_sc.baselines import BASELINES
 
-        extra = {"fine_key": "fine"} if name == "erm" else {}
+        extra: dict[str, Any] = {"fine_key": "fine"} if name == "erm" else {}
         if name != "kmeans_within":
             extra["view"] = s.view
         res = BASELINES[name](adata, "coarse", n_fine, width=s.width, random_state=seed, **extra, **options)

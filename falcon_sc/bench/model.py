@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,7 +68,7 @@ def run_model_bench(
         rows.append({"step": step, "seconds": time.perf_counter() - start, "peak_mem_mb": mem.peak_mb})
         return out
 
-    options = dict(accelerator=accelerator, random_state=random_state, show_progress=False)
+    options: dict[str, Any] = {"accelerator": accelerator, "random_state": random_state, "show_progress": False}
     full = timed("fit_all", lambda: fal.FalconModel(adata, coarse_key, batch_key=batch_key).fit(n_fine, **options))
     half = timed("fit_half", lambda: fal.FalconModel(train, coarse_key, batch_key=batch_key).fit(n_fine, **options))
     predicted = timed("predict_other_half", lambda: half.predict(test, copy=True))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ def run_scale_bench(
     *,
     n_batches: int = 1,
     random_state: int = 0,
-    accelerator: str = "auto",
+    accelerator: Literal["auto", "cpu", "cuda"] = "auto",
     methods: str | Sequence[str] = SCALE_METHODS,
     warmup: bool = False,
 ) -> pd.DataFrame:
@@ -118,7 +119,9 @@ def run_scale_bench(
     return df
 
 
-def _run(name: str, adata, *, batch_key: str | None, seed: int, accelerator: str) -> tuple[np.ndarray, dict]:
+def _run(
+    name: str, adata, *, batch_key: str | None, seed: int, accelerator: Literal["auto", "cpu", "cuda"]
+) -> tuple[np.ndarray, dict]:
     """Labels (and ``info``) of one method on the simulated ``adata``; refine writes ``obs["falcon"]`` in place."""
     from falcon_sc import tl
     from falcon_sc.baselines import leiden_scanpy

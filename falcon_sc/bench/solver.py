@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -50,7 +51,7 @@ def run_solver_bench(
     if repeats < 1:
         raise ValueError(f"`repeats` must be >= 1; got {repeats}.")
     cost = np.random.default_rng(seed).random((n_fine, n_coarse))
-    methods = ["exact", "milp"] if milp else ["exact"]
+    methods: list[Literal["exact", "milp"]] = ["exact", "milp"] if milp else ["exact"]
     rows = []
     for method in methods:
         times = []

@@ -152,7 +152,7 @@ def _resize_centre_crop(img, resize: int, size: int):
     if short != resize:
         new_long = int(resize * long / short)
         new_w, new_h = (resize, new_long) if w <= h else (new_long, resize)
-        img = img.resize((new_w, new_h), Image.BILINEAR)
+        img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
         w, h = new_w, new_h
     if (w, h) != (size, size):
         top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))

@@ -126,9 +126,9 @@ def read_names(path: Path) -> dict[str, str]:
 
 def image_anndata(
     paths: Sequence[str],
-    fine: Sequence[str],
-    coarse: Sequence[str],
-    split: Sequence[str],
+    fine: list[str] | np.ndarray,
+    coarse: list[str] | np.ndarray,
+    split: list[str] | np.ndarray,
     *,
     root: Path,
     name: str,

@@ -17,13 +17,14 @@ _CHUNK = 4096  # cells generated per dense block (fixed: the output must not dep
 
 
 def _check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None, strict=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(float(value)):
         raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
-    if low is not None and (value <= low if strict else value < low):
+    number = float(value)
+    if low is not None and (number <= low if strict else number < low):
         raise ValueError(f"`{name}` must be {'>' if strict else '>='} {low}, got {value!r}.")
-    if high is not None and value > high:
+    if high is not None and number > high:
         raise ValueError(f"`{name}` must be <= {high}, got {value!r}.")
-    return float(value)
+    return number
 
 
 def _check_int(name: str, value: Any, low: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -111,7 +112,7 @@ def check_values(X, source: str = "X") -> None:
     if sparse.issparse(X):
         if X.format not in ("csr", "csc", "coo", "bsr"):
             X = X.tocsr()
-        chunks = [np.asarray(X.data)]
+        chunks: Iterable[np.ndarray] = [np.asarray(X.data)]
     else:
         step = max(1, _SCAN_ELEMENTS // max(1, X.shape[1])) if len(X.shape) == 2 else max(1, X.shape[0])
         chunks = (np.asarray(X[start : start + step]) for start in range(0, X.shape[0], step))

@@ -151,7 +151,7 @@ class FeatureTransform:
         kind, _, why = resolve_input_kind(X, input_kind, source=source)
         cols = np.where(present >= 0, present, 0)
         keep = (present >= 0).astype(np.float32)
-        out = X[:, cols]  # only the model's genes are copied (the totals below read every gene in place)
+        out: Any = X[:, cols]  # only the model's genes are copied (the totals below read every gene in place)
         out = sparse.csr_matrix(out, dtype=np.float32) if sparse.issparse(out) else np.asarray(out, dtype=np.float32)
         if kind in ("counts", "normalized"):
             logg.info(f"    {source} of the new cells holds {kind} ({why}): normalize_total(1e4) + log1p")
