@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 
@@ -93,6 +94,31 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+_ROLE = re.compile(r":[\w.:+-]+:`([^`]+)`")  # :func:`target`, :class:`~a.b.C`, :doc:`title <target>`
+
+
+def _role_text(match: re.Match[str]) -> str:
+    text = match.group(1)
+    if text.endswith(">") and "<" in text:  # `title <target>`: the title
+        return text[: text.rindex("<")].strip()
+    if text.startswith("~"):  # `~a.b.name`: Sphinx shows only the last part
+        return text[1:].rsplit(".", 1)[-1]
+    return text.lstrip("!")
+
+
+def _plain(text: str) -> str:
+    """Docstring text for a terminal: Sphinx roles and inline literals become their plain text."""
+    text = _ROLE.sub(_role_text, text)
+    text = re.sub(r"``(.+?)``", r"\1", text)
+    return re.sub(r"`([^`]+)`", r"\1", text)
+
+
+def _first_line(doc: str | None) -> str:
+    """The first line of a docstring as plain text ('' without a docstring)."""
+    lines = (doc or "").strip().splitlines()
+    return _plain(lines[0].strip()) if lines else ""
+
+
 def _usage_error(message: object) -> int:
     """Print one line ``falcon-bench: error: ...`` to stderr and return the usage-error status 2."""
     print(f"falcon-bench: error: {message}", file=sys.stderr)
@@ -113,11 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("datasets:")
         for name, spec in DATASETS.items():
             batch = f" [batch_key={spec.batch_key}]" if spec.batch_key else ""
-            print(f"  {name:<16} {spec.description}{batch}")
+            print(f"  {name:<16} {_plain(spec.description)}{batch}")
         print("  <path>.h5ad      any file, with --coarse-key/--fine-key/--batch-key")
         print("methods:")
         for name, fn in METHODS.items():
-            print(f"  {name:<24} {(fn.__doc__ or '').strip().splitlines()[0] if fn.__doc__ else ''}")
+            print(f"  {name:<24} {_first_line(fn.__doc__)}")
         print("default suite: --dataset default = " + ",".join(DEFAULT_DATASETS))
         return 0
     if args.command == "solver":
