@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from scanpy import logging as logg
 
+from .._names import renamed
 from .._validate import check_refine_args, resolve_device
 from ..core.distributed import train_falcon_ddp
 from ..core.graph_init import graph_clusters
@@ -392,6 +393,16 @@ class FalconModel:
     def history(self) -> pd.DataFrame:
         """Per-epoch training record."""
         return pd.DataFrame([{k: v for k, v in r.items() if k != "children"} for r in self._check_fitted().history])
+
+    def rename(self, mapping: Mapping[str, str]) -> FalconModel:
+        """Give fine classes new names (unmapped ones keep theirs); :meth:`predict` and :meth:`save` use them.
+
+        Checked as in :func:`falcon_sc.tl.rename` (which also renames the results written into an AnnData) before
+        anything changes. Returns ``self``.
+        """
+        fitted = self._check_fitted()
+        fitted.fine_names = renamed(fitted.fine_names, mapping, what="fine classes of the model")
+        return self
 
     def __repr__(self) -> str:
         if self._fitted is None:
