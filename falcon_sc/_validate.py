@@ -160,6 +160,23 @@ def _check_children_prior(children_prior: Mapping, coarse: pd.Categorical, coars
         raise ValueError(f"children_prior asks more children than cells for coarse classes {over}.")
 
 
+def _check_known_counts(n_fine: Mapping, coarse: pd.Categorical, coarse_key: str) -> None:
+    """``n_fine`` as a mapping: known children counts of some coarse classes (the others are estimated)."""
+    names = [str(c) for c in coarse.categories]
+    unknown = [k for k in n_fine if str(k) not in names]
+    if unknown:
+        raise ValueError(
+            f"n_fine has keys that are not coarse classes of adata.obs[{coarse_key!r}]: {unknown[:10]}; the classes "
+            f"are {names[:20]}."
+        )
+    sizes = dict(zip(names, np.bincount(coarse.codes, minlength=len(names)), strict=True))
+    for key, value in n_fine.items():
+        if not is_int(value) or value < 1:
+            raise ValueError(f"n_fine[{key!r}]={value!r} must be an int >= 1 (the known number of fine classes).")
+        if value > sizes[str(key)]:
+            raise ValueError(f"n_fine[{key!r}]={value} exceeds the {sizes[str(key)]} cells of that coarse class.")
+
+
 def check_refine_args(
     adata: ad.AnnData,
     coarse_key: str | list[str],
@@ -249,7 +266,16 @@ def check_refine_args(
     ):
         check_bool(name, value)
     check_bool("show_progress", show_progress, allow_none=True)
-    check_int("n_fine", n_fine)
+    estimated = isinstance(n_fine, str) or isinstance(n_fine, Mapping)
+    if isinstance(n_fine, str) and n_fine != "auto":
+        raise ValueError(f"n_fine={n_fine!r}: give an int, 'auto' or a mapping coarse label -> count.")
+    if not estimated:
+        check_int("n_fine", n_fine)
+    elif not (isinstance(children_prior, str) and children_prior == "auto"):
+        raise ValueError(
+            f"n_fine={n_fine!r} estimates the children of each coarse class; children_prior={children_prior!r} cannot "
+            "be combined with it (leave children_prior='auto', or give n_fine as an int)."
+        )
     check_int("n_neighbors", n_neighbors, 1)
     check_int("n_top_genes", n_top_genes, 2)
     check_int("n_comps", n_comps, 2)
@@ -328,6 +354,8 @@ def check_refine_args(
         raise ValueError("model_input='hvg' needs the expression matrix; it cannot be combined with use_rep=.")
     # ---- coarse labels and what depends on them
     if len(keys) > 1:
+        if estimated:
+            raise ValueError(f"n_fine={n_fine!r} takes one coarse scheme; give n_fine as an int with several schemes.")
         schemes = coarse_schemes(adata.obs, keys)
         per_scheme = dict(zip(keys, schemes.n_coarse, strict=True))
         if n_fine <= max(schemes.n_coarse):
@@ -340,12 +368,16 @@ def check_refine_args(
     else:
         coarse = check_coarse_labels(adata.obs[keys[0]], keys[0])
         n_coarse = len(coarse.categories)
-        if n_fine <= n_coarse:
+        if isinstance(n_fine, Mapping):
+            _check_known_counts(n_fine, coarse, keys[0])
+        elif estimated:
+            pass
+        elif n_fine <= n_coarse:
             raise ValueError(
                 f"n_fine={n_fine} must exceed the number of coarse classes in {coarse_key!r} ({n_coarse}); "
                 "with n_fine <= n_coarse there is nothing to refine."
             )
-    if n_fine > adata.n_obs:
+    if not estimated and n_fine > adata.n_obs:
         raise ValueError(f"n_fine={n_fine} exceeds the number of cells ({adata.n_obs}).")
     if isinstance(children_prior, Mapping) and coarse is not None:
         _check_children_prior(children_prior, coarse, keys[0], n_fine)

@@ -124,6 +124,8 @@ def train_falcon(
     fabric=None,
     student_view: Callable[[torch.Tensor], torch.Tensor] | None = None,
     teacher_view: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    pinned: dict[int, int] | None = None,
+    fixed_counts: dict[int, int] | None = None,
 ) -> FalconResult:
     """Train ``model`` with FALCON and return teacher predictions.
 
@@ -160,6 +162,11 @@ def train_falcon(
         Random views of a minibatch (images: :func:`falcon_sc.core.views.random_view`): the student trains on
         ``student_view(x)`` (also during the warm fit), the teacher's targets and neighbour predictions come from
         ``teacher_view(x)``. ``None``: the rows as they are (cells).
+    pinned
+        ``{fine index: coarse index}`` parents every relation solve keeps (one scheme; e.g. the children of coarse
+        classes whose number of fine classes the user knows).
+    fixed_counts
+        ``{coarse index: number of children}`` every relation solve keeps (one scheme).
     fabric
         A launched Lightning Fabric; default one device. With several processes (``torchrun`` or
         :func:`falcon_sc.core.distributed.spawn`) each rank trains on its share of every epoch's minibatches, the
@@ -194,6 +201,8 @@ def train_falcon(
         warm_probs, warm_state = None, None
     teacher = EMATeacher(model, cfg.ema_decay)
     multi = np.ndim(coarse) == 2
+    if multi and (pinned or fixed_counts):
+        raise ValueError("pinned parents take one coarse scheme.")
     n_coarses = [int(k) for k in n_coarse] if multi else [int(n_coarse)]
     n_schemes = len(n_coarses)
     if multi and cfg.regulariser in ("within", "both"):
@@ -266,9 +275,14 @@ def train_falcon(
             t0 = time.perf_counter()
             new = state["Ms"][s].clone()
             if fabric.global_rank == 0:
-                new = torch.as_tensor(
-                    solve_relation(cost, balance=balance, target_counts=targets[s]), dtype=torch.float32, device=device
+                solved = solve_relation(
+                    cost,
+                    balance=balance,
+                    target_counts=targets[s],
+                    pinned=pinned if s == 0 else None,
+                    fixed_counts=fixed_counts if s == 0 else None,
                 )
+                new = torch.as_tensor(solved, dtype=torch.float32, device=device)
             new = fabric.broadcast(new, src=0)
             epoch_stats["solver_seconds"] += time.perf_counter() - t0
             epoch_stats["changes"] += int((new.argmax(1) != state["Ms"][s].argmax(1)).sum())

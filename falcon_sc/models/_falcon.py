@@ -19,6 +19,7 @@ from .._names import renamed
 from .._validate import check_refine_args, resolve_device
 from ..core.distributed import train_falcon_ddp
 from ..core.graph_init import graph_clusters
+from ..core.n_fine import estimate_children
 from ..core.neighbors import within_class_neighbors
 from ..core.prior import children_prior as size_prior
 from ..core.prior import kmeans_within_relation
@@ -152,7 +153,7 @@ class FalconModel:
     # ------------------------------------------------------------------ fit
     def fit(
         self,
-        n_fine: int,
+        n_fine: int | Literal["auto"] | Mapping[str, int],
         *,
         n_neighbors: int = 20,
         children_prior: Prior = "auto",
@@ -241,8 +242,9 @@ class FalconModel:
             raise ValueError("resume=True needs checkpoint_path= (the file to resume from).")
         device = resolve_device(accelerator)
         # numpy scalars passed the checks; the steps below (igraph's seed, torch, uns, JSON) get plain Python values
-        n_fine, n_neighbors, batch_size, relation_every, random_state, devices = map(
-            int, (n_fine, n_neighbors, batch_size, relation_every, random_state, devices)
+        requested = n_fine if isinstance(n_fine, str | Mapping) else int(n_fine)
+        n_neighbors, batch_size, relation_every, random_state, devices = map(
+            int, (n_neighbors, batch_size, relation_every, random_state, devices)
         )
         n_epochs = None if n_epochs is None else int(n_epochs)
         hidden = [int(h) for h in hidden]
@@ -285,6 +287,13 @@ class FalconModel:
         features, neighbour_space = inputs.features, inputs.neighbour_space
         _warn_small_classes(groups, group_names, n_neighbors)
         neighbors = within_class_neighbors(neighbour_space, groups, n_neighbors, random_state=random_state)
+        estimate, known = None, {}
+        if isinstance(requested, str | Mapping):  # "auto" or known counts of some classes: estimate the rest
+            estimate = _estimate_n_fine(requested, neighbors, groups, group_names, random_state)
+            children_prior = dict(zip(group_names, estimate["table"]["used"].tolist(), strict=True))
+            if isinstance(requested, Mapping):
+                known = {group_names.index(str(k)): int(v) for k, v in requested.items()}
+        n_fine = requested if isinstance(requested, int) else int(sum(children_prior.values()))
         initial, init_labels, targets = _warm_start(
             neighbour_space, neighbors, groups, group_names, n_fine, children_prior, init, random_state
         )
@@ -310,6 +319,9 @@ class FalconModel:
         torch.manual_seed(random_state)
         network = MLPClassifier(features.shape[1], n_fine, hidden)
         options = dict(relation=initial, target_counts=targets, init_labels=init_labels, seed=random_state)
+        if known:  # the children of classes with a known count keep their parent and their number
+            options["pinned"] = {int(f): c for c in known for f in np.flatnonzero(initial[:, c])}
+            options["fixed_counts"] = known
         data = (features, coarse, neighbors, n_coarse, cfg)
         if schemes is not None:
             options.update(_scheme_start(schemes, init_labels, n_fine))
@@ -329,6 +341,7 @@ class FalconModel:
         params = {
             **{k: v for k, v in s.items()},
             "n_fine": n_fine,
+            "n_fine_requested": requested if not isinstance(requested, Mapping) else dict(requested),
             "n_neighbors": n_neighbors,
             "children_prior": children_prior if isinstance(children_prior, str) else dict(children_prior),
             "children_prior_counts": np.asarray(targets, dtype=float),
@@ -360,6 +373,7 @@ class FalconModel:
             "initial": initial,
             "init_labels": init_labels,
             "scores": scores,
+            "n_fine_estimate": estimate,
         }
         return self
 
@@ -443,6 +457,10 @@ class FalconModel:
             if warm_key in adata.obs:
                 logg.warning(f"overwriting adata.obs[{warm_key!r}]")
             adata.obs[warm_key] = pd.Categorical(names[out["init_labels"]])
+        if out.get("n_fine_estimate") is not None:
+            uns["n_fine_estimate"] = out["n_fine_estimate"]["table"]
+            uns["n_fine_evidence"] = out["n_fine_estimate"]["evidence"]
+            uns["n_fine_threshold"] = out["n_fine_estimate"]["threshold"]
         uns["params"] = _uns_params(fitted.params)
 
     # ------------------------------------------------------------------ predict
@@ -673,6 +691,25 @@ def _train(network, data: tuple, device: torch.device, devices: int, options: di
     if bad_loss or not np.isfinite(result.probs).all():
         raise RuntimeError(f"FALCON training diverged (non-finite {'loss' if bad_loss else 'probabilities'}) {advice}")
     return result
+
+
+def _estimate_n_fine(requested, neighbors, coarse, coarse_names, random_state: int) -> dict[str, Any]:
+    """Children per coarse class: the user's known counts, the others estimated from the neighbour graph."""
+    est = estimate_children(neighbors, coarse, random_state=random_state)
+    given = {} if isinstance(requested, str) else {str(k): int(v) for k, v in requested.items()}
+    used = [given.get(c, int(e)) for c, e in zip(coarse_names, est.counts, strict=True)]
+    table = pd.DataFrame(
+        {"estimated": est.counts.astype(int), "used": used, "given": [c in given for c in coarse_names]},
+        index=pd.Index(coarse_names, name="coarse"),
+    )
+    evidence = est.evidence.assign(coarse=[coarse_names[g] for g in est.evidence["group"]])
+    evidence = evidence[["coarse", "n_children", "seed", "connectivity"]]
+    logg.info(
+        f"    n_fine estimated: {int(table['used'].sum())} ("
+        + ", ".join(f"{c}={u}" for c, u in zip(coarse_names, used, strict=True))
+        + ")"
+    )
+    return {"table": table, "evidence": evidence, "threshold": est.threshold}
 
 
 def _single_scheme_only(fitted: _Fitted, what: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import anndata as ad
@@ -15,7 +15,7 @@ from ..models._falcon import FalconModel, Prior
 def refine(
     adata: ad.AnnData,
     coarse_key: str,
-    n_fine: int,
+    n_fine: int | Literal["auto"] | Mapping[str, int],
     *,
     layer: str | None = None,
     use_rep: str | None = None,
@@ -63,9 +63,15 @@ def refine(
         Annotated data matrix (cells x genes). Raw counts, normalised values (CPM/TPM) or log-normalised values in
         ``X`` or ``layer`` (detected, see ``input_kind``).
     coarse_key
-        Column of ``adata.obs`` with the coarse labels.
+        Column of ``adata.obs`` with the coarse labels, or a list of columns (several coarse schemes, a label may be
+        missing in some; see the documentation's *Several coarse schemes* page).
     n_fine
-        Number of fine classes to find, more than the number of coarse classes.
+        Number of fine classes to find, more than the number of coarse classes; ``"auto"`` to estimate the number
+        of fine classes of every coarse class from its neighbour graph
+        (:func:`~falcon_sc.core.n_fine.estimate_children`; evidence in ``uns[key_added]["n_fine_estimate"]`` and
+        ``["n_fine_evidence"]``, plotted by :func:`falcon_sc.pl.n_fine`); or a mapping coarse label -> number of fine
+        classes for the classes you know (the others are estimated; the children of the given classes keep their
+        parent and their number in every relation solve).
     layer
         Layer with the expression values; ``None`` uses ``X``.
     use_rep

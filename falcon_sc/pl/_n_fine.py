@@ -1,0 +1,84 @@
+"""``fal.pl.n_fine``: the evidence behind ``n_fine="auto"`` (children per coarse class)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from anndata import AnnData
+from matplotlib.axes import Axes
+
+from .._docs import doc_params, plot_output
+from ._utils import finish, get_results, new_axes, palette
+
+
+@doc_params(plot_output=plot_output)
+def n_fine(
+    adata: AnnData,
+    *,
+    key: str = "falcon",
+    max_children: int | None = None,
+    ax: Axes | None = None,
+    figsize: tuple[float, float] = (6.5, 4.0),
+    show: bool | None = None,
+    save: str | Path | None = None,
+) -> Axes | None:
+    """Plot how the number of fine classes of each coarse class was estimated (``refine(..., n_fine="auto")``).
+
+    Each coarse class is over-clustered and its clusters are merged, most inter-connected pair first; a line shows,
+    for every number ``k`` of clusters, the highest connectivity between two of them (mean over the Leiden seeds).
+    Merging stops when it falls below the threshold (dashed line): the marked point is the estimate. A coarse class
+    whose line stays above the threshold down to ``k = 2`` gets one fine class.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix after :func:`falcon_sc.tl.refine` with ``n_fine="auto"`` (or a mapping); not modified.
+    key
+        ``key_added`` used in :func:`falcon_sc.tl.refine`.
+    max_children
+        Right end of the x axis (default: a few past the largest estimate).
+    ax
+        Axes to draw on. Default: a new figure.
+    figsize
+        Size of a new figure.
+    {plot_output}
+
+    Returns
+    -------
+    The Axes, or ``None`` when the figure was shown.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.pbmc68k()
+    >>> fal.tl.refine(adata, "coarse", n_fine="auto")  # doctest: +SKIP
+    >>> fal.pl.n_fine(adata)  # doctest: +SKIP
+    """
+    res = get_results(adata, key, ("n_fine_estimate", "n_fine_evidence"))
+    table, evidence = res["n_fine_estimate"], res["n_fine_evidence"]
+    threshold = float(res.get("n_fine_threshold", np.nan))
+    fig, (a,), _ = new_axes(ax, 1, figsize=figsize)
+    right = int(max_children) if max_children is not None else int(table["used"].max()) + 6
+    curves = evidence.groupby(["coarse", "n_children"], sort=False)["connectivity"].mean()
+    colors = palette(len(table))
+    for color, (coarse, row) in zip(colors, table.iterrows(), strict=True):
+        if coarse in curves.index.get_level_values(0):
+            curve = curves.loc[coarse]
+            curve = curve[curve.index <= right].sort_index()
+        else:  # a class too small to cut: nothing to draw
+            curve = curves.iloc[:0]
+        note = f"{coarse}: {int(row['estimated'])}" + (f" (given {int(row['used'])})" if row["given"] else "")
+        a.plot(curve.index, curve.to_numpy(), "-", color=color, lw=1.4, label=note)
+        k = int(row["estimated"])
+        if k in curve.index:
+            a.plot([k], [curve.loc[k]], "o", color=color, ms=7, mec="black")
+    if np.isfinite(threshold):
+        a.axhline(threshold, color="grey", ls="--", lw=1)
+        a.text(right, threshold, f" threshold {threshold:g}", va="bottom", ha="right", fontsize="small", color="grey")
+    a.set_xlim(1.5, right + 0.5)
+    a.set_xlabel("fine classes in the coarse class (k)")
+    a.set_ylabel("highest connectivity between\ntwo of the k clusters")
+    a.set_title(f"n_fine estimate: {int(table['used'].sum())} fine classes (dot: the estimate of each class)")
+    a.legend(title="coarse: estimate", fontsize="small", frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return finish(fig, a, show=show, save=save)
