@@ -6,9 +6,12 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
+from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 import falcon_sc as fal
@@ -134,3 +137,221 @@ def test_missing_true_key(adata):
         pl.confusion(adata, "nope", show=False)
     with pytest.raises(KeyError, match="nope"):
         pl.relations(adata, true_key="nope", show=False)
+
+
+# ---------------------------------------------------------------- figures that say what they show
+
+
+def _history_adata(history: pd.DataFrame, children: np.ndarray, coarse: list[str], n_fine: int) -> AnnData:
+    small = AnnData(obs=pd.DataFrame(index=["a", "b"]))
+    small.uns["falcon"] = {
+        "history": history,
+        "children_history": children,
+        "relations": pd.DataFrame(np.zeros((n_fine, len(coarse)), dtype=np.int8), columns=coarse),
+        "params": {"n_fine": n_fine, "learn_relation": True, "relation_every": 30},
+    }
+    return small
+
+
+def _texts(ax):
+    return " ".join(t.get_text() for t in ax.texts)
+
+
+def test_history_states_constant_quantities():
+    n = 20
+    hist = pd.DataFrame(
+        {
+            "epoch": range(n),
+            "loss": np.linspace(1.0, 0.2, n),
+            "fine_in_use": 10,
+            "largest_fine_share": 0.22,
+            "relation_changes": 0,
+            "relation_solves": 2,
+        }
+    )
+    small = _history_adata(hist, np.tile([2, 4, 2, 1, 1], (n, 1)), ["T", "M", "B", "NK", "P"], 10)
+    fig = pl.history(small, show=False)
+    loss, in_use, changes, children = fig.axes[:4]
+    # constant panels: a sentence instead of a flat line or an empty panel
+    assert not in_use.lines and "constant: 10 of 10 fine classes in use every epoch" in _texts(in_use)
+    assert "22%" in _texts(in_use)
+    assert not changes.patches and "no fine class changed parent" in _texts(changes)
+    assert "40 relation solves" in _texts(changes).replace("\n", " ")
+    assert not children.lines and "T: 2, M: 4, B: 2, NK: 1, P: 1" in _texts(children)
+    for a in (loss, in_use, changes, children):
+        assert a.get_xlabel() == "epoch" and a.get_title()
+    # the loss legend sits outside the axes (to the right), never over the curves
+    legend = loss.get_legend()
+    fig.canvas.draw()
+    assert legend.get_window_extent().x0 >= loss.get_window_extent().x1
+    # no solve at all: the panel says why
+    hist["relation_solves"] = 0
+    fig = pl.history(_history_adata(hist, np.tile([2, 4, 2, 1, 1], (n, 1)), ["T", "M", "B", "NK", "P"], 10), show=False)
+    assert "relation_every=30" in _texts(fig.axes[2])
+
+
+def test_history_varying_quantities_and_many_coarse_classes():
+    n = 12
+    hist = pd.DataFrame(
+        {
+            "epoch": range(n),
+            "loss": np.linspace(1.0, 0.2, n),
+            "fine_in_use": [4, 5] + [6] * (n - 2),
+            "largest_fine_share": np.linspace(0.4, 0.2, n),
+            "relation_changes": [0, 2, 1] + [0] * (n - 3),
+            "relation_solves": 1,
+        }
+    )
+    children = np.tile([2, 2, 2], (n, 1))
+    children[5:] = [1, 2, 3]
+    fig = pl.history(_history_adata(hist, children, ["C0", "C1", "C2"], 6), show=False)
+    in_use, changes, children_ax = fig.axes[1], fig.axes[2], fig.axes[3]
+    assert len(in_use.lines[0].get_xdata()) == n
+    assert len(changes.patches) == n and "3 changes in 2 epoch(s)" in _texts(changes)
+    assert len(children_ax.lines) == 3
+    assert [t.get_text() for t in children_ax.get_legend().get_texts()] == ["C0", "C1", "C2"]
+    # more than 8 coarse classes: epochs x coarse heatmap
+    names = [f"type {i}" for i in range(12)]
+    many = np.random.default_rng(0).integers(1, 4, (n, 12))
+    fig = pl.history(_history_adata(hist, many, names, 24), panels=["children"], show=False)
+    ax = fig.axes[0]
+    assert ax.images and ax.images[0].get_array().shape == (12, n)
+    assert [t.get_text() for t in ax.get_yticklabels()] == names
+
+
+def test_relations_heatmap_counts(adata, tmp_path):
+    before = _snapshot(adata)
+    ax = pl.relations(adata, kind="heatmap", show=False, save=tmp_path / "heat.png")
+    fine = adata.uns["falcon"]["fine_classes"]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == [f"{f} ({int(n)} cells)" for f, n in zip(fine.index, fine["n_cells"], strict=True)]
+    written = sorted(int(t.get_text()) for t in ax.texts)
+    assert written == sorted(int(n) for n in fine["n_cells"] if n > 0)
+    assert "parent of each fine class" in ax.get_title()
+    assert (tmp_path / "heat.png").stat().st_size > 0
+    fig = pl.relations(adata, kind="heatmap", true_key="fine", show=False)
+    true_ax = [a for a in fig.axes if a.images][1]
+    assert sum(int(t.get_text()) for t in true_ax.texts) == adata.n_obs
+    assert "cells of each true class per coarse class" in true_ax.get_title()
+    assert _snapshot(adata) == before
+
+
+def test_confusion_title(adata):
+    ax = pl.confusion(adata, "fine", show=False)
+    assert "share of each true class's cells" in ax.get_title() and "Hungarian" in ax.get_title()
+
+
+@pytest.fixture
+def with_umap(adata):
+    """A copy whose UMAP is stored already (random coordinates), so the plots do not compute one."""
+    data = adata.copy()
+    data.obsm["falcon_umap"] = np.random.default_rng(0).normal(size=(data.n_obs, 2)).astype(np.float32)
+    return data
+
+
+def _snapshot_all(a):
+    return (
+        list(a.obs.columns),
+        sorted(a.uns.keys()),
+        sorted(a.uns["falcon"].keys()),
+        sorted(a.obsm.keys()),
+        a.obs["falcon"].astype(str).tolist(),
+    )
+
+
+def test_embedding_computes_umap_without_touching_adata(adata, tmp_path):
+    before = _snapshot_all(adata)
+    ax = pl.embedding(adata, show=False, save=tmp_path / "emb.png")
+    assert isinstance(ax, Axes)
+    assert _snapshot_all(adata) == before  # the UMAP lives on a throw-away AnnData
+    assert (tmp_path / "emb.png").stat().st_size > 0
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("UMAP1", "UMAP2")
+    assert "falcon" in ax.get_title()
+    xy = ax.collections[0].get_offsets()
+    assert xy.shape == (adata.n_obs, 2)
+    # store=True keeps the coordinates (the only key written), and they are reused afterwards
+    data = adata.copy()
+    pl.embedding(data, store=True, show=False)
+    assert set(data.obsm) - set(adata.obsm) == {"falcon_umap"}
+    np.testing.assert_allclose(np.sort(data.obsm["falcon_umap"], axis=0), np.sort(np.asarray(xy), axis=0), rtol=1e-5)
+
+
+def test_embedding_colours_each_fine_class(with_umap):
+    ax = pl.embedding(with_umap, show=False)
+    names = [str(c) for c in with_umap.obs["falcon"].cat.categories]
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == names
+    colours = {to_rgba(h.get_color()) for h in legend.legend_handles}
+    assert len(colours) == len(names)  # one colour per fine class (not the matched true class's)
+    # every cell drawn once, at its stored coordinates, in the colour of its own fine class
+    points = ax.collections[0]
+    offsets, faces = np.asarray(points.get_offsets()), points.get_facecolors()
+    stored = np.asarray(with_umap.obsm["falcon_umap"])
+    order = np.lexsort(offsets.T)
+    np.testing.assert_allclose(offsets[order], stored[np.lexsort(stored.T)], rtol=1e-6)
+    colour_of = {
+        t.get_text(): to_rgba(h.get_color()) for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)
+    }
+    cell = int(np.flatnonzero((stored == offsets[0]).all(axis=1))[0])
+    assert tuple(faces[0]) == colour_of[str(with_umap.obs["falcon"].iloc[cell])]
+
+
+def test_embedding_several_columns(with_umap, tmp_path):
+    before = _snapshot_all(with_umap)
+    axs = pl.embedding(with_umap, color=["falcon", "fine", "falcon_confidence"], show=False, save=tmp_path / "three")
+    assert isinstance(axs, list) and len(axs) == 3
+    assert [a.get_title() for a in axs] == ["FALCON fine classes (falcon)", "fine", "falcon_confidence"]
+    assert all(a.get_xlabel() == "UMAP1" and a.get_ylabel() == "UMAP2" for a in axs)
+    assert len(axs[0].figure.axes) == 4  # + the colour bar of the numeric column
+    assert (tmp_path / "three.png").stat().st_size > 0
+    ax = pl.embedding(with_umap, color="falcon", legend_loc="on data", show=False)
+    assert {t.get_text() for t in ax.texts} == set(with_umap.obs["falcon"].astype(str))
+    # other coordinates already in obsm
+    with_umap.obsm["X_pca"] = np.asarray(with_umap.obsm["falcon_embedding"])[:, :5]
+    ax = pl.embedding(with_umap, basis="pca", show=False)
+    assert ax.get_xlabel() == "PCA1"
+    del with_umap.obsm["X_pca"]
+    assert _snapshot_all(with_umap) == before
+
+
+def test_embedding_errors(adata, with_umap):
+    with pytest.raises(KeyError, match=r"'other'.*fal\.tl\.refine\(.*key_added='other'\) first"):
+        pl.embedding(adata, key="other", show=False)
+    no_emb = adata.copy()
+    del no_emb.obsm["falcon_embedding"]
+    with pytest.raises(KeyError, match="falcon_embedding"):
+        pl.embedding(no_emb, show=False)
+    with pytest.raises(KeyError, match="nope"):
+        pl.embedding(with_umap, color="nope", show=False)
+    with pytest.raises(KeyError, match="X_tsne"):
+        pl.embedding(with_umap, basis="tsne", show=False)
+    with pytest.raises(ValueError, match="legend_loc"):
+        pl.embedding(with_umap, legend_loc="top", show=False)
+    with pytest.raises(ValueError, match="2 Axes"):
+        pl.embedding(with_umap, color=["falcon", "fine"], ax=plt.subplots()[1], show=False)
+
+
+@pytest.mark.parametrize("kind", ["bar", "heatmap"])
+def test_coarse_conflicts_plot(adata, tmp_path, kind):
+    data = adata.copy()
+    flag = np.zeros(data.n_obs, dtype=bool)
+    flag[:7] = True
+    data.obs["falcon_outside_parent"] = flag
+    before = _snapshot_all(data)
+    ax = pl.coarse_conflicts(data, kind=kind, show=False, save=tmp_path / f"conf_{kind}.png")
+    assert isinstance(ax, Axes)
+    assert "7" in ax.get_title() and "falcon_outside_parent" in ax.get_title()
+    assert (tmp_path / f"conf_{kind}.png").stat().st_size > 0
+    table = fal.tl.coarse_conflicts(data)
+    if kind == "bar":
+        widths = [p.get_width() for p in ax.patches]
+        assert np.isclose(sum(widths), (100 * table["share_flagged"]).sum())
+        assert [t.get_text() for t in ax.get_yticklabels()] == list(table.index)
+    else:
+        shown = np.asarray(ax.images[0].get_array().filled(0))
+        assert shown.sum() == 7 and np.all(np.diag(shown) == 0)
+    assert _snapshot_all(data) == before
+    with pytest.raises(KeyError, match=r"fal\.tl\.refine\(.*key_added='other'\) first"):
+        pl.coarse_conflicts(data, key="other", show=False)
+    with pytest.raises(ValueError, match="kind"):
+        pl.coarse_conflicts(data, kind="pie", show=False)

@@ -1,8 +1,10 @@
 """Plotting: scanpy-style figures of FALCON results (``falcon_sc.pl``)."""
 
+from ._conflicts import coarse_conflicts
 from ._confusion import confusion
+from ._embedding import embedding
 from ._history import history
 from ._markers import fine_markers
 from ._relations import relations
 
-__all__ = ["confusion", "fine_markers", "history", "relations"]
+__all__ = ["coarse_conflicts", "confusion", "embedding", "fine_markers", "history", "relations"]

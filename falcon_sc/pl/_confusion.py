@@ -103,5 +103,11 @@ def confusion(
                     fontsize=fontsize - 1,
                     color="white" if values[i, j] > 0.6 * vmax else "black",
                 )
-    fig.colorbar(im, ax=a, shrink=0.7, label="share of true class" if normalize else "cells")
+    fig.colorbar(im, ax=a, shrink=0.7, label="share of the true class's cells" if normalize else "cells")
+    what = "share of each true class's cells" if normalize else "cells"
+    a.set_title(
+        f"true ({true_key}) x predicted ({key}) fine classes: {what}\n"
+        "columns in the order of the Hungarian matching; red outline: matched pair",
+        fontsize=9,
+    )
     return finish(fig, a, show=show, save=save)

@@ -38,12 +38,17 @@ def relations(
 
     ``kind="graph"`` draws a bipartite graph: coarse classes on the left, fine classes on the right, one edge from
     each fine class to its parent; node areas are proportional to the number of cells (fine classes without cells
-    are hollow) and edge widths to the fine class size. ``kind="heatmap"`` shows the fine x coarse table.
+    are hollow) and edge widths to the fine class size. ``kind="heatmap"`` shows the fine x coarse table: dark
+    cells mark each fine class's parent, rows are labelled with the fine class's number of cells
+    (``uns[key]["fine_classes"]["n_cells"]``), e.g. ``"T cell/1 (312 cells)"``, and each cell of the heatmap holds
+    the number of cells of that fine class carrying that coarse label.
 
     With ``true_key``, a second panel shows the true relation: each true fine class is attached to the coarse class
     holding most of its cells. Learned fine classes are matched to true ones with
-    :func:`~falcon_sc.metrics.match_labels`; labels show the partner in brackets and edges that the other panel
-    does not have (the partner hangs under another coarse class, or there is no partner) are red and dashed.
+    :func:`~falcon_sc.metrics.match_labels`; labels show the partner in brackets (graph) or after ``~`` (heatmap),
+    and edges that the other panel does not have (the partner hangs under another coarse class, or there is no
+    partner) are red and dashed (heatmap: red row labels). In the heatmap the true panel is shaded by the share of
+    each true class's cells per coarse class, with the cell counts written in.
 
     Parameters
     ----------
@@ -135,33 +140,56 @@ def relations(
             ]
         )
         smax = max(coarse_sizes.max(), 1.0)
-        draw = _draw_graph if kind == "graph" else _draw_heatmap
-        draw(
-            axes[0],
-            coarse_names,
-            coarse_sizes,
-            parent,
-            fine_sizes,
-            learned_text,
-            learned_ok,
-            colors,
-            smax,
-            f"learned relation ({key})",
-            values if kind == "heatmap" else None,
-        )
-        draw(
-            axes[1],
-            coarse_names,
-            coarse_sizes,
-            t_parent,
-            t_sizes,
-            true_text,
-            true_ok,
-            colors,
-            smax,
-            f"true relation ({true_key})",
-            (table.to_numpy()[order] / np.maximum(t_sizes[:, None], 1)) if kind == "heatmap" else None,
-        )
+        true_counts = table.to_numpy()[order].astype(float)
+        if kind == "graph":
+            note = "node area ~ cells; (in brackets: matched class of the other panel)"
+            _draw_graph(
+                axes[0],
+                coarse_names,
+                coarse_sizes,
+                parent,
+                fine_sizes,
+                learned_text,
+                learned_ok,
+                colors,
+                smax,
+                f"learned relation ({key})\n{note}",
+            )
+            _draw_graph(
+                axes[1],
+                coarse_names,
+                coarse_sizes,
+                t_parent,
+                t_sizes,
+                true_text,
+                true_ok,
+                colors,
+                smax,
+                f"true relation ({true_key}): parent = coarse class of most cells\n{note}",
+            )
+        else:
+            learned_partner = [matching.get(g) for g in fine_names]
+            true_partner = [partner_of_true.get(t) for t in true_names]
+            _draw_heatmap(
+                axes[0],
+                coarse_names,
+                coarse_sizes,
+                _row_labels(fine_names, fine_sizes, learned_partner),
+                learned_ok,
+                f"learned relation ({key}): parent of each fine class\nnumbers: cells; ~ X: matched true class X",
+                values,
+                _learned_counts(adata, key, coarse_key, fine_names, coarse_names, parent, fine_sizes),
+            )
+            _draw_heatmap(
+                axes[1],
+                coarse_names,
+                coarse_sizes,
+                _row_labels(true_names, t_sizes, true_partner),
+                true_ok,
+                f"true relation ({true_key}): cells of each true class per coarse class\n~ X: matched learned class X",
+                true_counts / np.maximum(t_sizes[:, None], 1),
+                true_counts,
+            )
         out: Axes | Figure = fig
     else:
         smax = max(coarse_sizes.max(), 1.0)
@@ -176,21 +204,18 @@ def relations(
                 None,
                 colors,
                 smax,
-                f"learned relation ({key})",
+                f"learned relation ({key}): fine class -> parent\nnode area ~ cells",
             )
         else:
             _draw_heatmap(
                 axes[0],
                 coarse_names,
                 coarse_sizes,
-                parent,
-                fine_sizes,
-                learned_text,
+                _row_labels(fine_names, fine_sizes, None),
                 None,
-                colors,
-                smax,
-                f"learned relation ({key})",
+                f"learned relation ({key}): parent of each fine class\nnumbers: cells",
                 values,
+                _learned_counts(adata, key, coarse_key, fine_names, coarse_names, parent, fine_sizes),
             )
         out = axes[0]
     return finish(fig, out, show=show, save=save)
@@ -223,7 +248,6 @@ def _draw_graph(
     colors: list,
     smax: float,
     title: str,
-    _values: np.ndarray | None = None,
 ) -> None:
     n_c, n_f = len(coarse_names), len(fine_text)
     yc, yf = _ypos(n_c), _ypos(n_f)
@@ -304,37 +328,79 @@ def _draw_graph(
     ax.set_axis_off()
 
 
+def _row_labels(names: list[str], sizes: np.ndarray, partners: list[str | None] | None) -> list[str]:
+    """Heatmap row labels: ``"T cell/1 (312 cells)"``, with ``" ~ CD8 T"`` for the matched class of the other panel."""
+    labels = []
+    for i, (name, n) in enumerate(zip(names, sizes, strict=True)):
+        text = f"{name} ({int(n)} cells)"
+        if partners is not None and partners[i] is not None:
+            text += f" ~ {partners[i]}"
+        labels.append(text)
+    return labels
+
+
+def _learned_counts(
+    adata: AnnData,
+    key: str,
+    coarse_key: str | None,
+    fine_names: list[str],
+    coarse_names: list[str],
+    parent: np.ndarray,
+    fine_sizes: np.ndarray,
+) -> np.ndarray:
+    """Cells of each learned fine class per coarse label (fine x coarse); without the labels, all at the parent."""
+    if key in adata.obs.columns and coarse_key is not None and coarse_key in adata.obs.columns:
+        fine = adata.obs[key].astype(str)
+        coarse = adata.obs[coarse_key].astype(str)
+        table = pd.crosstab(fine, coarse).reindex(index=fine_names, columns=coarse_names, fill_value=0)
+        return table.to_numpy(dtype=float)
+    counts = np.zeros((len(fine_names), len(coarse_names)))
+    rows = np.flatnonzero(parent >= 0)
+    counts[rows, parent[rows]] = fine_sizes[rows]
+    return counts
+
+
 def _draw_heatmap(
     ax: Axes,
     coarse_names: list[str],
     coarse_sizes: np.ndarray,
-    parent: np.ndarray,
-    fine_sizes: np.ndarray,
-    fine_text: list[str],
+    row_labels: list[str],
     ok: np.ndarray | None,
-    colors: list,
-    smax: float,
     title: str,
-    values: np.ndarray | None = None,
+    values: np.ndarray,
+    counts: np.ndarray,
 ) -> None:
     values = np.asarray(values, dtype=float)
-    im = ax.imshow(values, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
-    fontsize = float(np.clip(220.0 / max(len(fine_text), 1), 5.0, 9.0))
+    im = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    n_rows, n_cols = values.shape
+    fontsize = float(np.clip(220.0 / max(n_rows, 1), 5.0, 9.0))
     ax.set_xticks(
-        range(len(coarse_names)),
-        [f"{c}\n({int(n)})" for c, n in zip(coarse_names, coarse_sizes, strict=True)],
-        rotation=90,
+        range(n_cols),
+        [f"{c}\n({int(n)} cells)" for c, n in zip(coarse_names, coarse_sizes, strict=True)],
+        rotation=0 if n_cols <= 6 and max(len(c) for c in coarse_names) <= 12 else 90,
         fontsize=fontsize,
     )
-    ax.set_yticks(
-        range(len(fine_text)),
-        [f"{t} ({int(n)})" for t, n in zip(fine_text, fine_sizes, strict=True)],
-        fontsize=fontsize,
-    )
+    ax.set_yticks(range(n_rows), row_labels, fontsize=fontsize)
+    ax.set_xlabel("coarse class")
     if ok is not None:
         for label, good in zip(ax.get_yticklabels(), ok, strict=True):
             if not good:
                 label.set_color("tab:red")
+    if max(n_rows, n_cols) <= 40:  # the cells of each row in each coarse class, written in the heatmap's cells
+        cell_font = float(np.clip(fontsize - 1.0, 4.5, 8.0))
+        for i in range(n_rows):
+            for j in range(n_cols):
+                if counts[i, j] > 0:
+                    ax.text(
+                        j,
+                        i,
+                        f"{int(counts[i, j])}",
+                        ha="center",
+                        va="center",
+                        fontsize=cell_font,
+                        color="white" if values[i, j] > 0.55 else "black",
+                    )
     binary = bool(np.isin(values, (0.0, 1.0)).all())
-    ax.figure.colorbar(im, ax=ax, shrink=0.6, label="relation" if binary else "share of the fine class's cells")
-    ax.set_title(title)
+    if not binary:  # a 0/1 relation needs no colour bar: dark = parent
+        ax.figure.colorbar(im, ax=ax, shrink=0.6, label="share of the fine class's cells")
+    ax.set_title(title, fontsize=fontsize + 1)
