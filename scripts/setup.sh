@@ -43,4 +43,5 @@ if ! python -c "import torch" 2>/dev/null; then
 fi
 # ------------------------------------------------------------------------------------------------------------------
 
-python -m pip install -q -e ".[dev]"
+# dev: pytest (+ pytest-cov, hypothesis), ruff, mypy; tutorials: nbclient/ipykernel to execute tutorials/*.ipynb in tests
+python -m pip install -q -e ".[dev,tutorials]"
