@@ -4,7 +4,8 @@ Run ``python -m falcon_sc.demo [--dataset pbmc68k|pbmc3k|zeisel|sim] [--out falc
 labels of the dataset are refined into as many fine classes as it has true fine labels by
 :func:`falcon_sc.tl.refine` and by the baselines of :mod:`falcon_sc.baselines`; the scores against the true fine
 labels are printed and saved (``metrics.csv``), with the learned relation (``relation.csv``) and figures
-(``overview.png``: learned vs true relation and UMAPs; ``confusion.png``; ``history.png``). Works offline.
+(``overview.png``: learned vs true relation, and a UMAP of FALCON's embedding coloured by the true fine labels and
+by FALCON's own classes; ``confusion.png``; ``history.png``). Works offline.
 """
 
 from __future__ import annotations
@@ -55,64 +56,80 @@ def score(adata: ad.AnnData, labels: np.ndarray, relation: dict[str, str], secon
 
 
 def learned_relation_table(adata: ad.AnnData) -> pd.DataFrame:
-    """Learned fine classes with parent, size, confidence, matched true class and that class's true parent."""
+    """Learned fine classes with parent, size, confidence, matched true class, overlap and that class's true parent.
+
+    ``matched_true`` is the true fine class paired with the learned class by the Hungarian matching behind the
+    clustering accuracy (:func:`~falcon_sc.metrics.match_labels`: one-to-one, maximising the cells shared over all
+    pairs), ``matched_cells`` the learned class's cells that carry that true label; ``top_true`` / ``top_cells`` the
+    true class most of its cells carry. ``true_parent`` is the coarse class the matched true class belongs to.
+    """
     table = adata.uns[KEY]["fine_classes"].copy()
-    matching = metrics.match_labels(adata.obs[FINE].astype(str).to_numpy(), adata.obs[KEY].astype(str).to_numpy())
+    true = adata.obs[FINE].astype(str)
+    pred = adata.obs[KEY].astype(str)
+    matching = metrics.match_labels(true.to_numpy(), pred.to_numpy())
     true_parent = datasets.true_relation(adata)
+    overlap = pd.crosstab(pred, true)
     table["matched_true"] = [matching.get(f) for f in table.index]
+    table["matched_cells"] = [
+        int(overlap.loc[f, t]) if t is not None and f in overlap.index else 0
+        for f, t in zip(table.index, table["matched_true"], strict=True)
+    ]
+    table["top_true"] = [overlap.loc[f].idxmax() if f in overlap.index else None for f in table.index]
+    table["top_cells"] = [int(overlap.loc[f].max()) if f in overlap.index else 0 for f in table.index]
     table["true_parent"] = [true_parent.get(t) if t is not None else None for t in table["matched_true"]]
     table.index.name = "fine"
     return table
 
 
 def print_relation(adata: ad.AnnData, table: pd.DataFrame) -> None:
-    """Print the learned fine classes under each coarse class, with their matched true class."""
+    """Print the learned fine classes under each coarse class, with their matched true class and overlap."""
     true_children = pd.Series(datasets.true_relation(adata)).value_counts()
-    print("\nLearned relation (fine classes per coarse class; [matched true class]):")
+    print(
+        "\nLearned relation: FALCON's fine classes under each coarse class (learned: FALCON's children; true: true "
+        "fine classes whose cells are mostly in that coarse class; conf: mean probability of each cell's label among "
+        "its siblings).\n"
+        "  [X: n of N cells] = the true fine class X paired with this FALCON class by the Hungarian matching behind "
+        "the accuracy (one-to-one, maximising the cells shared over all pairs); n of its N cells are labelled X.\n"
+        "  \u2717 C = X belongs to coarse class C, not to this one: a left-over pairing of the one-to-one matching "
+        "(typically: more FALCON classes here than true ones), not a claim about these cells; 'mostly Y (m)' names "
+        "the true class most of them carry."
+    )
     for parent, group in table.groupby("parent", sort=False):
         n_true = int(true_children.get(parent, 0))
         print(f"  {parent}: {len(group)} learned, {n_true} true")
         for fine, row in group.sort_values("n_cells", ascending=False, kind="stable").iterrows():
-            mark = "" if row["true_parent"] in (None, parent) else f"  <- true parent: {row['true_parent']}"
-            print(
-                f"      {fine:<24} {int(row['n_cells']):>6} cells  conf {row['mean_confidence']:.2f}  "
-                f"[{row['matched_true']}]{mark}"
+            n = int(row["n_cells"])
+            if row["matched_true"] is None:
+                bracket = "[no true class left to pair]"
+            else:
+                bracket = f"[{row['matched_true']}: {int(row['matched_cells'])} of {n} cells]"
+            mostly = (
+                f"  mostly {row['top_true']} ({int(row['top_cells'])})"
+                if row["top_true"] is not None and row["top_true"] != row["matched_true"]
+                else ""
             )
+            mark = "" if row["true_parent"] in (None, parent) else f"  \u2717 {row['true_parent']}"
+            print(f"      {fine:<16} {n:>6} cells  conf {row['mean_confidence']:.2f}  {bracket}{mark}{mostly}")
 
 
-def umap_coordinates(adata: ad.AnnData, seed: int) -> np.ndarray:
-    """``obsm["X_umap"]`` when present, else a UMAP of FALCON's PCA input (computed on a throw-away AnnData)."""
-    if "X_umap" in adata.obsm:
-        return np.asarray(adata.obsm["X_umap"])
-    import scanpy as sc
+def family_colors(adata: ad.AnnData) -> dict[str, object]:
+    """A colour per FALCON fine class: its parent coarse class's hue (as in the relation graph), one shade per child."""
+    import matplotlib.colors as mcolors
 
-    from .pp import prepare
+    from .pl._utils import palette
 
-    tmp = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names.copy()))
-    tmp.obsm["X_pca"] = prepare(adata, random_state=seed).embedding
-    sc.pp.neighbors(tmp, use_rep="X_pca", random_state=seed)
-    sc.tl.umap(tmp, random_state=seed)
-    return np.asarray(tmp.obsm["X_umap"])
-
-
-def _scatter(ax, xy: np.ndarray, labels: Sequence[str], colors: dict[str, object], title: str) -> None:
-    names = np.asarray(labels).astype(str)
-    order = list(dict.fromkeys(colors))
-    for name in order + sorted(set(names) - set(order)):
-        mask = names == name
-        if mask.any():
-            ax.scatter(*xy[mask].T, s=4, color=colors.get(name, "0.7"), label=name, rasterized=True, linewidths=0)
-    ax.set_title(title)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.legend(
-        loc="center left",
-        bbox_to_anchor=(1.0, 0.5),
-        fontsize=6,
-        markerscale=3,
-        frameon=False,
-        ncols=2 if len(set(names)) > 16 else 1,
-    )
+    fine = adata.uns[KEY]["fine_classes"]
+    coarse_names = [str(c) for c in adata.uns[KEY]["relations"].columns]
+    hues = dict(zip(coarse_names, palette(len(coarse_names)), strict=True))
+    colors: dict[str, object] = {}
+    for parent, group in fine.groupby("parent", sort=False):
+        base = np.array(mcolors.to_rgb(hues[str(parent)]))
+        n = len(group)
+        # from a darker to a lighter shade of the parent's colour
+        for i, name in enumerate(group.index):
+            t = 0.0 if n == 1 else -0.45 + 0.9 * i / (n - 1)
+            colors[str(name)] = tuple(base * (1 + t) if t < 0 else base + (1 - base) * t)
+    return colors
 
 
 def save_figures(adata: ad.AnnData, out: Path, seed: int) -> list[Path]:
@@ -120,34 +137,32 @@ def save_figures(adata: ad.AnnData, out: Path, seed: int) -> list[Path]:
     from matplotlib.figure import Figure
 
     from . import pl
-    from .pl._utils import palette
 
     n_nodes = max(adata.obs[KEY].nunique(), adata.obs[FINE].nunique())
     top = max(3.5, 0.28 * n_nodes + 1.2)
-    fig = Figure(figsize=(15, top + 5.5), layout="constrained")
-    axs = fig.subplot_mosaic([["rel", "true"], ["umap_true", "umap_falcon"]], height_ratios=[top, 5.5])
+    fig = Figure(figsize=(15, top + 5.8), layout="constrained")
+    axs = fig.subplot_mosaic([["rel", "true"], ["umap_true", "umap_falcon"]], height_ratios=[top, 5.8])
     pl.relations(adata, key=KEY, true_key=FINE, ax=[axs["rel"], axs["true"]], show=False)
-    xy = umap_coordinates(adata, seed)
-    true_names = [str(c) for c in adata.obs[FINE].cat.categories]
-    true_colors = dict(zip(true_names, palette(len(true_names)), strict=True))
-    matching = metrics.match_labels(adata.obs[FINE].astype(str).to_numpy(), adata.obs[KEY].astype(str).to_numpy())
-    # a learned class gets the colour of the true class it is matched with (grey when unmatched)
-    learned_colors = {
-        str(g): true_colors[str(matching[g])] for g in adata.obs[KEY].cat.categories if matching.get(g) is not None
-    }
-    _scatter(axs["umap_true"], xy, adata.obs[FINE], true_colors, f"true fine labels ({FINE})")
-    _scatter(axs["umap_falcon"], xy, adata.obs[KEY], learned_colors, "FALCON (colour of the matched true class)")
+    # both panels on the same coordinates: a UMAP of FALCON's learned representation (obsm["falcon_embedding"]),
+    # computed once and kept in obsm["falcon_umap"] of the demo's own AnnData
+    pl.embedding(adata, KEY, color=FINE, ax=axs["umap_true"], random_state=seed, store=True, size=12, show=False)
+    pl.embedding(adata, KEY, ax=axs["umap_falcon"], palette=family_colors(adata), size=12, show=False)
+    axs["umap_true"].set_title(f"true fine labels (obs['{FINE}'])\nUMAP of FALCON's embedding", fontsize=11)
+    axs["umap_falcon"].set_title(
+        f"FALCON fine classes (obs['{KEY}'])\nsame UMAP; colour: hue of the parent coarse class, a shade per class",
+        fontsize=11,
+    )
     paths = [out / "overview.png", out / "confusion.png", out / "history.png"]
     fig.savefig(paths[0], dpi=130)
 
     n_fine = adata.obs[KEY].nunique()
     fig = Figure(
-        figsize=(max(5.0, 0.42 * n_fine + 3.5), max(4.0, 0.35 * adata.obs[FINE].nunique() + 2.5)), layout="constrained"
+        figsize=(max(5.5, 0.42 * n_fine + 4.0), max(4.5, 0.35 * adata.obs[FINE].nunique() + 3.0)), layout="constrained"
     )
     pl.confusion(adata, FINE, key=KEY, ax=fig.add_subplot(), show=False)
     fig.savefig(paths[1], dpi=130)
 
-    fig = Figure(figsize=(9, 6), layout="constrained")
+    fig = Figure(figsize=(11, 7), layout="constrained")
     pl.history(adata, key=KEY, ax=list(fig.subplots(2, 2).ravel()), show=False)
     fig.savefig(paths[2], dpi=130)
     return paths

@@ -18,7 +18,7 @@ from .._docs import doc_params, plot_output
 from ..metrics import match_labels
 from ._utils import category_order, finish, get_results, new_axes, obs_labels, palette
 
-_AGREE, _DIFFER = "agrees", "differs"
+_AGREE, _DIFFER = "same parent in both panels", "matched class has another parent (or no match)"
 
 
 @doc_params(plot_output=plot_output)
@@ -266,7 +266,7 @@ def _draw_graph(
     span = 1.0 / middle
     ax.set_xlim(-left * span, 1.0 + right * span)
     legend = ok is not None and not ok.all()
-    ax.set_ylim(-0.25 if legend else -0.08, 1.08)
+    ax.set_ylim(-0.32 if legend else -0.08, 1.08)
 
     segments, seg_colors, widths, styles = [], [], [], []
     fmax = max(fine_sizes.max(), 1.0)
@@ -320,8 +320,8 @@ def _draw_graph(
             loc="lower left",
             fontsize=fontsize - 1,
             frameon=False,
-            ncols=2,
-            title="edge vs the other panel",
+            ncols=1,
+            title="edge, compared with the other panel",
             title_fontsize=fontsize - 1,
         )
     ax.set_title(title, fontsize=fontsize + 2)
