@@ -23,11 +23,12 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "sphinx_autodoc_typehints",  # after napoleon: types from the signatures into the numpydoc parameter lists
 ]
 
 # Markdown pages. With myst-nb (the `docs` extra) the tutorial notebook is rendered with the outputs stored in it
 # (never executed); with only myst-parser the tutorial page is a stub that points to the notebook file.
-NOTEBOOKS = ("01_pbmc_refine", "02_benchmark")
+NOTEBOOKS = tuple(sorted(p.stem for p in (HERE.parent / "tutorials").glob("*.ipynb")))  # docs/tutorials.md lists them
 try:
     import myst_nb  # noqa: F401
 
@@ -72,8 +73,13 @@ exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints", 
 autosummary_generate = True
 autosummary_imported_members = True
 autodoc_member_order = "bysource"
-autodoc_typehints = "description"
-autodoc_typehints_format = "short"
+# types come from the signatures only (sphinx-autodoc-typehints); docstrings explain meaning
+typehints_fully_qualified = False
+always_document_param_types = False
+# no separate return-type field: several Returns sections are prose with a definition list (what is written where),
+# which an inserted :rtype: line would break; the return type is in the signature
+typehints_document_rtype = False
+typehints_defaults = None  # defaults stay in the signature
 autodoc_default_options = {"members": True, "show-inheritance": False}
 autodoc_mock_imports: list[str] = []
 napoleon_google_docstring = False
