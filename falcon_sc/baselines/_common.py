@@ -95,7 +95,9 @@ def embed(adata: AnnData, *, batch_key: str | None = None, random_state: int = 0
 def majority_parent(labels: np.ndarray, coarse: np.ndarray) -> dict[str, str]:
     """Fine label -> the coarse label most of its cells carry (first in sorted order on ties)."""
     table = pd.crosstab(pd.Series(np.asarray(labels).astype(str)), pd.Series(np.asarray(coarse).astype(str)))
-    return {str(f): str(table.columns[int(np.argmax(row))]) for f, row in zip(table.index, table.to_numpy(), strict=True)}
+    return {
+        str(f): str(table.columns[int(np.argmax(row))]) for f, row in zip(table.index, table.to_numpy(), strict=True)
+    }
 
 
 def fine_names(coarse: str, cluster_ids: np.ndarray) -> tuple[np.ndarray, list[str]]:

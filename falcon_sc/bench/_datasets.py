@@ -84,7 +84,9 @@ def true_relation(adata: AnnData, fine: np.ndarray, coarse: np.ndarray) -> dict[
     if rel and len(rel) == len(present):
         return rel
     table = pd.crosstab(pd.Series(fine, name="fine"), pd.Series(coarse, name="coarse"))
-    return {str(f): str(table.columns[int(np.argmax(row))]) for f, row in zip(table.index, table.to_numpy(), strict=True)}
+    return {
+        str(f): str(table.columns[int(np.argmax(row))]) for f, row in zip(table.index, table.to_numpy(), strict=True)
+    }
 
 
 def _packaged(name: str) -> Callable[[], AnnData]:
