@@ -112,26 +112,6 @@ def print_relation(adata: ad.AnnData, table: pd.DataFrame) -> None:
             print(f"      {fine:<16} {n:>6} cells  conf {row['mean_confidence']:.2f}  {bracket}{mark}{mostly}")
 
 
-def family_colors(adata: ad.AnnData) -> dict[str, object]:
-    """A colour per FALCON fine class: its parent coarse class's hue (as in the relation graph), one shade per child."""
-    import matplotlib.colors as mcolors
-
-    from .pl._utils import palette
-
-    fine = adata.uns[KEY]["fine_classes"]
-    coarse_names = [str(c) for c in adata.uns[KEY]["relations"].columns]
-    hues = dict(zip(coarse_names, palette(len(coarse_names)), strict=True))
-    colors: dict[str, object] = {}
-    for parent, group in fine.groupby("parent", sort=False):
-        base = np.array(mcolors.to_rgb(hues[str(parent)]))
-        n = len(group)
-        # from a darker to a lighter shade of the parent's colour
-        for i, name in enumerate(group.index):
-            t = 0.0 if n == 1 else -0.45 + 0.9 * i / (n - 1)
-            colors[str(name)] = tuple(base * (1 + t) if t < 0 else base + (1 - base) * t)
-    return colors
-
-
 def save_figures(adata: ad.AnnData, out: Path, seed: int) -> list[Path]:
     """Write ``overview.png`` (relations + UMAPs), ``confusion.png`` and ``history.png``; return the paths."""
     from matplotlib.figure import Figure
@@ -146,7 +126,7 @@ def save_figures(adata: ad.AnnData, out: Path, seed: int) -> list[Path]:
     # both panels on the same coordinates: a UMAP of FALCON's learned representation (obsm["falcon_embedding"]),
     # computed once and kept in obsm["falcon_umap"] of the demo's own AnnData
     pl.embedding(adata, KEY, color=FINE, ax=axs["umap_true"], random_state=seed, store=True, size=12, show=False)
-    pl.embedding(adata, KEY, ax=axs["umap_falcon"], palette=family_colors(adata), size=12, show=False)
+    pl.embedding(adata, KEY, ax=axs["umap_falcon"], size=12, show=False)  # colours: parent's hue, a shade each
     axs["umap_true"].set_title(f"true fine labels (obs['{FINE}'])\nUMAP of FALCON's embedding", fontsize=11)
     axs["umap_falcon"].set_title(
         f"FALCON fine classes (obs['{KEY}'])\nsame UMAP; colour: hue of the parent coarse class, a shade per class",

@@ -296,11 +296,37 @@ def test_embedding_colours_each_fine_class(with_umap):
     assert tuple(faces[0]) == colour_of[str(with_umap.obs["falcon"].iloc[cell])]
 
 
+def test_embedding_fine_class_colours_follow_the_parent(with_umap):
+    from falcon_sc.pl._utils import palette
+
+    ax = pl.embedding(with_umap, show=False)
+    legend = ax.get_legend()
+    colour_of = {
+        t.get_text(): to_rgba(h.get_color()) for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)
+    }
+    fine = with_umap.uns["falcon"]["fine_classes"]
+    coarse = list(with_umap.uns["falcon"]["relations"].columns)
+    hues = dict(zip(coarse, palette(len(coarse)), strict=True))
+    for parent, group in fine.groupby("parent"):
+        if len(group) == 1:  # an only child takes its parent's colour
+            assert np.allclose(colour_of[group.index[0]][:3], hues[parent][:3])
+        else:  # siblings: shades of the parent's hue, darker to lighter
+            light = [sum(colour_of[f][:3]) for f in group.index]
+            assert light == sorted(light) and len(set(light)) == len(light)
+    distinct = pl.embedding(with_umap, palette="distinct", show=False).get_legend()
+    assert [to_rgba(h.get_color()) for h in distinct.legend_handles] == [to_rgba(c) for c in palette(len(fine))]
+    assert pl.embedding(with_umap, palette="distinct", show=False).get_title() == "FALCON fine classes (falcon)"
+    with pytest.raises(ValueError, match="palette"):
+        pl.embedding(with_umap, palette="viridis", show=False)
+
+
 def test_embedding_several_columns(with_umap, tmp_path):
     before = _snapshot_all(with_umap)
     axs = pl.embedding(with_umap, color=["falcon", "fine", "falcon_confidence"], show=False, save=tmp_path / "three")
     assert isinstance(axs, list) and len(axs) == 3
-    assert [a.get_title() for a in axs] == ["FALCON fine classes (falcon)", "fine", "falcon_confidence"]
+    titles = [a.get_title() for a in axs]
+    assert titles[0].startswith("FALCON fine classes (falcon)\ncolour: hue of the parent coarse class")
+    assert titles[1:] == ["fine", "falcon_confidence"]
     assert all(a.get_xlabel() == "UMAP1" and a.get_ylabel() == "UMAP2" for a in axs)
     assert len(axs[0].figure.axes) == 4  # + the colour bar of the numeric column
     assert (tmp_path / "three.png").stat().st_size > 0

@@ -14,7 +14,7 @@ from matplotlib.lines import Line2D
 from scipy import sparse
 
 from .._docs import doc_params, plot_output
-from ._utils import finish, new_axes
+from ._utils import family_colors, finish, new_axes
 from ._utils import palette as default_palette
 
 
@@ -30,7 +30,7 @@ def embedding(
     n_neighbors: int = 15,
     random_state: int = 0,
     legend_loc: Literal["right margin", "on data"] | None = "right margin",
-    palette: Sequence | Mapping[str, object] | None = None,
+    palette: Literal["distinct"] | Sequence | Mapping[str, object] | None = None,
     size: float | None = None,
     ncols: int = 3,
     ax: Axes | Sequence[Axes] | None = None,
@@ -47,8 +47,11 @@ def embedding(
     ``basis`` names coordinates already in ``obsm`` (``"X_umap"``, or ``"pca"`` for ``obsm["X_pca"]``), drawn as
     they are (first two columns).
 
-    Each category gets its own colour (``uns[f"{column}_colors"]`` when it holds one per category, as scanpy
-    stores them, else a fresh palette); the legend names the categories. Numeric columns and genes get a colour bar.
+    Each category gets its own colour and the legend names the categories. The fine classes ``obs[key]`` are
+    coloured by family: each takes the hue its parent coarse class has in :func:`~falcon_sc.pl.relations`, one shade
+    per sibling (darker to lighter), so colours never suggest a match with another panel's classes. Other categorical
+    columns take ``uns[f"{column}_colors"]`` when it holds one colour per category (as scanpy stores them), else a
+    qualitative palette. Numeric columns and genes get a colour bar.
 
     Parameters
     ----------
@@ -74,8 +77,9 @@ def embedding(
         ``"right margin"`` (legend beside each panel), ``"on data"`` (category names at their cells' median) or
         ``None``.
     palette
-        Colours of the categories: a list (in category order) or a mapping category -> colour; applies to every
-        categorical panel.
+        Colours of the categories: a list (in category order) or a mapping category -> colour, for every
+        categorical panel; ``"distinct"`` gives the fine classes a qualitative palette instead of the family
+        shades.
     size
         Marker area in points²; default ``min(20, 120000 / n_cells)``.
     ncols
@@ -107,15 +111,15 @@ def embedding(
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}")
-    colors = [key] if color is None else ([color] if isinstance(color, str) else list(color))
-    if not colors:
+    columns = [key] if color is None else ([color] if isinstance(color, str) else list(color))
+    if not columns:
         raise ValueError("color is empty: pass an obs column, a gene, or a list of them")
     if color is None and key not in adata.obs.columns:
         raise KeyError(
             f"no FALCON results under key {key!r} (adata.obs[{key!r}] is missing): run "
             f"fal.tl.refine(adata, coarse_key, n_fine, key_added={key!r}) first, or pass the key_added you used as key="
         )
-    for c in colors:
+    for c in columns:
         if c not in adata.obs.columns and c not in adata.var_names:
             raise KeyError(
                 f"color {c!r} is neither a column of adata.obs ({list(adata.obs.columns)}) nor a gene of "
@@ -127,7 +131,7 @@ def embedding(
         raise ValueError(f"ncols must be a positive integer, got {ncols!r}")
     xy, axis_name = _coordinates(adata, key, basis, recompute, store, n_neighbors, random_state)
 
-    n = len(colors)
+    n = len(columns)
     ncols = min(n, int(ncols))
     nrows = int(np.ceil(n / ncols))
     if figsize is None:
@@ -135,10 +139,12 @@ def embedding(
     fig, axes, _ = new_axes(ax, n, figsize=figsize, ncols=ncols)
     s = float(size) if size is not None else float(min(20.0, 120000.0 / max(adata.n_obs, 1)))
     order = np.random.default_rng(0).permutation(adata.n_obs)  # no class systematically drawn on top
-    for c, a in zip(colors, axes, strict=True):
+    for c, a in zip(columns, axes, strict=True):
         values = _values(adata, c)
+        family = False
         if isinstance(values, pd.Categorical):
-            _categorical(a, xy, values, _category_colors(adata, c, values, palette), order, s, legend_loc)
+            category_colors, family = _category_colors(adata, key, c, values, palette)
+            _categorical(a, xy, values, category_colors, order, s, legend_loc)
         else:
             sc_ = a.scatter(
                 *xy[order].T, c=values[order], s=s, cmap="viridis", linewidths=0, rasterized=True, plotnonfinite=True
@@ -148,14 +154,15 @@ def embedding(
         a.set_ylabel(f"{axis_name}2")
         a.set_xticks([])
         a.set_yticks([])
-        a.set_title(_title(c, key, adata))
+        a.set_title(_title(c, key, adata, family), fontsize=10)
     out = axes[0] if n == 1 else axes
     return finish(fig, out, show=show, save=save)
 
 
-def _title(column: str, key: str, adata: AnnData) -> str:
+def _title(column: str, key: str, adata: AnnData, family: bool = False) -> str:
     if column == key:
-        return f"FALCON fine classes ({column})"
+        note = "\ncolour: hue of the parent coarse class, a shade per class" if family else ""
+        return f"FALCON fine classes ({column}){note}"
     if column not in adata.obs.columns:
         return f"{column} (expression)"
     return column
@@ -217,27 +224,45 @@ def _values(adata: AnnData, column: str) -> pd.Categorical | np.ndarray:
 
 
 def _category_colors(
-    adata: AnnData, column: str, values: pd.Categorical, user: Sequence | Mapping[str, object] | None
-) -> dict[str, object]:
+    adata: AnnData,
+    key: str,
+    column: str,
+    values: pd.Categorical,
+    user: Literal["distinct"] | Sequence | Mapping[str, object] | None,
+) -> tuple[dict[str, object], bool]:
+    """Colours of the categories of ``column``, and whether they are the fine classes' family shades."""
     names = [str(c) for c in values.categories]
-    if user is not None:
+    if isinstance(user, str) and user != "distinct":
+        raise ValueError(f"palette must be 'distinct', a list or a mapping of colours, got {user!r}")
+    if user is not None and not isinstance(user, str):
         if isinstance(user, Mapping):
             missing = [n for n in names if n not in user]
             if missing:
                 raise KeyError(f"palette has no colour for the categories {missing[:5]} of {column!r}")
-            return {n: user[n] for n in names}
+            return {n: user[n] for n in names}, False
         user = list(user)
         if len(user) < len(names):
             raise ValueError(f"palette has {len(user)} colours for the {len(names)} categories of {column!r}")
-        return dict(zip(names, user[: len(names)], strict=True))
+        return dict(zip(names, user[: len(names)], strict=True)), False
+    res = adata.uns.get(key)
+    fine = res.get("fine_classes") if isinstance(res, dict) else None
+    if user is None and column == key and isinstance(fine, pd.DataFrame) and "parent" in fine.columns:
+        coarse = [str(c) for c in res["relations"].columns] if "relations" in res else sorted(set(fine["parent"]))
+        family = family_colors({str(f): str(p) for f, p in fine["parent"].items()}, coarse)
+        if all(n in family for n in names):
+            return {n: family[n] for n in names}, True
     stored = adata.uns.get(f"{column}_colors")
-    if column in adata.obs.columns and isinstance(adata.obs[column].dtype, pd.CategoricalDtype) and stored is not None:
-        all_names = [str(c) for c in adata.obs[column].cat.categories]
+    if user is None and column in adata.obs.columns and stored is not None:
+        all_names = (
+            [str(c) for c in adata.obs[column].cat.categories]
+            if isinstance(adata.obs[column].dtype, pd.CategoricalDtype)
+            else []
+        )
         stored = list(stored)
-        if len(stored) == len(all_names):
+        if all_names and len(stored) == len(all_names):
             lookup = dict(zip(all_names, stored, strict=True))
-            return {n: lookup[n] for n in names}
-    return dict(zip(names, default_palette(len(names)), strict=True))
+            return {n: lookup[n] for n in names}, False
+    return dict(zip(names, default_palette(len(names)), strict=True)), False
 
 
 def _categorical(

@@ -90,7 +90,11 @@ def relations(
     n_panels = 1 if true_key is None else 2
     if figsize is None:
         height = max(3.0, 0.28 * max(len(fine_names), len(coarse_names)) + 1.0)
-        figsize = (5.5 * n_panels, height)
+        width = 5.5
+        if kind == "heatmap":  # room for the row labels ("name (n cells) ~ partner") and the columns
+            longest = max(len(f) for f in fine_names) + 12 + (0 if true_key is None else 28)
+            width = max(4.5, 0.075 * longest + 0.5 * len(coarse_names) + 1.5)
+        figsize = (width * n_panels, height + (1.2 if kind == "heatmap" else 0.0))
     fig, axes, _ = new_axes(ax, n_panels, figsize=figsize)
 
     learned_text = fine_names
@@ -176,7 +180,8 @@ def relations(
                 coarse_sizes,
                 _row_labels(fine_names, fine_sizes, learned_partner),
                 learned_ok,
-                f"learned relation ({key}): parent of each fine class\nnumbers: cells; ~ X: matched true class X",
+                f"learned relation ({key}): parent of each fine class\n"
+                "numbers: cells; ~ X: matched true class X; red: X has another parent",
                 values,
                 _learned_counts(adata, key, coarse_key, fine_names, coarse_names, parent, fine_sizes),
             )
@@ -186,7 +191,8 @@ def relations(
                 coarse_sizes,
                 _row_labels(true_names, t_sizes, true_partner),
                 true_ok,
-                f"true relation ({true_key}): cells of each true class per coarse class\n~ X: matched learned class X",
+                f"true relation ({true_key}): cells of each true class per coarse class\n"
+                "~ X: matched learned class X; red: X has another parent",
                 true_counts / np.maximum(t_sizes[:, None], 1),
                 true_counts,
             )
@@ -376,8 +382,8 @@ def _draw_heatmap(
     fontsize = float(np.clip(220.0 / max(n_rows, 1), 5.0, 9.0))
     ax.set_xticks(
         range(n_cols),
-        [f"{c}\n({int(n)} cells)" for c, n in zip(coarse_names, coarse_sizes, strict=True)],
-        rotation=0 if n_cols <= 6 and max(len(c) for c in coarse_names) <= 12 else 90,
+        [f"{c} ({int(n)} cells)" for c, n in zip(coarse_names, coarse_sizes, strict=True)],
+        rotation=90,
         fontsize=fontsize,
     )
     ax.set_yticks(range(n_rows), row_labels, fontsize=fontsize)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +107,26 @@ def palette(n: int) -> list:
     if n <= 20:
         return list(plt.get_cmap("tab20").colors[:n])
     return [plt.get_cmap("gist_ncar")(x) for x in np.linspace(0.05, 0.95, n)]
+
+
+def family_colors(fine_parent: Mapping[str, str], coarse_names: Sequence[str]) -> dict[str, tuple]:
+    """A colour per fine class: the hue of its parent coarse class, one shade per sibling (darker to lighter).
+
+    Coarse classes get the colours of :func:`palette` in the order of ``coarse_names``, as in the relation plots.
+    ``fine_parent`` maps each fine class to its parent, in the order the shades are given.
+    """
+    import matplotlib.colors as mcolors
+
+    hues = dict(zip([str(c) for c in coarse_names], palette(len(coarse_names)), strict=True))
+    siblings: dict[str, list[str]] = {}
+    for fine, parent in fine_parent.items():
+        siblings.setdefault(str(parent), []).append(str(fine))
+    colors: dict[str, tuple] = {}
+    for parent, names in siblings.items():
+        base = np.array(mcolors.to_rgb(hues.get(parent, "0.5")))
+        n = len(names)
+        for i, name in enumerate(names):
+            t = 0.0 if n == 1 else -0.45 + 0.9 * i / (n - 1)  # < 0: darker, > 0: towards white
+            shade = base * (1.0 + t) if t < 0 else base + (1.0 - base) * t
+            colors[name] = tuple(float(v) for v in np.clip(shade, 0.0, 1.0))
+    return colors
