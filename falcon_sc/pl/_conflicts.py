@@ -67,7 +67,7 @@ def coarse_conflicts(
     Examples
     --------
     >>> import falcon_sc as fal
-    >>> adata = fal.datasets.simulate(n_cells=600, n_genes=300, random_state=0)
+    >>> adata = fal.datasets.simulate(n_cells=600, n_genes=300, children=(1, 2, 3), random_state=0)
     >>> fal.tl.refine(adata, "coarse", 6, n_epochs=3, show_progress=False)
     >>> ax = fal.pl.coarse_conflicts(adata, show=False)
     >>> ax = fal.pl.coarse_conflicts(adata, kind="heatmap", show=False)

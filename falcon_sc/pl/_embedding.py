@@ -102,7 +102,7 @@ def embedding(
     Examples
     --------
     >>> import falcon_sc as fal
-    >>> adata = fal.datasets.simulate(n_cells=600, n_genes=300, random_state=0)
+    >>> adata = fal.datasets.simulate(n_cells=600, n_genes=300, children=(1, 2, 3), random_state=0)
     >>> fal.tl.refine(adata, "coarse", 6, n_epochs=3, show_progress=False)
     >>> ax = fal.pl.embedding(adata, show=False)  # coloured by the fine classes obs["falcon"]
     >>> axs = fal.pl.embedding(adata, color=["falcon", "fine", "falcon_confidence"], show=False)

@@ -178,7 +178,7 @@ def coarse_conflicts(
     Examples
     --------
     >>> import falcon_sc as fal
-    >>> adata = fal.datasets.simulate(n_cells=600, n_genes=300, random_state=0)
+    >>> adata = fal.datasets.simulate(n_cells=600, n_genes=300, children=(1, 2, 3), random_state=0)
     >>> fal.tl.refine(adata, "coarse", 6, n_epochs=3, show_progress=False)
     >>> table = fal.tl.coarse_conflicts(adata)
     >>> list(table.columns)
