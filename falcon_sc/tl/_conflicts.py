@@ -158,9 +158,10 @@ def coarse_conflicts(
     How many mislabelled cells the flag finds depends on what the network was shown. With
     :func:`~falcon_sc.tl.refine`'s defaults it finds few: on simulations with 2 % of the cells given a random other
     coarse label (``python -m falcon_sc.bench.conflicts --seeds 3 --no-within``, 3 seeds each) the few flags were
-    mostly right (precision 0.83-1.0 per run) but caught only 2-4 % of the mislabelled cells, because the within-class principal
-    components (``n_comps_within``) are computed inside each cell's *given* coarse class and the warm start is fitted
-    to clusters found inside the given classes, so the given label reaches the network's input and targets. With
+    mostly right (precision 0.83-1.0 per run) but caught only 2-4 % of the mislabelled cells, because the
+    within-class principal components (``n_comps_within``) are computed inside each cell's *given* coarse class and
+    the warm start is fitted to clusters found inside the given classes, so the given label reaches the network's
+    input and targets. With
     ``n_comps_within=0`` the mean recall rose to 0.78 (balanced) and 0.93 (imbalanced) at mean precision 0.97 and
     0.99; with
     ``n_comps_within=0, init="random"`` every mislabelled cell of the easy simulation in the tests was caught. To
