@@ -15,6 +15,7 @@ import argparse
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,7 +43,7 @@ def mislabel(
     cells = rng.choice(adata.n_obs, n_wrong, replace=False)
     shift = rng.integers(1, len(names), n_wrong)  # a random *other* class
     codes[cells] = (codes[cells] + shift) % len(names)
-    adata.obs[key_added or f"{coarse_key}_noisy"] = pd.Categorical.from_codes(codes, names)
+    adata.obs[key_added or f"{coarse_key}_noisy"] = pd.Categorical.from_codes(codes, pd.Index(names))
     mask = np.zeros(adata.n_obs, dtype=bool)
     mask[cells] = True
     return mask
@@ -129,15 +130,18 @@ def run_conflict_bench(
             adata = fal.datasets.simulate_preset(preset, random_state=seed)
             wrong = mislabel(adata, "coarse", fraction, random_state=seed)
             n_fine = int(adata.obs["fine"].nunique())
-            options = dict(random_state=seed, accelerator=accelerator, show_progress=False)
+            options: dict[str, Any] = dict(random_state=seed, accelerator=accelerator, show_progress=False)
             start = time.perf_counter()
             model = fal.tl.refine(adata, "coarse_noisy", n_fine, return_model=True, **options)
+            assert isinstance(model, fal.FalconModel)
             seconds = time.perf_counter() - start
             given = adata.obs["coarse_noisy"].astype(str).to_numpy()
             flags = {"refine": adata.obs["falcon_outside_parent"].to_numpy().astype(bool)}
             bare = adata.copy()
             del bare.obs["coarse_noisy"]
-            predicted = model.predict(bare, key_added="bench", copy=True).obs["bench_coarse"].astype(str).to_numpy()
+            labelled = model.predict(bare, key_added="bench", copy=True)
+            assert labelled is not None
+            predicted = labelled.obs["bench_coarse"].astype(str).to_numpy()
             flags["predict_coarse"] = predicted != given
             flags["knn_vote"] = _neighbour_vote(adata, "coarse_noisy", random_state=seed)
             if no_within:

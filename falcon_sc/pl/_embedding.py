@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -147,7 +147,14 @@ def embedding(
             _categorical(a, xy, values, category_colors, order, s, legend_loc)
         else:
             sc_ = a.scatter(
-                *xy[order].T, c=values[order], s=s, cmap="viridis", linewidths=0, rasterized=True, plotnonfinite=True
+                xy[order, 0],
+                xy[order, 1],
+                c=values[order],
+                s=s,
+                cmap="viridis",
+                linewidths=0,
+                rasterized=True,
+                plotnonfinite=True,
             )
             fig.colorbar(sc_, ax=a, shrink=0.7, label=c)
         a.set_xlabel(f"{axis_name}1")
@@ -229,7 +236,7 @@ def _category_colors(
     column: str,
     values: pd.Categorical,
     user: Literal["distinct"] | Sequence | Mapping[str, object] | None,
-) -> tuple[dict[str, object], bool]:
+) -> tuple[dict[str, Any], bool]:
     """Colours of the categories of ``column``, and whether they are the fine classes' family shades."""
     names = [str(c) for c in values.categories]
     if isinstance(user, str) and user != "distinct":
@@ -269,7 +276,7 @@ def _categorical(
     a: Axes,
     xy: np.ndarray,
     values: pd.Categorical,
-    colors: dict[str, object],
+    colors: dict[str, Any],
     order: np.ndarray,
     s: float,
     legend_loc: str | None,
@@ -278,9 +285,9 @@ def _categorical(
 
     names = [str(c) for c in values.categories]
     codes = np.asarray(values.codes)
-    rgba = np.array([mcolors.to_rgba(colors[n]) for n in names] + [mcolors.to_rgba("0.8")])
+    rgba: np.ndarray = np.array([mcolors.to_rgba(colors[n]) for n in names] + [mcolors.to_rgba("0.8")], dtype=float)
     point_colors = rgba[np.where(codes >= 0, codes, len(names))]
-    a.scatter(*xy[order].T, c=point_colors[order], s=s, linewidths=0, rasterized=True)
+    a.scatter(xy[order, 0], xy[order, 1], c=point_colors[order], s=s, linewidths=0, rasterized=True)
     if legend_loc == "right margin":
         handles = [
             Line2D([], [], ls="", marker="o", markersize=6, markeredgewidth=0, color=colors[n], label=n) for n in names
