@@ -16,7 +16,7 @@ from scipy import sparse
 from .pp._prepare import INPUT_KINDS, check_values
 
 #: suffixes of the ``obs`` columns :func:`falcon_sc.tl.refine` writes (after ``key_added``)
-WRITTEN_OBS_SUFFIXES = ("", "_confidence", "_outside_parent", "_warm_start", "_coarse")
+WRITTEN_OBS_SUFFIXES = ("", "_confidence", "_outside_parent", "_warm_start", "_coarse", "_neighbour_coarse")
 
 
 def resolve_device(accelerator: str) -> torch.device:
@@ -268,7 +268,7 @@ def check_refine_args(
     check_bool("show_progress", show_progress, allow_none=True)
     estimated = isinstance(n_fine, str) or isinstance(n_fine, Mapping)
     if isinstance(n_fine, str) and n_fine != "auto":
-        raise ValueError(f"n_fine={n_fine!r}: give an int, 'auto' or a mapping coarse label -> count.")
+        raise TypeError(f"n_fine={n_fine!r}: give an int, 'auto' or a mapping coarse label -> count.")
     if not estimated:
         check_int("n_fine", n_fine)
     elif not (isinstance(children_prior, str) and children_prior == "auto"):

@@ -65,3 +65,28 @@ def _drop_self(local: np.ndarray, k: int) -> np.ndarray:
     missing = keep.all(axis=1)
     keep[missing, -1] = False
     return local[keep].reshape(local.shape[0], k)
+
+
+def neighbour_vote(X: np.ndarray, labels: np.ndarray, n_neighbors: int = 15, *, random_state: int = 0) -> np.ndarray:
+    """The label most of each sample's nearest neighbours (over all samples) carry, else its own label.
+
+    A sample gets another label only when more than half of its ``n_neighbors`` nearest neighbours (cosine) carry
+    that label: on label-free features this marks samples whose own label looks wrong.
+
+    Parameters
+    ----------
+    X
+        Samples x features that do not depend on ``labels`` (e.g. global principal components).
+    labels
+        Integer label per sample.
+    n_neighbors
+        Voters per sample.
+    random_state
+        Seed for the approximate search of large data.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    nb = within_class_neighbors(X, np.zeros(len(labels), dtype=np.int64), n_neighbors, random_state=random_state)
+    counts = np.zeros((len(labels), int(labels.max()) + 1))
+    np.add.at(counts, (np.repeat(np.arange(len(labels)), nb.shape[1]), labels[nb].ravel()), 1.0)
+    top = counts.argmax(axis=1)
+    return np.where(counts[np.arange(len(labels)), top] > nb.shape[1] / 2, top, labels)

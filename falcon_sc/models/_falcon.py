@@ -20,7 +20,7 @@ from .._validate import check_refine_args, resolve_device
 from ..core.distributed import train_falcon_ddp
 from ..core.graph_init import graph_clusters
 from ..core.n_fine import estimate_children
-from ..core.neighbors import within_class_neighbors
+from ..core.neighbors import neighbour_vote, within_class_neighbors
 from ..core.prior import children_prior as size_prior
 from ..core.prior import kmeans_within_relation
 from ..core.relation import solve_relation
@@ -374,6 +374,14 @@ class FalconModel:
             "init_labels": init_labels,
             "scores": scores,
             "n_fine_estimate": estimate,
+            # coarse label most of each cell's neighbours carry in the label-free global components (one scheme)
+            "neighbour_coarse": None
+            if schemes is not None
+            else neighbour_vote(
+                neighbour_space if inputs.prepared is None else inputs.prepared.embedding,
+                coarse,
+                random_state=random_state,
+            ),
         }
         return self
 
@@ -443,6 +451,11 @@ class FalconModel:
         if adata.n_obs != len(out["coarse"]):
             raise ValueError("write_fit_results: adata is not the AnnData the model was fitted on.")
         _write_labels(adata, fitted, result.probs, result.embedding, out["coarse"], key_added)
+        if out.get("neighbour_coarse") is not None:  # also flag cells whose neighbours carry another coarse label
+            vote = out["neighbour_coarse"]
+            adata.obs[f"{key_added}_neighbour_coarse"] = pd.Categorical.from_codes(vote, fitted.coarse_names)
+            outside = adata.obs[f"{key_added}_outside_parent"].to_numpy(dtype=bool) | (vote != out["coarse"])
+            adata.obs[f"{key_added}_outside_parent"] = outside
         uns = adata.uns[key_added]
         uns["history"] = self.history
         uns["children_history"] = np.array([r["children"] for r in result.history], dtype=np.int64)
@@ -798,7 +811,8 @@ def _choice_table(fitted: _Fitted, scores: np.ndarray) -> pd.DataFrame:
 
 def _check_written_keys(key_added: str, coarse_key: str | list[str] | None, batch_key: str | None) -> None:
     """Refuse a ``key_added`` whose written ``obs`` columns would overwrite the coarse or batch column."""
-    written = {key_added, *(f"{key_added}_{s}" for s in ("confidence", "outside_parent", "warm_start", "coarse"))}
+    suffixes = ("confidence", "outside_parent", "warm_start", "coarse", "neighbour_coarse")
+    written = {key_added, *(f"{key_added}_{s}" for s in suffixes)}
     keys = [coarse_key] if not isinstance(coarse_key, list | tuple) else list(coarse_key)
     for name, value in [*(("coarse_key", k) for k in keys), ("batch_key", batch_key)]:
         if value is not None and value in written:

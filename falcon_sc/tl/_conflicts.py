@@ -99,6 +99,12 @@ def cell_conflicts(
     others[np.arange(len(coarse)), coarse] = -np.inf
     other = others.argmax(axis=1) if len(coarse_names) > 1 else np.full(len(coarse), -1)
     other_prob = per_coarse[np.arange(len(coarse)), other] if len(coarse_names) > 1 else np.zeros(len(coarse))
+    vote_col = f"{key}_neighbour_coarse"
+    if vote_col in adata.obs.columns:  # flagged by the neighbour vote: the neighbours' label is the other class
+        vote = pd.Categorical(adata.obs[vote_col].astype(str), categories=coarse_names).codes.astype(np.int64)
+        by_vote = (vote >= 0) & (vote != coarse)
+        other = np.where(by_vote, vote, other)
+        other_prob = np.where(by_vote, 1.0, other_prob)
     flagged = adata.obs[f"{key}_outside_parent"].to_numpy().astype(bool)
     if min_confidence is not None:
         flagged = flagged & (other_prob >= float(min_confidence))

@@ -172,7 +172,12 @@ def refine(
     ``obs[f"{key_added}_confidence"]``
         Probability of that label among its siblings.
     ``obs[f"{key_added}_outside_parent"]``
-        True where the unrestricted prediction lies under another coarse class (possible coarse mislabel).
+        True where the cell's coarse label looks wrong: its unrestricted prediction lies under another coarse class,
+        or most of its 15 nearest neighbours in the label-free global principal components carry another coarse
+        label (:func:`falcon_sc.tl.coarse_conflicts` summarises them).
+    ``obs[f"{key_added}_neighbour_coarse"]``
+        The coarse label most of those neighbours carry (the cell's own where there is no majority); one coarse
+        scheme only.
     ``obs[f"{key_added}_warm_start"]``
         The warm start's label per cell (before FALCON training; named as ``obs[key_added]`` by the initial
         relation), to compare with the final labels; absent with ``init="random"``.

@@ -82,7 +82,6 @@ def test_known_counts_are_kept(sim_uneven):
 @pytest.mark.parametrize(
     "n_fine, extra, match",
     [
-        ("many", {}, "give an int, 'auto' or a mapping"),
         ({"C9": 2}, {}, "not coarse classes"),
         ({"C1": 0}, {}, "must be an int >= 1"),
         ({"C1": 2.5}, {}, "must be an int >= 1"),
@@ -90,5 +89,7 @@ def test_known_counts_are_kept(sim_uneven):
     ],
 )
 def test_bad_n_fine(sim_uneven, n_fine, extra, match):
+    with pytest.raises(TypeError, match="give an int, 'auto' or a mapping"):
+        fal.tl.refine(sim_uneven, "coarse", "many", copy=True, **FAST)
     with pytest.raises(ValueError, match=match):
         fal.tl.refine(sim_uneven, "coarse", n_fine, copy=True, **FAST, **extra)

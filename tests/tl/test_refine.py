@@ -18,7 +18,7 @@ from falcon_sc.pp import detect_input_kind
 
 from ..conftest import CHILDREN, CHILDREN_UNEVEN, FAST, N_FINE, scanpy_log, simulate
 
-OBS_KEYS = {"falcon", "falcon_confidence", "falcon_outside_parent", "falcon_warm_start"}
+OBS_KEYS = {"falcon", "falcon_confidence", "falcon_outside_parent", "falcon_warm_start", "falcon_neighbour_coarse"}
 OBSM_KEYS = {"falcon_probs", "falcon_embedding"}
 UNS_KEYS = {"params", "relations", "fine_classes", "history", "children_history", "partition_choice"}
 
