@@ -73,16 +73,62 @@ def _fix_counts(
     return labels
 
 
+def sibling_merges(
+    labels: np.ndarray, groups: np.ndarray, neighbors: np.ndarray, n_use: int = 15
+) -> Iterator[tuple[int, int, float, int]]:
+    """Merge sibling clusters (same group) one pair at a time, the most inter-connected pair first, to one per group.
+
+    The connectivity of clusters ``a`` and ``b`` is the number of kNN edges between them divided by the number
+    expected if edges fell at random inside their group, ``d_a d_b / 2 m_g`` (``d``: total degree, ``m_g``: edges of
+    the group), as in PAGA. It does not depend on cluster or group size. The cluster graph is built once and updated
+    after each merge; a group's merges do not depend on the other groups'.
+
+    Yields
+    ------
+    ``(a, b, connectivity, group)`` after each merge: cluster ``b`` (an index into ``np.unique(labels)``) was merged
+    into ``a`` (the smaller index).
+    """
+    ids, dense = np.unique(labels, return_inverse=True)
+    n_ids = len(ids)
+    k = min(n_use, neighbors.shape[1])
+    src = np.repeat(np.arange(len(labels)), k)
+    dst = neighbors[:, :k].ravel()
+    keep = src != dst
+    edges = np.zeros((n_ids, n_ids))
+    np.add.at(edges, (dense[src[keep]], dense[dst[keep]]), 1.0)
+    edges = edges + edges.T
+    degree = edges.sum(axis=1)
+    group = np.zeros(n_ids, dtype=np.int64)
+    group[dense] = groups
+    group_edges = np.maximum(np.bincount(group, weights=degree)[group], 1e-12)
+    siblings = group[:, None] == group[None, :]
+    np.fill_diagonal(siblings, False)
+    while True:
+        expected = np.outer(degree, degree) / group_edges[:, None]
+        ratio = np.where(siblings, edges / np.maximum(expected, 1e-12), -np.inf)
+        a, b = np.unravel_index(np.argmax(ratio), ratio.shape)
+        if not np.isfinite(ratio[a, b]):
+            return
+        if a > b:  # keep the smaller id, as merging ``b`` into ``a`` in id order
+            a, b = b, a
+        edges[a] += edges[b]
+        edges[:, a] += edges[:, b]
+        edges[b] = 0.0
+        edges[:, b] = 0.0
+        degree[a] += degree[b]
+        degree[b] = 0.0
+        siblings[b] = False
+        siblings[:, b] = False
+        yield int(a), int(b), float(ratio[a, b]), int(group[a])
+
+
 def merge_by_connectivity(
     labels: np.ndarray, groups: np.ndarray, neighbors: np.ndarray, n_clusters: int, n_use: int = 15
 ) -> np.ndarray:
     """Merge sibling clusters (same group) until ``n_clusters`` remain, most inter-connected pair first.
 
-    The connectivity of clusters ``a`` and ``b`` is the number of kNN edges between them divided by the number
-    expected if edges fell at random inside their group, ``d_a d_b / 2 m_g`` (``d``: total degree, ``m_g``: edges of
-    the group), as in PAGA. It does not depend on cluster or group size, so a large homogeneous class cut in pieces
-    (connectivity near 1) is rejoined before two small distinct types (connectivity near 0). The cluster graph is
-    built once and updated after each merge.
+    The pairs are merged in the order of :func:`sibling_merges`: a large homogeneous class cut in pieces
+    (connectivity near 1) is rejoined before two small distinct types (connectivity near 0).
 
     Parameters
     ----------
@@ -102,42 +148,13 @@ def merge_by_connectivity(
     Merged labels (ids are a subset of the input ids).
     """
     ids, dense = np.unique(labels, return_inverse=True)
-    n_ids = len(ids)
-    if n_ids <= n_clusters:
+    if len(ids) <= n_clusters:
         return labels.copy()
-    k = min(n_use, neighbors.shape[1])
-    src = np.repeat(np.arange(len(labels)), k)
-    dst = neighbors[:, :k].ravel()
-    keep = src != dst
-    edges = np.zeros((n_ids, n_ids))
-    np.add.at(edges, (dense[src[keep]], dense[dst[keep]]), 1.0)
-    edges = edges + edges.T
-    degree = edges.sum(axis=1)
-    group = np.zeros(n_ids, dtype=np.int64)
-    group[dense] = groups
-    group_edges = np.maximum(np.bincount(group, weights=degree)[group], 1e-12)
-    siblings = group[:, None] == group[None, :]
-    np.fill_diagonal(siblings, False)
-    owner = np.arange(n_ids)
-    alive = np.ones(n_ids, dtype=bool)
-    for _ in range(n_ids - n_clusters):
-        expected = np.outer(degree, degree) / group_edges[:, None]
-        ratio = np.where(siblings, edges / np.maximum(expected, 1e-12), -np.inf)
-        a, b = np.unravel_index(np.argmax(ratio), ratio.shape)
-        if not np.isfinite(ratio[a, b]):
-            break
-        if a > b:  # keep the smaller id, as merging ``b`` into ``a`` in id order
-            a, b = b, a
-        edges[a] += edges[b]
-        edges[:, a] += edges[:, b]
-        edges[b] = 0.0
-        edges[:, b] = 0.0
-        degree[a] += degree[b]
-        degree[b] = 0.0
-        siblings[b] = False
-        siblings[:, b] = False
-        alive[b] = False
+    owner = np.arange(len(ids))
+    for n_merged, (a, b, _, _) in enumerate(sibling_merges(labels, groups, neighbors, n_use), start=1):
         owner[owner == b] = a
+        if n_merged == len(ids) - n_clusters:
+            break
     return ids[owner[dense]]
 
 

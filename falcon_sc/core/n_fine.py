@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .graph_init import group_subgraphs, knn_graph, leiden_nested
+from .graph_init import group_subgraphs, knn_graph, leiden_nested, sibling_merges
 
 __all__ = ["ChildrenEstimate", "estimate_children", "merge_curve"]
 
@@ -48,48 +48,23 @@ class ChildrenEstimate:
 def merge_curve(
     labels: np.ndarray, groups: np.ndarray, neighbors: np.ndarray, n_use: int = 15
 ) -> dict[int, dict[int, float]]:
-    """Merge sibling clusters (same group) down to one per group, most inter-connected pair first.
+    """Merge sibling clusters (same group) down to one per group (:func:`~falcon_sc.core.graph_init.sibling_merges`).
 
     Returns
     -------
     ``curve[g][k]``: connectivity of the merge that takes group ``g`` from ``k`` clusters to ``k - 1``. Each group's
     merges do not depend on the other groups', so its curve is the one of merging that group alone.
     """
-    ids, dense = np.unique(labels, return_inverse=True)
-    n_ids = len(ids)
     groups = np.asarray(groups, dtype=np.int64)
-    k = min(n_use, neighbors.shape[1])
-    src = np.repeat(np.arange(len(labels)), k)
-    dst = neighbors[:, :k].ravel()
-    keep = src != dst
-    edges = np.zeros((n_ids, n_ids))
-    np.add.at(edges, (dense[src[keep]], dense[dst[keep]]), 1.0)
-    edges = edges + edges.T
-    degree = edges.sum(axis=1)
-    group = np.zeros(n_ids, dtype=np.int64)
+    ids, dense = np.unique(labels, return_inverse=True)
+    group = np.zeros(len(ids), dtype=np.int64)
     group[dense] = groups
-    group_edges = np.maximum(np.bincount(group, weights=degree)[group], 1e-12)
-    siblings = group[:, None] == group[None, :]
-    np.fill_diagonal(siblings, False)
     count = np.bincount(group, minlength=int(groups.max()) + 1)
     curve: dict[int, dict[int, float]] = {g: {} for g in range(len(count))}
-    while True:
-        expected = np.outer(degree, degree) / group_edges[:, None]
-        ratio = np.where(siblings, edges / np.maximum(expected, 1e-12), -np.inf)
-        a, b = np.unravel_index(np.argmax(ratio), ratio.shape)
-        if not np.isfinite(ratio[a, b]):
-            return curve
-        g = int(group[a])
-        curve[g][int(count[g])] = float(ratio[a, b])
+    for _, _, ratio, g in sibling_merges(labels, groups, neighbors, n_use):
+        curve[g][int(count[g])] = ratio
         count[g] -= 1
-        edges[a] += edges[b]
-        edges[:, a] += edges[:, b]
-        edges[b] = 0.0
-        edges[:, b] = 0.0
-        degree[a] += degree[b]
-        degree[b] = 0.0
-        siblings[b] = False
-        siblings[:, b] = False
+    return curve
 
 
 def _count(curve: dict[int, float], start: int, threshold: float) -> int:
