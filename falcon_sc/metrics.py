@@ -79,6 +79,14 @@ def match_labels(y_true: Any, y_pred: Any) -> dict[Hashable, Hashable | None]:
         Maps every predicted class to the true class it is matched with (a one-to-one matching maximising the number
         of samples on which they agree). Predicted classes left over (more predicted than true classes) map to
         ``None``.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> fal.metrics.match_labels(["a", "a", "a", "b", "b", "c"], [0, 0, 1, 1, 1, 2])
+    {0: 'a', 1: 'b', 2: 'c'}
+    >>> fal.metrics.match_labels(["a", "a", "b", "b"], ["x", "x", "y", "z"])  # one class too many
+    {'x': 'a', 'y': 'b', 'z': None}
     """
     t, p = _check_pair(y_true, y_pred)
     table, t_names, p_names = _contingency(t, p)
@@ -101,6 +109,12 @@ def clustering_accuracy(y_true: Any, y_pred: Any) -> float:
     -------
     float
         Value in [0, 1]; samples in unmatched predicted classes count as errors.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> round(fal.metrics.clustering_accuracy(["a", "a", "a", "b", "b", "c"], [0, 0, 1, 1, 1, 2]), 3)  # 5 of 6
+    0.833
     """
     t, p = _check_pair(y_true, y_pred)
     table, _, _ = _contingency(t, p)
@@ -120,6 +134,12 @@ def macro_accuracy(y_true: Any, y_pred: Any) -> float:
     -------
     float
         Balanced (class-averaged) accuracy in [0, 1]; true classes left unmatched have recall 0.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> round(fal.metrics.macro_accuracy(["a", "a", "a", "b", "b", "c"], [0, 0, 1, 1, 1, 2]), 3)  # (2/3 + 1 + 1) / 3
+    0.889
     """
     t, p = _check_pair(y_true, y_pred)
     table, _, _ = _contingency(t, p)
@@ -148,6 +168,18 @@ def per_class_recall(y_true: Any, y_pred: Any, coarse: Any = None) -> pd.DataFra
         class, or of all samples without ``coarse``), ``matched`` (the predicted class matched to it, ``None`` if
         none) and ``recall`` (fraction of its samples that carry the matched predicted label; 0 when unmatched). The
         mean of ``recall`` is :func:`macro_accuracy`.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> table = fal.metrics.per_class_recall(["a", "a", "a", "b", "b", "c"], [0, 0, 1, 1, 1, 2], ["T"] * 5 + ["M"])
+    >>> table[["true_class", "coarse", "n_cells", "matched"]]
+      true_class coarse  n_cells  matched
+    0          a      T        3        0
+    1          b      T        2        1
+    2          c      M        1        2
+    >>> table["recall"].round(3).tolist()
+    [0.667, 1.0, 1.0]
     """
     t, p = _check_pair(y_true, y_pred)
     table, t_names, p_names = _contingency(t, p)
@@ -203,6 +235,18 @@ def rare_recall(y_true: Any, y_pred: Any, coarse: Any, *, max_share: float = 0.0
     -------
     float
         Mean recall of the rare classes in [0, 1], or NaN if there are none.
+
+    Examples
+    --------
+    Class ``"b"`` holds 1 of the 10 cells of its coarse class ``"T"``:
+
+    >>> import falcon_sc as fal
+    >>> y_true = ["a"] * 9 + ["b"] + ["c"] * 10
+    >>> coarse = ["T"] * 10 + ["M"] * 10
+    >>> fal.metrics.rare_recall(y_true, [0] * 9 + [1] + [2] * 10, coarse, max_share=0.1)  # found
+    1.0
+    >>> fal.metrics.rare_recall(y_true, [0] * 10 + [2] * 10, coarse, max_share=0.1)  # merged into "a"
+    0.0
     """
     if isinstance(max_share, bool) or not isinstance(max_share, int | float | np.number) or not 0 < max_share <= 1:
         raise ValueError(f"`max_share` must be a number in (0, 1], got {max_share!r}.")
@@ -214,13 +258,51 @@ def rare_recall(y_true: Any, y_pred: Any, coarse: Any, *, max_share: float = 0.0
 
 
 def ari(y_true: Any, y_pred: Any) -> float:
-    """Compute the adjusted Rand index (:func:`sklearn.metrics.adjusted_rand_score`)."""
+    """Compute the adjusted Rand index (:func:`sklearn.metrics.adjusted_rand_score`).
+
+    Parameters
+    ----------
+    y_true, y_pred
+        True and predicted labels, one per sample.
+
+    Returns
+    -------
+    float
+        1 for identical partitions (up to names), about 0 for random labels.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> fal.metrics.ari(["a", "a", "b", "b"], [1, 1, 0, 0])
+    1.0
+    >>> round(fal.metrics.ari(["a", "a", "a", "b", "b", "c"], [0, 0, 1, 1, 1, 2]), 3)
+    0.318
+    """
     t, p = _check_pair(y_true, y_pred)
     return float(adjusted_rand_score(pd.factorize(t)[0], pd.factorize(p)[0]))
 
 
 def nmi(y_true: Any, y_pred: Any) -> float:
-    """Compute the normalised mutual information (:func:`sklearn.metrics.normalized_mutual_info_score`)."""
+    """Compute the normalised mutual information (:func:`sklearn.metrics.normalized_mutual_info_score`).
+
+    Parameters
+    ----------
+    y_true, y_pred
+        True and predicted labels, one per sample.
+
+    Returns
+    -------
+    float
+        Value in [0, 1]; 1 for identical partitions (up to names).
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> fal.metrics.nmi(["a", "a", "b", "b"], [1, 1, 0, 0])
+    1.0
+    >>> round(fal.metrics.nmi(["a", "a", "a", "b", "b", "c"], [0, 0, 1, 1, 1, 2]), 3)
+    0.685
+    """
     t, p = _check_pair(y_true, y_pred)
     return float(normalized_mutual_info_score(pd.factorize(t)[0], pd.factorize(p)[0]))
 
@@ -243,6 +325,15 @@ def within_coarse_ari(y_true: Any, y_pred: Any, coarse: Any) -> float:
     -------
     float
         Mean within-coarse ARI, or NaN if no coarse class contains two or more true fine classes.
+
+    Examples
+    --------
+    Only ``"T"`` holds two true classes, so only it is scored:
+
+    >>> import falcon_sc as fal
+    >>> coarse = ["T", "T", "T", "T", "M", "M"]
+    >>> fal.metrics.within_coarse_ari(["a", "a", "b", "b", "c", "c"], [0, 0, 1, 1, 2, 3], coarse)
+    1.0
     """
     t, p = _check_pair(y_true, y_pred)
     c = _as_labels(coarse, "coarse")
@@ -308,6 +399,16 @@ def relation_edit_distance(y_true: Any, y_pred: Any, true_relation: Any, pred_re
     -------
     int
         The number of edit operations.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> y_true, y_pred = ["a", "a", "b", "b", "c"], [0, 0, 1, 1, 2]
+    >>> true_relation = {"a": "T", "b": "T", "c": "M"}
+    >>> fal.metrics.relation_edit_distance(y_true, y_pred, true_relation, {0: "T", 1: "T", 2: "M"})
+    0
+    >>> fal.metrics.relation_edit_distance(y_true, y_pred, true_relation, {0: "T", 1: "M", 2: "M"})  # 1 -> wrong parent
+    2
     """
     t, p = _check_pair(y_true, y_pred)
     rel_t = _as_relation(true_relation, "true_relation")
@@ -358,6 +459,18 @@ def evaluate(
     dict
         Keys ``accuracy``, ``macro_accuracy``, ``ari``, ``nmi`` and, when available, ``within_coarse_ari``,
         ``rare_recall`` (NaN without rare classes) and ``relation_edit_distance``.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> y_true, y_pred = ["a", "a", "a", "b", "b", "c"], [0, 0, 1, 1, 1, 2]
+    >>> scores = fal.metrics.evaluate(y_true, y_pred)
+    >>> {name: round(value, 3) for name, value in scores.items()}
+    {'accuracy': 0.833, 'macro_accuracy': 0.889, 'ari': 0.318, 'nmi': 0.685}
+    >>> coarse = ["T"] * 5 + ["M"]
+    >>> scores = fal.metrics.evaluate(y_true, y_pred, coarse, {"a": "T", "b": "T", "c": "M"}, {0: "T", 1: "T", 2: "M"})
+    >>> scores["relation_edit_distance"], round(scores["within_coarse_ari"], 3)
+    (0, 0.167)
     """
     out: dict[str, float] = {
         "accuracy": clustering_accuracy(y_true, y_pred),
