@@ -30,6 +30,15 @@ def pbmc3k() -> ad.AnnData:
     -------
     AnnData
         With ``obs["coarse"]``, ``obs["fine"]`` (categoricals) and ``uns["falcon_dataset"]``.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.pbmc3k()
+    >>> adata.shape, list(adata.layers)
+    ((2638, 2000), ['counts'])
+    >>> fal.datasets.true_relation(adata)["CD8 T"]
+    'T'
     """
     adata = _read_packaged("pbmc3k_seurat_labels.h5ad")
     return finalise(adata, "pbmc3k", "10x PBMC 3k, Seurat tutorial labels via the R package clustifyr")
@@ -50,6 +59,15 @@ def zeisel() -> ad.AnnData:
     -------
     AnnData
         With ``obs["coarse"]``, ``obs["fine"]`` (categoricals) and ``uns["falcon_dataset"]``.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.zeisel()
+    >>> adata.shape
+    (1449, 1000)
+    >>> adata.obs.groupby("coarse", observed=True)["fine"].nunique().to_dict()  # fine classes per coarse class
+    {'endothelial-mural': 4, 'interneurons': 16, 'pyramidal CA1': 5}
     """
     adata = _read_packaged("zeisel2015_cortex_l1_l2.h5ad")
     return finalise(adata, "zeisel", "Zeisel et al. 2015 via the R packages descend (counts) and EWCE (labels)")

@@ -43,6 +43,17 @@ def pbmc68k() -> ad.AnnData:
     -------
     AnnData
         With ``obs["coarse"]``, ``obs["fine"]`` (categoricals) and ``uns["falcon_dataset"]``.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.pbmc68k()
+    >>> adata.shape
+    (700, 765)
+    >>> adata.obs["coarse"].cat.categories.tolist()
+    ['T cell', 'myeloid', 'B', 'NK', 'progenitor']
+    >>> fal.datasets.true_relation(adata)["CD14+ Monocyte"]
+    'myeloid'
     """
     import scanpy as sc
 

@@ -233,6 +233,17 @@ def simulate(
         ``batch`` (if any), ``library_size``, ``state``. ``var``: ``base_mean`` and booleans ``coarse_de``, ``fine_de``,
         ``batch_de``. ``uns["falcon_dataset"]`` holds name, relation, source, ``rare`` (the rare fine classes, possibly
         none) and the parameters.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+    >>> adata.shape
+    (300, 200)
+    >>> adata.obs["fine"].cat.categories.tolist()
+    ['C0.f0', 'C1.f0', 'C1.f1', 'C2.f0', 'C2.f1', 'C2.f2']
+    >>> fal.datasets.true_relation(adata)["C2.f1"]
+    'C2'
     """
     n_cells = _check_int("n_cells", n_cells, 1)
     n_genes = _check_int("n_genes", n_genes, 10)
@@ -474,6 +485,15 @@ def simulate_preset(name: str, *, random_state: int = 0, **overrides: Any) -> ad
     -------
     AnnData
         As :func:`simulate`, with ``uns["falcon_dataset"]["name"] = "simulate:<name>"``.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.simulate_preset("batches", n_cells=400, n_genes=200, children=(2, 3))  # smaller
+    >>> adata.uns["falcon_dataset"]["name"], adata.shape
+    ('simulate:batches', (400, 200))
+    >>> adata.obs["batch"].cat.categories.tolist()
+    ['B0', 'B1', 'B2']
     """
     if name not in PRESETS:
         raise ValueError(f"`name` must be one of {sorted(PRESETS)}, got {name!r}.")

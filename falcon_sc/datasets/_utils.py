@@ -56,8 +56,8 @@ def true_relation(adata: ad.AnnData) -> dict[str, str]:
     Examples
     --------
     >>> import falcon_sc as fal
-    >>> fal.datasets.true_relation(fal.datasets.pbmc68k())["CD8 T"]  # doctest: +SKIP
-    'T'
+    >>> fal.datasets.true_relation(fal.datasets.pbmc68k())["CD14+ Monocyte"]
+    'myeloid'
     """
     meta = adata.uns.get("falcon_dataset")
     stored = meta.get("relation") if isinstance(meta, Mapping) else None
