@@ -39,6 +39,18 @@ class BaselineResult:
         The annotated copy the method worked on, when it keeps one (FALCON: for the relation figure of the bench).
     embedding
         Cells x dimensions representation the labels were read from, for methods that learn one.
+
+    Examples
+    --------
+    Every baseline returns one; a new method builds it from its labels:
+
+    >>> import numpy as np
+    >>> import falcon_sc as fal
+    >>> res = fal.baselines.BaselineResult(
+    ...     labels=np.array(["T/1", "T/2", "T/1", "B/1"]), relation={"T/1": "T", "T/2": "T", "B/1": "B"}
+    ... )
+    >>> res.n_fine
+    3
     """
 
     labels: np.ndarray

@@ -146,6 +146,16 @@ def leiden_scanpy(
     of clusters reached (``n_clusters``; it differs from ``n_fine`` when no resolution tried reached it), the number
     of resolutions tried, the detected ``input_kind``, ``n_hvg``, ``n_comps`` and the seconds of each stage
     (``seconds_preprocess``, ``seconds_neighbors``, ``seconds_leiden``).
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+    >>> res = fal.baselines.leiden_scanpy(adata, "coarse", 6)
+    >>> res.n_fine, res.info["input_kind"]
+    (6, 'counts')
+    >>> sorted(set(res.relation.values()))
+    ['C0', 'C1', 'C2']
     """
     from scanpy._utils.random import set_igraph_random_state
 

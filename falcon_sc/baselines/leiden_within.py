@@ -53,6 +53,16 @@ def leiden_within(
     -------
     Fine labels ``"<coarse>/<i>"``, the fine -> coarse relation, and in ``info`` the ``resolution`` used and the
     number of clusters reached (``n_clusters``; it differs from ``n_fine`` when no resolution tried reached it).
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+    >>> res = fal.baselines.leiden_within(adata, "coarse", 6)
+    >>> res.n_fine, res.info["n_clusters"]
+    (6, 6)
+    >>> res.relation["C0/1"], res.labels.shape
+    ('C0', (300,))
     """
     import scanpy as sc
 

@@ -22,6 +22,16 @@ def proportional_counts(sizes, total: int) -> np.ndarray:
     Returns
     -------
     Number of children per class, summing to ``total``.
+
+    Examples
+    --------
+    Public as :func:`falcon_sc.baselines.allot_clusters`:
+
+    >>> import falcon_sc as fal
+    >>> fal.baselines.allot_clusters([50, 30, 20], 10).tolist()
+    [5, 3, 2]
+    >>> fal.baselines.allot_clusters([1000, 2, 1], 6).tolist()  # at least one each, at most one per sample
+    [4, 1, 1]
     """
     sizes = np.asarray(sizes, dtype=np.int64)
     if sizes.ndim != 1 or len(sizes) == 0 or (sizes <= 0).any():
