@@ -37,6 +37,14 @@ class Prepared:
         The kind :func:`detect_input_kind` found in the input.
     pca
         The fitted per-batch scaling and loadings that gave ``embedding``.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+    >>> prepared = fal.pp.prepare(adata, n_top_genes=100, n_comps=10)
+    >>> prepared.embedding.shape, prepared.lognorm.shape, prepared.input_kind
+    ((300, 10), (300, 100), 'counts')
     """
 
     embedding: np.ndarray
@@ -57,6 +65,34 @@ def _matrix(adata: ad.AnnData, layer: str | None):
             "pass one of them or None for adata.X."
         )
     return adata.layers[layer]
+
+
+def _check_matrix(X, name: str = "X") -> int:
+    """Number of rows of a cells x genes matrix (2-d array or sparse); a ``ValueError`` naming it otherwise."""
+    shape = getattr(X, "shape", None)
+    if shape is None or len(shape) != 2:
+        what = f"shape {tuple(shape)}" if shape is not None else type(X).__name__
+        raise ValueError(f"{name} must be a 2-d cells x genes matrix (numpy array or scipy sparse), got {what}.")
+    return int(shape[0])
+
+
+def _check_codes(name: str, codes, n_rows: int, rows: str = "row of X") -> np.ndarray:
+    """``codes`` as an array of one non-negative integer code per row of the matrix; a ``ValueError`` otherwise."""
+    arr = np.asarray(codes)
+    if arr.ndim != 1 or arr.shape[0] != n_rows:
+        raise ValueError(f"{name} must hold one code per {rows} ({n_rows}), got shape {arr.shape}.")
+    if arr.dtype.kind not in "iu" or (arr.size and arr.min() < 0):
+        raise ValueError(
+            f"{name} must hold non-negative integer codes (e.g. pandas.Categorical(...).codes), got dtype {arr.dtype}"
+            + (f" with minimum {arr.min()}" if arr.dtype.kind in "iu" else "")
+            + "."
+        )
+    return arr
+
+
+def _check_n_comps(n_comps, name: str = "n_comps") -> None:
+    if isinstance(n_comps, bool) or not isinstance(n_comps, int | np.integer) or n_comps < 1:
+        raise ValueError(f"{name}={n_comps!r} must be a positive int.")
 
 
 #: allowed values of ``input_kind`` (``"auto"`` detects the kind from the data)
@@ -288,11 +324,28 @@ def detect_input_kind(X, *, n_probe: int = 2000, random_state: int = 0) -> str:
     -------
     ``"counts"``, ``"normalized"`` or ``"lognorm"``.
 
+    Examples
+    --------
+    >>> import scanpy as sc
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+    >>> fal.pp.detect_input_kind(adata.X)
+    'counts'
+    >>> sc.pp.normalize_total(adata, target_sum=1e4)
+    >>> fal.pp.detect_input_kind(adata.X)
+    'normalized'
+    >>> sc.pp.log1p(adata)
+    >>> fal.pp.detect_input_kind(adata.X)
+    'lognorm'
+
     Raises
     ------
     ValueError
-        If the matrix holds negative or non-finite values (scaled data cannot be normalised again).
+        If the matrix holds negative or non-finite values (scaled data cannot be normalised again), is not 2-d, or
+        ``n_probe`` is not a positive int.
     """
+    _check_matrix(X)
+    _check_n_comps(n_probe, "n_probe")
     return _decide(_evidence(X, n_probe, random_state))[0]
 
 
@@ -387,6 +440,18 @@ class ScaledPCA:
         Batches x genes: per-batch gene means and inverse standard deviations (0 for constant genes).
     loadings
         Genes x components.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import falcon_sc as fal
+    >>> X = np.random.default_rng(0).poisson(2.0, size=(100, 20)).astype(np.float32)
+    >>> batches = np.repeat([0, 1], 50)
+    >>> pca = fal.pp.ScaledPCA.fit(X, batches, n_comps=5)
+    >>> pca.n_comps, pca.mean.shape, pca.loadings.shape
+    (5, (2, 20), (20, 5))
+    >>> pca.transform(X[:3], batches[:3]).shape  # replayed on (new) rows of a fitted batch
+    (3, 5)
     """
 
     mean: np.ndarray
@@ -401,6 +466,8 @@ class ScaledPCA:
         top eigenvectors are the loadings (the cells x cells Gram matrix when there are fewer cells than genes).
         Signs are fixed so that each component's largest absolute loading is positive.
         """
+        batches = _check_codes("batches", batches, _check_matrix(X))
+        _check_n_comps(n_comps)
         n, g = X.shape
         n_comps = min(n_comps, g - 1, n - 1)
         n_batches = int(batches.max()) + 1
@@ -468,6 +535,15 @@ def batch_scaled_pca(X, batches: np.ndarray, n_comps: int) -> np.ndarray:
     Returns
     -------
     Cells x ``n_comps`` float32 scores.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import falcon_sc as fal
+    >>> X = np.log1p(np.random.default_rng(0).poisson(2.0, size=(100, 20))).astype(np.float32)
+    >>> scores = fal.pp.batch_scaled_pca(X, np.repeat([0, 1], 50), n_comps=5)
+    >>> scores.shape, scores.dtype
+    ((100, 5), dtype('float32'))
     """
     return ScaledPCA.fit(X, batches, n_comps).transform(X, batches)
 
@@ -511,7 +587,19 @@ def prepare(
     Returns
     -------
     :class:`Prepared` with the embedding, the log-normalised HVG matrix and the input kind (used and detected).
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+    >>> prepared = fal.pp.prepare(adata, n_top_genes=100, n_comps=10)
+    >>> prepared.embedding.shape, len(prepared.genes), prepared.input_kind_detected
+    ((300, 10), 100, 'counts')
+    >>> adata.shape  # untouched
+    (300, 200)
     """
+    if not isinstance(adata, ad.AnnData):
+        raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
     if n_top_genes < 2:
         raise ValueError(f"n_top_genes={n_top_genes} must be at least 2.")
     if n_comps < 2:
@@ -648,5 +736,18 @@ def within_class_pca(X, groups: np.ndarray, batches: np.ndarray, n_comps: int) -
     Returns
     -------
     Cells x ``n_comps`` float32 array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import falcon_sc as fal
+    >>> X = np.log1p(np.random.default_rng(0).poisson(2.0, size=(100, 20))).astype(np.float32)
+    >>> groups = np.repeat([0, 1], 50)  # e.g. coarse class codes
+    >>> within = fal.pp.within_class_pca(X, groups, np.zeros(100, dtype=int), n_comps=4)
+    >>> within.shape
+    (100, 4)
     """
+    n_rows = _check_matrix(X)
+    groups, batches = _check_codes("groups", groups, n_rows), _check_codes("batches", batches, n_rows)
+    _check_n_comps(n_comps)
     return within_class_scores(fit_within_class_pca(X, groups, batches, n_comps), X, groups, batches, n_comps)

@@ -16,6 +16,7 @@ from ._prepare import (
     ScaledPCA,
     WithinClassPCA,
     _batch_codes,
+    _check_codes,
     _matrix,
     batch_stats_table,
     check_input_kind,
@@ -49,6 +50,18 @@ class FeatureTransform:
         Global components of the scaled genes.
     within
         Per coarse class (code order), the components fitted inside it.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+    >>> coarse = adata.obs["coarse"].cat.codes.to_numpy()
+    >>> transform, feats = fal.pp.FeatureTransform.fit(adata, coarse, n_top_genes=100, n_comps=10, n_comps_within=5)
+    >>> transform.genes.shape, transform.input_kind, feats.features.shape
+    ((100,), 'counts', (300, 15))
+    >>> new = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=1)
+    >>> transform.transform(new, new.obs["coarse"].cat.codes.to_numpy()).shape  # same inputs for new cells
+    (300, 15)
     """
 
     use_rep: str | None = None
@@ -80,6 +93,13 @@ class FeatureTransform:
         random_state: int = 0,
     ) -> tuple[FeatureTransform, CellFeatures]:
         """Fit on ``adata`` (never modified) and return the transform with the inputs of the fitted cells."""
+        if not isinstance(adata, ad.AnnData):
+            raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+        coarse = _check_codes("coarse", coarse, adata.n_obs, "cell of adata")
+        if model_input not in ("pca", "hvg"):
+            raise ValueError(f"model_input={model_input!r} must be 'pca' or 'hvg'.")
+        if use_rep is not None and use_rep not in adata.obsm:
+            raise KeyError(f"use_rep={use_rep!r} is not a key of adata.obsm (keys: {list(adata.obsm)}).")
         check_input_kind(input_kind)
         if use_rep is not None and input_kind != "auto":
             raise ValueError(
@@ -196,7 +216,8 @@ class FeatureTransform:
             if self.use_rep not in adata.obsm:
                 raise KeyError(f"the model was fitted on obsm[{self.use_rep!r}]; the new cells need it too.")
             return np.asarray(adata.obsm[self.use_rep], dtype=np.float32)
-        assert self.pca is not None
+        if self.pca is None:
+            raise RuntimeError("this FeatureTransform is not fitted: build it with FeatureTransform.fit(adata, ...).")
         X = self.expression(adata, input_kind=input_kind, layer=layer)
         batches = self.batch_codes(adata)
         local, mean, scale = batch_stats_table(self.pca, X, batches)
