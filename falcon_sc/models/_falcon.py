@@ -197,6 +197,16 @@ class FalconModel:
             File the training state is written to after every epoch.
         resume
             Continue an interrupted run from ``checkpoint_path``.
+
+        Examples
+        --------
+        >>> import falcon_sc as fal
+        >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+        >>> model = fal.FalconModel(adata, "coarse").fit(n_fine=6, n_epochs=3, show_progress=False)
+        >>> model
+        FalconModel(coarse_key='coarse', 6 fine classes under 3 coarse classes, input 200 genes)
+        >>> model.relations.shape, model.coarse_names
+        ((6, 3), ['C0', 'C1', 'C2'])
         """
         s = self.setup
         adata = self.adata
@@ -421,6 +431,16 @@ class FalconModel:
 
         Checked as in :func:`falcon_sc.tl.rename` (which also renames the results written into an AnnData) before
         anything changes. Returns ``self``.
+
+        Examples
+        --------
+        >>> import falcon_sc as fal
+        >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+        >>> model = fal.FalconModel(adata, "coarse").fit(n_fine=6, n_epochs=3, show_progress=False)
+        >>> model.rename({"C0/1": "C0 main"}).relations.head(2)
+                 C0  C1  C2
+        C0 main   1   0   0
+        C0/2      1   0   0
         """
         fitted = self._check_fitted()
         fitted.fine_names = renamed(fitted.fine_names, mapping, what="fine classes of the model")
@@ -441,6 +461,17 @@ class FalconModel:
         """Write the training run's labels and records into ``adata`` (the keys of :func:`falcon_sc.tl.refine`).
 
         ``adata`` must hold the cells the model was fitted on, in the same order.
+
+        Examples
+        --------
+        What :func:`falcon_sc.tl.refine` does after fitting:
+
+        >>> import falcon_sc as fal
+        >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+        >>> model = fal.FalconModel(adata, "coarse").fit(n_fine=6, n_epochs=3, show_progress=False)
+        >>> model.write_fit_results(adata, key_added="falcon")
+        >>> adata.obs["falcon"].dtype.name, adata.uns["falcon"]["relations"].shape
+        ('category', (6, 3))
         """
         fitted = self._check_fitted()
         if self._fit_output is None:
@@ -510,6 +541,23 @@ class FalconModel:
             Cells per forward pass.
         copy
             Return a new AnnData instead of writing into ``adata``.
+
+        Examples
+        --------
+        Fit on half of the cells, label the other half:
+
+        >>> import falcon_sc as fal
+        >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+        >>> train, new = adata[:150].copy(), adata[150:].copy()
+        >>> model = fal.FalconModel(train, "coarse").fit(n_fine=6, n_epochs=3, show_progress=False)
+        >>> model.predict(new)  # each cell's label is a child of its coarse label new.obs["coarse"]
+        >>> new.obs["falcon"].dtype.name, new.obsm["falcon_probs"].shape
+        ('category', (150, 6))
+        >>> unlabelled = new.copy()
+        >>> del unlabelled.obs["coarse"]
+        >>> out = model.predict(unlabelled, copy=True)  # no coarse labels: the coarse class is predicted too
+        >>> out.obs["falcon_coarse"].cat.categories.tolist()
+        ['C0', 'C1', 'C2']
         """
         fitted = self._check_fitted()
         _single_scheme_only(fitted, "predict")
@@ -576,6 +624,18 @@ class FalconModel:
 
         Nothing in the folder is a pickle: :meth:`load` reads it with ``torch.load(weights_only=True)`` and
         ``numpy.load(allow_pickle=False)``.
+
+        Examples
+        --------
+        >>> import os
+        >>> import tempfile
+        >>> import falcon_sc as fal
+        >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+        >>> model = fal.FalconModel(adata, "coarse").fit(n_fine=6, n_epochs=3, show_progress=False)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     model.save(os.path.join(tmp, "model"))
+        ...     sorted(os.listdir(os.path.join(tmp, "model")))
+        ['model.json', 'preprocessing.npz', 'weights.pt']
         """
         from .. import __version__
 
@@ -610,7 +670,24 @@ class FalconModel:
 
     @classmethod
     def load(cls, dir_path: str | Path, adata: ad.AnnData | None = None) -> FalconModel:
-        """Load a model saved by :meth:`save`; ``adata`` (optional) becomes its setup AnnData."""
+        """Load a model saved by :meth:`save`; ``adata`` (optional) becomes its setup AnnData.
+
+        Examples
+        --------
+        >>> import os
+        >>> import tempfile
+        >>> import falcon_sc as fal
+        >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+        >>> model = fal.FalconModel(adata, "coarse").fit(n_fine=6, n_epochs=3, show_progress=False)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     model.save(os.path.join(tmp, "model"))
+        ...     loaded = fal.FalconModel.load(os.path.join(tmp, "model"))
+        >>> loaded
+        FalconModel(coarse_key='coarse', 6 fine classes under 3 coarse classes, input 200 genes)
+        >>> loaded.predict(adata, key_added="loaded")  # the same labels as the fitted model
+        >>> bool((adata.obs["loaded"] == model.predict(adata, copy=True).obs["falcon"]).all())
+        True
+        """
         path = Path(dir_path)
         missing = [name for name in _FILES.values() if not (path / name).is_file()]
         if missing:
