@@ -56,6 +56,14 @@ def confusion(
     Returns
     -------
     The Axes, or ``None`` when the figure was shown.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+    >>> fal.tl.refine(adata, "coarse", n_fine=6, n_epochs=3, show_progress=False)
+    >>> ax = fal.pl.confusion(adata, "fine", show=False)  # shares of each true class
+    >>> ax = fal.pl.confusion(adata, "fine", normalize=False, show=False)  # cell counts
     """
     if key not in adata.obs.columns:
         get_results(adata, key, (), labels=True)  # raises the KeyError with the fix

@@ -65,6 +65,14 @@ def history(
     Returns
     -------
     The Figure, or ``None`` when it was shown.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+    >>> fal.tl.refine(adata, "coarse", n_fine=6, n_epochs=3, show_progress=False)
+    >>> fig = fal.pl.history(adata, show=False)
+    >>> fig = fal.pl.history(adata, panels=("loss", "children"), show=False)
     """
     res = get_results(adata, key, ("history",))
     panels = [panels] if isinstance(panels, str) else list(panels)

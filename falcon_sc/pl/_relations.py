@@ -69,6 +69,15 @@ def relations(
     Returns
     -------
     The Axes (one panel) or the Figure (two panels); ``None`` when the figure was shown.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+    >>> fal.tl.refine(adata, "coarse", n_fine=6, n_epochs=3, show_progress=False)
+    >>> ax = fal.pl.relations(adata, show=False)  # bipartite graph coarse -> fine
+    >>> fig = fal.pl.relations(adata, true_key="fine", show=False)  # next to the true relation
+    >>> ax = fal.pl.relations(adata, kind="heatmap", show=False)
     """
     res = get_results(adata, key, ("relations", "fine_classes"))
     if kind not in ("graph", "heatmap"):

@@ -206,6 +206,27 @@ def refine(
         Training diverged (non-finite loss or probabilities): retry with a smaller ``lr``.
 
     ``adata`` is left unchanged whenever an error is raised.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+    >>> fal.tl.refine(adata, "coarse", n_fine=6, n_epochs=3, show_progress=False)
+    >>> adata.obs["falcon"].dtype.name, adata.obsm["falcon_probs"].shape
+    ('category', (300, 6))
+    >>> adata.uns["falcon"]["relations"].shape  # fine x coarse
+    (6, 3)
+    >>> scores = fal.metrics.evaluate(adata.obs["fine"], adata.obs["falcon"], adata.obs["coarse"])
+    >>> bdata = fal.tl.refine(adata, "coarse", n_fine=6, n_epochs=3, key_added="run2", show_progress=False, copy=True)
+    >>> "run2" in adata.obs, "run2" in bdata.obs
+    (False, True)
+    >>> model = fal.tl.refine(adata, "coarse", n_fine=6, n_epochs=3, show_progress=False, return_model=True)
+    >>> model.save("falcon_model")  # doctest: +SKIP
+
+    Real data, with the default number of epochs:
+
+    >>> pbmc = fal.datasets.pbmc68k()
+    >>> fal.tl.refine(pbmc, "coarse", n_fine=10)  # doctest: +SKIP
     """
     start = logg.info(f"running FALCON refine on {coarse_key!r}")
     check_refine_args(
