@@ -477,10 +477,18 @@ class FalconModel:
         if self._fit_output is None:
             raise RuntimeError("write_fit_results needs the training run of this session; use predict() instead.")
         out = self._fit_output
+        if not isinstance(adata, ad.AnnData):
+            raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+        if not isinstance(key_added, str) or not key_added:
+            raise ValueError(f"key_added={key_added!r} must be a non-empty string.")
         _check_written_keys(key_added, self.setup["coarse_key"], self.setup["batch_key"])
         result: FalconResult = out["result"]
-        if adata.n_obs != len(out["coarse"]):
-            raise ValueError("write_fit_results: adata is not the AnnData the model was fitted on.")
+        same_cells = self.adata is None or adata is self.adata or adata.obs_names.equals(self.adata.obs_names)
+        if adata.n_obs != len(out["coarse"]) or not same_cells:
+            raise ValueError(
+                f"write_fit_results: adata ({adata.n_obs} cells) does not hold the {len(out['coarse'])} cells the "
+                "model was fitted on (same obs_names, same order); use model.predict(adata) for other cells."
+            )
         _write_labels(adata, fitted, result.probs, result.embedding, out["coarse"], key_added)
         if out.get("neighbour_coarse") is not None:  # also flag cells whose neighbours carry another coarse label
             vote = out["neighbour_coarse"]

@@ -148,3 +148,54 @@ def test_predict_refuses_to_overwrite_the_coarse_or_batch_column(data, half_mode
     renamed.obs["x_coarse"] = renamed.obs["coarse"]
     with pytest.raises(ValueError, match="key_added='x'"):
         half_model.predict(renamed, coarse_key="x_coarse", key_added="x")
+
+
+def test_unfitted_model_refuses_save_rename_and_write_fit_results(data, tmp_path):
+    _, train, _ = data
+    model = fal.FalconModel(train, "coarse")
+    with pytest.raises(RuntimeError, match="not fitted"):
+        model.save(tmp_path / "m")
+    with pytest.raises(RuntimeError, match="not fitted"):
+        model.write_fit_results(train.copy())
+    with pytest.raises(RuntimeError, match="not fitted"):
+        _ = model.relations
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"n_fine": 1}, ValueError, "n_fine"),
+        ({"n_fine": N_FINE, "devices": 0}, ValueError, "devices=0"),
+        ({"n_fine": N_FINE, "precision": "fp8"}, ValueError, "precision='fp8'"),
+        ({"n_fine": N_FINE, "resume": True}, ValueError, "checkpoint_path"),
+        ({"n_fine": N_FINE, "lr": -1.0}, ValueError, "lr"),
+    ],
+)
+def test_fit_refuses_bad_arguments_before_training(data, kwargs, error, match):
+    _, train, _ = data
+    model = fal.FalconModel(train, "coarse")
+    with pytest.raises(error, match=match):
+        model.fit(**kwargs, accelerator="cpu", show_progress=False)
+    assert not model.is_fitted
+
+
+def test_load_from_a_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a saved FalconModel: missing model.json"):
+        fal.FalconModel.load(tmp_path / "no_such_model")
+
+
+def test_write_fit_results_needs_the_training_run_and_its_cells(data, fitted, half_model, tmp_path):
+    full, _, test = data
+    _, model = fitted
+    with pytest.raises(TypeError, match="adata must be an AnnData"):
+        model.write_fit_results(full.X)
+    with pytest.raises(ValueError, match="key_added=''"):
+        model.write_fit_results(full.copy(), key_added="")
+    with pytest.raises(ValueError, match="does not hold the 2000 cells"):
+        model.write_fit_results(test.copy())  # fewer cells
+    with pytest.raises(ValueError, match="does not hold the 1000 cells"):
+        half_model.write_fit_results(test.copy())  # as many cells, but not the fitted ones
+    half_model.save(tmp_path / "m")
+    with pytest.raises(RuntimeError, match="training run of this session"):
+        fal.FalconModel.load(tmp_path / "m").write_fit_results(test.copy())
