@@ -87,6 +87,35 @@ def test_detect_large_tpm_is_not_logged():
     assert detect_input_kind(sparse.csr_matrix(X)) == "normalized"
 
 
+@FORMATS
+def test_detect_refuses_negative_and_non_finite_values(fmt):
+    X = _counts()
+    with pytest.raises(ValueError, match="negative values"):
+        detect_input_kind(fmt(X - X.mean(axis=0)))  # scaled/centred data
+    X[3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        detect_input_kind(fmt(X))
+
+
+@pytest.mark.parametrize(
+    ("X", "kwargs", "match"),
+    [
+        (np.ones(5), {}, "X must be a 2-d cells x genes matrix.*shape \\(5,\\)"),
+        ([[1, 2], [3, 4]], {}, "X must be a 2-d cells x genes matrix.*list"),
+        (np.ones((3, 3)), {"n_probe": 0}, "n_probe=0 must be a positive int"),
+        (np.ones((3, 3)), {"n_probe": 2.5}, "n_probe=2.5"),
+    ],
+)
+def test_detect_refuses_bad_arguments(X, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        detect_input_kind(X, **kwargs)
+
+
+def test_prepare_refuses_a_matrix():
+    with pytest.raises(TypeError, match="adata must be an AnnData, got ndarray"):
+        prepare(_counts())
+
+
 # ------------------------------------------------------------------------------------------------ override
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from falcon_sc.pp import FeatureTransform, ScaledPCA, cell_features
+from falcon_sc.pp import FeatureTransform, ScaledPCA, batch_scaled_pca, cell_features, unit_rows, within_class_pca
 
 from ..conftest import simulate
 
@@ -58,3 +58,49 @@ def test_scaled_pca_replays_on_new_rows():
     full = pca.transform(X, batches)
     np.testing.assert_allclose(pca.transform(X[::7], batches[::7]), full[::7], rtol=1e-6)
     assert pca.n_comps == 5 and pca.loadings.shape == (30, 5)
+
+
+# ------------------------------------------------------------------------------------------------ bad inputs
+
+X_SMALL = np.random.default_rng(0).poisson(2.0, size=(30, 8)).astype(np.float32)
+ZEROS = np.zeros(30, dtype=np.int64)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: batch_scaled_pca(X_SMALL, ZEROS[:5], 2), "batches must hold one code per row of X \\(30\\)"),
+        (lambda: batch_scaled_pca(X_SMALL, ZEROS.astype(float), 2), "batches must hold non-negative integer codes"),
+        (lambda: batch_scaled_pca(X_SMALL, ZEROS - 1, 2), "batches .* minimum -1"),
+        (lambda: batch_scaled_pca(X_SMALL, ZEROS, 0), "n_comps=0 must be a positive int"),
+        (lambda: batch_scaled_pca(X_SMALL[0], ZEROS, 2), "X must be a 2-d cells x genes matrix"),
+        (lambda: ScaledPCA.fit(X_SMALL, ZEROS[:3], 2), "batches must hold one code per row of X"),
+        (lambda: within_class_pca(X_SMALL, ZEROS[:5], ZEROS, 2), "groups must hold one code per row of X"),
+        (lambda: within_class_pca(X_SMALL, ZEROS, ZEROS[:3], 2), "batches must hold one code per row of X"),
+        (lambda: within_class_pca(X_SMALL, ZEROS.astype(str), ZEROS, 2), "groups must hold non-negative integer"),
+        (lambda: within_class_pca(X_SMALL, ZEROS, ZEROS, 0), "n_comps=0"),
+        (lambda: unit_rows(np.ones(3)), "X must be a 2-d array"),
+    ],
+)
+def test_matrix_functions_refuse_bad_inputs(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_feature_fit_refuses_bad_inputs(batched):
+    adata, coarse = batched
+    for fit in (FeatureTransform.fit, cell_features):
+        with pytest.raises(ValueError, match="coarse must hold one code per cell of adata \\(800\\)"):
+            fit(adata, coarse[:10])
+        with pytest.raises(KeyError, match="use_rep='X_nope' is not a key of adata.obsm"):
+            fit(adata, coarse, use_rep="X_nope")
+        with pytest.raises(ValueError, match="model_input='raw' must be 'pca' or 'hvg'"):
+            fit(adata, coarse, model_input="raw")
+        with pytest.raises(TypeError, match="adata must be an AnnData"):
+            fit(adata.X, coarse)
+
+
+def test_unfitted_transform_is_a_clear_error(batched):
+    adata, coarse = batched
+    with pytest.raises(RuntimeError, match="not fitted"):
+        FeatureTransform().transform(adata, coarse)
