@@ -130,6 +130,31 @@ def test_too_few_fine(blobs: AnnData, name: str) -> None:
         call(name, blobs, "coarse", 2)
 
 
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_not_an_anndata(blobs: AnnData, name: str) -> None:
+    with pytest.raises(TypeError, match="adata must be an AnnData, got ndarray"):
+        call(name, blobs.X, "coarse", N_FINE)
+
+
+@pytest.mark.parametrize("name", ["leiden_within", "leiden_scanpy", "subcluster"])
+def test_leiden_baselines_bad_batch_key_and_n_fine(blobs: AnnData, name: str) -> None:
+    with pytest.raises(KeyError, match="batch_key.*'nope'"):
+        call(name, blobs, "coarse", N_FINE, batch_key="nope")
+    with pytest.raises(TypeError, match="n_fine must be an int"):
+        call(name, blobs, "coarse", 7.0)
+    with pytest.raises(ValueError, match="n_fine=10000 is larger than the number of cells"):
+        call(name, blobs, "coarse", 10_000)
+
+
+def test_allot_clusters_messages() -> None:
+    with pytest.raises(ValueError, match="n_fine=1 must lie between 2 and 10"):
+        allot_clusters([5, 5], 1)
+    with pytest.raises(ValueError, match="sizes must be a non-empty list of positive counts"):
+        allot_clusters([0, 3], 2)
+    with pytest.raises(ValueError, match="sizes must be a non-empty list of positive counts"):
+        allot_clusters([], 2)
+
+
 def test_allot_clusters() -> None:
     np.testing.assert_array_equal(allot_clusters([50, 30, 20], 10), [5, 3, 2])
     np.testing.assert_array_equal(

@@ -222,6 +222,32 @@ def test_bad_coarse():
         M.within_coarse_ari(["a", "b"], ["a", "b"], ["X", None])
 
 
+@pytest.mark.parametrize("func", [M.per_class_recall, M.rare_recall, M.within_coarse_ari])
+def test_bad_input_with_coarse(func):
+    with pytest.raises(ValueError, match="`y_pred` has length 1 but `y_true` has length 2"):
+        func(["a", "b"], ["a"], ["X", "X"])
+    with pytest.raises(ValueError, match="`coarse` has length 1 but `y_true` has length 2"):
+        func(["a", "b"], ["a", "b"], ["X"])
+
+
+def test_evaluate_bad_coarse():
+    with pytest.raises(ValueError, match="`coarse` has length 1"):
+        M.evaluate(["a", "b"], ["a", "b"], ["X"])
+
+
+@pytest.mark.parametrize(
+    ("true_relation", "pred_relation", "match"),
+    [
+        ([("a", "T")], {"x": "T"}, "`true_relation` must be a dict or pandas Series"),
+        ({"a": "T"}, {}, "`pred_relation` is empty"),
+        ({"a": "T"}, {"x": None}, "`pred_relation` maps fine class 'x' to a missing"),
+    ],
+)
+def test_relation_edit_distance_bad_relations(true_relation, pred_relation, match):
+    with pytest.raises(ValueError, match=match):
+        M.relation_edit_distance(["a"], ["x"], true_relation, pred_relation)
+
+
 # ---------------------------------------------------------------- properties
 
 labels_strategy = st.integers(min_value=2, max_value=30).flatmap(

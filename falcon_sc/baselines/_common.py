@@ -70,11 +70,15 @@ def coarse_labels(adata: AnnData, coarse_key: str) -> pd.Categorical:
 
     Raises
     ------
+    TypeError
+        If ``adata`` is not an AnnData.
     KeyError
         If ``coarse_key`` is not a column of ``adata.obs``.
     ValueError
         If some cells have no coarse label.
     """
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
     if coarse_key not in adata.obs.columns:
         raise KeyError(f"coarse_key {coarse_key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)})")
     col = adata.obs[coarse_key]

@@ -67,6 +67,8 @@ def erm(
     >>> sorted(set(res.relation.values()))
     ['curve', 'loop', 'stroke']
     """
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
     if fine_key not in adata.obs.columns:
         raise KeyError(f"fine_key {fine_key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)})")
     if n_folds < 2:
