@@ -139,6 +139,30 @@ def test_missing_true_key(adata):
         pl.relations(adata, true_key="nope", show=False)
 
 
+@pytest.mark.parametrize(
+    "plot",
+    [
+        lambda a: pl.relations(a, show=False),
+        lambda a: pl.history(a, show=False),
+        lambda a: pl.confusion(a, "fine", show=False),
+        lambda a: pl.embedding(a, show=False),
+        lambda a: pl.coarse_conflicts(a, show=False),
+    ],
+)
+def test_not_an_anndata(adata, plot):
+    with pytest.raises(TypeError, match="adata must be an AnnData, got csr_matrix"):
+        plot(adata.X)
+
+
+def test_bad_plot_options(adata):
+    with pytest.raises(KeyError, match="coarse_key 'nope' is not a column of adata.obs"):
+        pl.relations(adata, coarse_key="nope", show=False)
+    with pytest.raises(ValueError, match="kind must be 'graph' or 'heatmap', got 'pie'"):
+        pl.relations(adata, kind="pie", show=False)
+    with pytest.raises(ValueError, match="unknown panels \\['lr'\\]"):
+        pl.history(adata, panels=("loss", "lr"), show=False)
+
+
 # ---------------------------------------------------------------- figures that say what they show
 
 

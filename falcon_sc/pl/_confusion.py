@@ -65,6 +65,8 @@ def confusion(
     >>> ax = fal.pl.confusion(adata, "fine", show=False)  # shares of each true class
     >>> ax = fal.pl.confusion(adata, "fine", normalize=False, show=False)  # cell counts
     """
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
     if key not in adata.obs.columns:
         get_results(adata, key, (), labels=True)  # raises the KeyError with the fix
     true = obs_labels(adata, true_key, "true_key")

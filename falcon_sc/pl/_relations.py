@@ -82,6 +82,8 @@ def relations(
     res = get_results(adata, key, ("relations", "fine_classes"))
     if kind not in ("graph", "heatmap"):
         raise ValueError(f"kind must be 'graph' or 'heatmap', got {kind!r}")
+    if coarse_key is not None and coarse_key not in adata.obs.columns:
+        raise KeyError(f"coarse_key {coarse_key!r} is not a column of adata.obs; pass an existing column or None")
     rel = res["relations"]
     coarse_names = [str(c) for c in rel.columns]
     fine_names = [str(f) for f in rel.index]

@@ -32,7 +32,11 @@ def get_results(adata: AnnData, key: str, entries: Sequence[str] = _REQUIRED, *,
     KeyError
         Naming ``key`` and the fix, when ``adata.uns[key]`` (or one of ``entries``, or ``obs[key]`` when ``labels``)
         is missing.
+    TypeError
+        When ``adata`` is not an AnnData.
     """
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
     res = adata.uns.get(key)
     if not isinstance(res, dict):
         raise _missing(key, f"adata.uns[{key!r}]")
