@@ -200,6 +200,17 @@ def test_simulate_bad_arguments(kwargs, name):
         D.simulate(**args)
 
 
+def test_simulate_preset_bad_arguments():
+    with pytest.raises(ValueError, match="`name` must be one of .*'balanced'.*got 'Balanced'"):
+        D.simulate_preset("Balanced")
+    with pytest.raises(ValueError, match="`n_cells` must be >= 1, got -5"):
+        D.simulate_preset("balanced", n_cells=-5)
+    with pytest.raises(ValueError, match="`random_state`"):
+        D.simulate_preset("balanced", random_state="x")
+    with pytest.raises(TypeError, match="'n_cell'"):  # misspelt override
+        D.simulate_preset("balanced", n_cell=500)
+
+
 # ---------------------------------------------------------------- log-normal sizes and rare subtypes
 
 RARE = {"n_cells": 4000, "n_genes": 50, "children": (1, 4, 3), "n_rare": 2, "rare_fraction": 0.02}
