@@ -78,6 +78,17 @@ def load_backbone(
     Returns
     -------
     ``{"loaded": [...], "missing": [...], "unexpected": [...], "mismatched": [...]}``: parameter names.
+
+    Examples
+    --------
+    >>> import tempfile, os, torch
+    >>> from falcon_sc.models import load_backbone, resnet18
+    >>> path = os.path.join(tempfile.mkdtemp(), "ssl.pth")
+    >>> pretrained = resnet18(n_classes=10, width=8)
+    >>> torch.save({"state_dict": {"module.encoder_q." + k: v for k, v in pretrained.state_dict().items()}}, path)
+    >>> report = load_backbone(resnet18(n_classes=100, width=8), path)  # prefixes stripped, head left alone
+    >>> len(report["loaded"]) > 0, report["missing"], report["mismatched"]
+    (True, [], [])
     """
     path = Path(path)
     if not path.is_file():

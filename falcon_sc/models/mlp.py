@@ -38,6 +38,14 @@ class MLPClassifier(nn.Module):
         Number of output logits (fine classes).
     hidden
         Widths of the hidden layers (reference single-cell: four layers of 64).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from falcon_sc.models import MLPClassifier
+    >>> net = MLPClassifier(50, n_classes=10)
+    >>> net(torch.zeros(3, 50)).shape, net.embed(torch.zeros(3, 50)).shape
+    (torch.Size([3, 10]), torch.Size([3, 64]))
     """
 
     def __init__(self, n_input: int, n_classes: int, hidden: Sequence[int] = (64, 64, 64, 64)) -> None:

@@ -81,6 +81,14 @@ class ResNet(nn.Module):
     width
         Channels of the first stage (64 in the standard ResNets; each later stage doubles it). Narrower networks
         are for small images on a CPU.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from falcon_sc.models.resnet import BasicBlock, ResNet
+    >>> net = ResNet(BasicBlock, (1, 1, 1, 1), n_classes=4, in_channels=1, width=8)
+    >>> net(torch.zeros(2, 1, 8, 8)).shape
+    torch.Size([2, 4])
     """
 
     def __init__(
@@ -139,10 +147,28 @@ class ResNet(nn.Module):
 
 
 def resnet18(n_classes: int, *, small_inputs: bool = True, in_channels: int = 3, width: int = 64) -> ResNet:
-    """ResNet-18; by default with the CIFAR stem (3x3 stride 1, no max-pool) used by the FALCON reference."""
+    """ResNet-18; by default with the CIFAR stem (3x3 stride 1, no max-pool) used by the FALCON reference.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from falcon_sc.models import resnet18
+    >>> net = resnet18(n_classes=100)
+    >>> net.embed(torch.zeros(2, 3, 32, 32)).shape  # pooled features; net(x) gives the 100 logits
+    torch.Size([2, 512])
+    """
     return ResNet(BasicBlock, (2, 2, 2, 2), n_classes, small_inputs=small_inputs, in_channels=in_channels, width=width)
 
 
 def resnet50(n_classes: int, *, small_inputs: bool = False, in_channels: int = 3, width: int = 64) -> ResNet:
-    """ResNet-50 with the ImageNet stem (224 px; BREEDS and tieredImageNet in the reference)."""
+    """ResNet-50 with the ImageNet stem (224 px; BREEDS and tieredImageNet in the reference).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from falcon_sc.models import resnet50
+    >>> net = resnet50(n_classes=68, width=8)  # narrow, for the example
+    >>> net(torch.zeros(1, 3, 64, 64)).shape
+    torch.Size([1, 68])
+    """
     return ResNet(Bottleneck, (3, 4, 6, 3), n_classes, small_inputs=small_inputs, in_channels=in_channels, width=width)
