@@ -4,11 +4,11 @@ Each notebook is executed with nbclient in memory (the committed file is never r
 to the test's temporary folder), in a ``python3`` kernel started from this interpreter, with the tutorials folder as
 the working directory, at most :data:`TIMEOUT` seconds per cell.
 
-The notebooks take minutes (on 2 CPU cores: 01 about 1.5 min, 02 about 2 min, 03 about 6 min), so they run when asked
-for: ``scripts/test.sh`` (CI) sets ``FALCON_TUTORIALS=1``; they also run under ``CI=true`` or ``pytest -m tutorial``,
-and ``FALCON_TUTORIALS=0`` turns them off everywhere. A plain local ``pytest`` skips them. They need the ``tutorials``
-extra (nbclient, nbformat, ipykernel; ``scripts/setup.sh`` installs it): without it they are skipped locally and fail
-in CI.
+The notebooks take minutes (2 CPU cores, otherwise idle: 01 26 s, 02 38 s, 03 189 s, 04 24 s; about twice that on a
+busy machine), so they run when asked for: ``scripts/test.sh`` (CI) sets ``FALCON_TUTORIALS=1``; they also run under
+``CI=true`` or ``pytest -m tutorial``, and ``FALCON_TUTORIALS=0`` turns them off everywhere. A plain local ``pytest``
+skips them. They need the ``tutorials`` extra (nbclient, nbformat, ipykernel; ``scripts/setup.sh`` installs it):
+without it they are skipped locally and fail in CI.
 """
 
 from __future__ import annotations
