@@ -52,6 +52,10 @@ def falcon_worker(fabric, out_path: str, model: torch.nn.Module, X, coarse, neig
             out_path,
         )
     fabric.barrier()
+    # close the process group here: gloo threads left running at interpreter exit could abort a rank
+    # ("terminate called without an active exception", about 1 run in 10 before)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 _ARRAYS = ("probs", "embedding", "relation")
