@@ -14,6 +14,7 @@ from torch import nn
 from . import losses
 from .ema import EMATeacher
 from .relation import random_relation, solve_relation
+from .schemes import joint_groups, joint_relation
 from .training import (
     Features,
     LoopConfig,
@@ -92,20 +93,6 @@ def _n_epochs(cfg: FalconConfig, n: int, batch_size: int) -> int:
     if cfg.n_epochs is not None:
         return cfg.n_epochs
     return epochs_for_steps(n, batch_size, cfg.min_steps, min_epochs=cfg.min_epochs, max_epochs=cfg.max_epochs)
-
-
-def _scheme_mask(relations: list[torch.Tensor], yb: torch.Tensor) -> torch.Tensor:
-    """Fine classes allowed for each sample: children of its coarse class in every scheme that labels it.
-
-    ``yb`` is batch x schemes (``-1``: no label in that scheme). A sample whose schemes' children do not intersect
-    (relations still settling) keeps the children of its first labelled scheme.
-    """
-    known = yb >= 0
-    stacked = torch.stack([losses.children_mask(M, yb[:, s].clamp(min=0)) for s, M in enumerate(relations)])
-    allowed = (stacked | ~known.T[:, :, None]).all(dim=0)
-    first = known.to(torch.int8).argmax(dim=1)
-    fallback = stacked[first, torch.arange(yb.shape[0], device=yb.device)]
-    return torch.where(allowed.any(dim=1, keepdim=True), allowed, fallback)
 
 
 def train_falcon(
@@ -213,6 +200,16 @@ def train_falcon(
     nbrs = torch.as_tensor(neighbors, dtype=torch.long, device=device)
     relations = [random_relation(n_fine, k, rng) if r is None else r for r, k in zip(relations, n_coarses, strict=True)]
     state = {"Ms": [torch.as_tensor(np.asarray(r), dtype=torch.float32, device=device) for r in relations]}
+    if multi:  # a sample's fine classes: children of its class in every scheme labelling it (per joint group)
+        sample_group, group_table = joint_groups(np.asarray(coarse))
+        groups_t = torch.as_tensor(sample_group, dtype=torch.long, device=device)
+
+    def update_allowed() -> None:
+        if multi:
+            joint = joint_relation([M.cpu().numpy() for M in state["Ms"]], group_table)
+            state["allowed"] = torch.as_tensor(joint, dtype=torch.float32, device=device)
+
+    update_allowed()
     # fine-class proportions the "prior" regulariser keeps: the warm start's, else uniform
     shares = np.bincount(init_labels, minlength=n_fine) if init_labels is not None else np.ones(n_fine)
     prior = torch.as_tensor(shares / shares.sum(), dtype=torch.float32, device=device)
@@ -238,7 +235,9 @@ def train_falcon(
             t_nb = torch.softmax(teacher.model(t_view(feats.rows(nb_idx))), dim=1).reshape(len(idx), k_sample, n_fine)
         logits = student["net"](s_view(xb)).float()
         probs = torch.softmax(logits, dim=1)
-        mask = losses.children_mask(Ms[0], yb[:, 0]) if n_schemes == 1 else _scheme_mask(Ms, yb)
+        mask = (
+            losses.children_mask(state["allowed"], groups_t[tidx]) if multi else losses.children_mask(Ms[0], yb[:, 0])
+        )
         tau = 0.5 * (1.0 + math.cos(math.pi * min((n_step - 1) / soft_steps, 1.0)))
         l_coarse = losses.coarse_nll(logits, mask)
         l_nn = losses.neighbour_consistency(probs, t_nb)
@@ -287,6 +286,7 @@ def train_falcon(
             epoch_stats["solver_seconds"] += time.perf_counter() - t0
             epoch_stats["changes"] += int((new.argmax(1) != state["Ms"][s].argmax(1)).sum())
             state["Ms"][s] = new
+        update_allowed()
         epoch_stats["solves"] += 1
         recent_p.clear()
         recent_y.clear()
@@ -327,6 +327,7 @@ def train_falcon(
     def load_extra_state(saved: dict) -> None:
         teacher.n_updates = int(saved["teacher_updates"])
         state["Ms"] = [M.to(device) for M in saved["relations"]]
+        update_allowed()
 
     history = train_minibatches(
         model,

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from falcon_sc.core.prior import children_prior, variance_counts
 from falcon_sc.core.schemes import fill_missing, joint_groups, joint_relation, scheme_relations
-from falcon_sc.core.trainer import _scheme_mask
 
 
 def test_joint_groups_and_missing_rows():
@@ -40,15 +38,6 @@ def test_joint_relation_intersection_and_fallback():
     assert joint[:, 1].tolist() == [0, 1, 0]
     assert joint[:, 2].tolist() == [0, 0, 1]  # scheme B unknown: every child of A's class
     assert joint[:, 3].tolist() == [0, 0, 1]  # no common child: the first scheme's children
-
-
-def test_scheme_mask_matches_joint_relation():
-    m_a = torch.tensor([[1.0, 0], [1, 0], [0, 1]])
-    m_b = torch.tensor([[1.0, 0], [0, 1], [0, 1]])
-    yb = torch.tensor([[0, 0], [0, 1], [1, -1], [-1, 1], [1, 0]])
-    mask = _scheme_mask([m_a, m_b], yb)
-    expected = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 1], [0, 0, 1]]
-    assert mask.int().tolist() == expected
 
 
 def test_fill_missing_votes_from_labelled_neighbours():
