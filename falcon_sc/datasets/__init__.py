@@ -11,7 +11,7 @@ from ._cifar import CIFAR68_REMOVED, CIFAR_SI_FRACTIONS, cifar100
 from ._digits import DIGIT_PARITY, DIGIT_SHAPES, digits
 from ._image_folder import image_folder
 from ._imagenet import BREEDS_DATASETS, breeds, breeds_classes, tiered_imagenet
-from ._packaged import pbmc3k, zeisel
+from ._packaged import kang, moncada, pbmc3k, zeisel
 from ._pbmc68k import PBMC68K_RELATION, pbmc68k
 from ._simulate import PRESETS, simulate, simulate_preset
 from ._utils import true_relation
@@ -24,6 +24,8 @@ __all__ = [
     "breeds_classes",
     "cifar100",
     "image_folder",
+    "kang",
+    "moncada",
     "tiered_imagenet",
     "DIGIT_PARITY",
     "DIGIT_SHAPES",

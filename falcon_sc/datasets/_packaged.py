@@ -71,3 +71,84 @@ def zeisel() -> ad.AnnData:
     """
     adata = _read_packaged("zeisel2015_cortex_l1_l2.h5ad")
     return finalise(adata, "zeisel", "Zeisel et al. 2015 via the R packages descend (counts) and EWCE (labels)")
+
+
+def _drop_file_notes(adata: ad.AnnData) -> str:
+    """Remove the converter's notes (``uns["X_kind"]``, ``uns["source"]``) and return the source note."""
+    adata.uns.pop("X_kind", None)
+    return str(adata.uns.pop("source", ""))
+
+
+def moncada() -> ad.AnnData:
+    """Moncada et al. 2020 human pancreatic tumour (PDAC-A): 1926 cells x 7000 genes, 10 coarse and 20 fine classes.
+
+    Source: Moncada et al. 2020 (Nat. Biotechnol. 38:333), patient PDAC-A, inDrop (GEO GSE111672), as stored in the
+    R package CARDspa (``data/sc_count.rda``, ``data/sc_meta.rda``), converted to h5ad and shipped with this package.
+    Fine = the authors' 20 cell types; coarse = our grouping by name family and lineage. Coarse -> fine: Ductal ->
+    CRISP3-high centroacinar-like (529), terminal ductal-like (350), MHC class II (287), APOL1-high hypoxic (215);
+    Cancer clone -> A (126), B (170); Myeloid -> mDCs B (33), macrophages A (21), macrophages B (19), monocytes (18),
+    mast cells (14), pDCs (13), mDCs A (12); T/NK (40); Tuft (32); RBC (15); Acinar (13); Endothelial (11);
+    Fibroblast (5); Endocrine (3). The fine labels keep the authors' spelling (``"Ductal_MHC_Class_II"``).
+
+    ``X`` is raw inDrop counts (sparse CSR float32) of the 7000 genes kept by CARD. Caveats: one patient; the gene
+    subset lacks several standard markers; the myeloid subtypes have only 12-33 cells each; seven coarse classes have
+    a single fine class (and Endocrine only 3 cells).
+
+    Returns
+    -------
+    AnnData
+        With ``obs["coarse"]``, ``obs["fine"]`` (categoricals) and ``uns["falcon_dataset"]``.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.moncada()
+    >>> adata.shape
+    (1926, 7000)
+    >>> fine_per_coarse = adata.obs.groupby("coarse", observed=True)["fine"].nunique()
+    >>> fine_per_coarse[["Ductal", "Cancer clone", "Myeloid"]].to_dict()
+    {'Ductal': 4, 'Cancer clone': 2, 'Myeloid': 7}
+    >>> fal.datasets.true_relation(adata)["Cancer_clone_A"]
+    'Cancer clone'
+    """
+    adata = _read_packaged("moncada2020_pdac.h5ad")
+    source = _drop_file_notes(adata) or "Moncada et al. 2020 PDAC-A via the R package CARDspa"
+    return finalise(adata, "moncada", source)
+
+
+def kang() -> ad.AnnData:
+    """Kang et al. 2018 human PBMC, control and IFN-beta stimulated: 1556 cells x 1267 genes, 2 coarse and 5 fine.
+
+    Source: Kang et al. 2018 (Nat. Biotechnol. 36:89), lupus PBMC, 10x (GEO GSE96583), as stored in the R package
+    muscat (``data/example_sce.rda``), converted to h5ad and shipped with this package. Fine = the authors' labels;
+    coarse = lymphoid/myeloid (ours). Coarse -> fine: Lymphoid -> CD4 T cells (400), B cells (298), CD8 T cells (209);
+    Myeloid -> CD14+ Monocytes (400), FCGR3A+ Monocytes (249). About half the cells were stimulated with
+    interferon-beta: ``obs["group_id"]`` is the condition (``"ctrl"``, ``"stim"``) and ``obs["sample_id"]`` the
+    donor and condition (``"ctrl101"``, ``"stim101"``, ``"ctrl107"``, ``"stim107"``); both categorical.
+
+    ``X`` is raw UMI counts (sparse CSR float32) at low depth. Caveat: the stimulation is a strong effect across every
+    cell type, orthogonal to the fine classes; a method that does not account for it (``batch_key="group_id"``)
+    may split cells by condition instead of by type.
+
+    Returns
+    -------
+    AnnData
+        With ``obs["coarse"]``, ``obs["fine"]``, ``obs["group_id"]``, ``obs["sample_id"]`` (categoricals) and
+        ``uns["falcon_dataset"]``.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.kang()
+    >>> adata.shape
+    (1556, 1267)
+    >>> adata.obs.groupby("coarse", observed=True)["fine"].nunique().to_dict()
+    {'Lymphoid': 3, 'Myeloid': 2}
+    >>> adata.obs["group_id"].value_counts().sort_index().to_dict()
+    {'ctrl': 750, 'stim': 806}
+    """
+    adata = _read_packaged("kang2018_pbmc.h5ad")
+    source = _drop_file_notes(adata) or "Kang et al. 2018 PBMC (ctrl/IFN-beta) via the R package muscat"
+    for key in ("group_id", "sample_id"):
+        adata.obs[key] = adata.obs[key].astype(str).astype("category")
+    return finalise(adata, "kang", source)

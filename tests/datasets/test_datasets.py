@@ -61,12 +61,94 @@ def test_zeisel():
     assert adata.obs["coarse"].nunique() == 3 and adata.obs["fine"].nunique() == 25
 
 
+def _fine_per_coarse(adata) -> dict[str, int]:
+    return adata.obs.groupby("coarse", observed=True)["fine"].nunique().to_dict()
+
+
+def test_moncada():
+    adata = D.moncada()
+    assert adata.shape == (1926, 7000)
+    assert sparse.issparse(adata.X) and adata.X.format == "csr" and adata.X.dtype == np.float32
+    x = adata.X.data
+    assert np.all(x == np.round(x)) and x.min() >= 0  # raw counts
+    _check_labelled(adata, "moncada")
+    assert set(adata.uns) == {"falcon_dataset"}  # the converter's notes went into "source"
+    assert "CARDspa" in adata.uns["falcon_dataset"]["source"]
+    assert adata.obs["coarse"].nunique() == 10 and adata.obs["fine"].nunique() == 20
+    assert _fine_per_coarse(adata) == {
+        "Acinar": 1,
+        "Cancer clone": 2,
+        "Ductal": 4,
+        "Endocrine": 1,
+        "Endothelial": 1,
+        "Fibroblast": 1,
+        "Myeloid": 7,
+        "RBC": 1,
+        "T/NK": 1,
+        "Tuft": 1,
+    }
+    rel = fal.datasets.true_relation(adata)
+    assert rel["Cancer_clone_A"] == rel["Cancer_clone_B"] == "Cancer clone"
+    assert rel["Ductal_MHC_Class_II"] == "Ductal" and rel["pDCs"] == "Myeloid" and rel["T_cells_&_NK_cells"] == "T/NK"
+    sizes = adata.obs["fine"].value_counts()
+    assert sizes["Ductal_CRISP3_high-centroacinar_like"] == 529 and sizes["Endocrine_cells"] == 3
+
+
+def test_kang():
+    adata = D.kang()
+    assert adata.shape == (1556, 1267)
+    assert sparse.issparse(adata.X) and adata.X.format == "csr" and adata.X.dtype == np.float32
+    x = adata.X.data
+    assert np.all(x == np.round(x)) and x.min() >= 0  # raw UMI counts
+    _check_labelled(adata, "kang")
+    assert set(adata.uns) == {"falcon_dataset"}
+    assert _fine_per_coarse(adata) == {"Lymphoid": 3, "Myeloid": 2}
+    assert fal.datasets.true_relation(adata) == {
+        "B cells": "Lymphoid",
+        "CD14+ Monocytes": "Myeloid",
+        "CD4 T cells": "Lymphoid",
+        "CD8 T cells": "Lymphoid",
+        "FCGR3A+ Monocytes": "Myeloid",
+    }
+    assert adata.obs["fine"].value_counts().to_dict() == {
+        "CD14+ Monocytes": 400,
+        "CD4 T cells": 400,
+        "B cells": 298,
+        "FCGR3A+ Monocytes": 249,
+        "CD8 T cells": 209,
+    }
+    for key in ("group_id", "sample_id"):
+        assert isinstance(adata.obs[key].dtype, pd.CategoricalDtype) and not adata.obs[key].isna().any()
+    assert adata.obs["group_id"].value_counts().to_dict() == {"stim": 806, "ctrl": 750}
+    assert set(adata.obs["sample_id"].cat.categories) == {"ctrl101", "ctrl107", "stim101", "stim107"}
+    # a donor-condition sample holds one condition
+    pairs = adata.obs[["sample_id", "group_id"]].astype(str).drop_duplicates()
+    assert len(pairs) == 4 and all(s.startswith(g) for s, g in zip(pairs["sample_id"], pairs["group_id"], strict=True))
+
+
+def test_real_datasets_in_the_bench():
+    from falcon_sc.bench import DATASETS, DEFAULT_DATASETS
+
+    kang = DATASETS["kang"].load()
+    assert kang.n_fine == 5 and kang.spec.batch_key is None and "group_id" in kang.spec.description
+    assert kang.relation["CD8 T cells"] == "Lymphoid"
+    moncada = DATASETS["moncada"].load()
+    assert moncada.n_fine == 20 and moncada.spec.batch_key is None
+    assert moncada.relation["Monocytes"] == "Myeloid"
+    assert not {"kang", "moncada"} & set(DEFAULT_DATASETS)
+
+
 def test_packaged_files_inside_package():
     from importlib import resources
 
     data = resources.files("falcon_sc.datasets") / "data"
-    assert (data / "pbmc3k_seurat_labels.h5ad").is_file()
-    assert (data / "zeisel2015_cortex_l1_l2.h5ad").is_file()
+    for name in (
+        "pbmc3k_seurat_labels.h5ad",
+        "zeisel2015_cortex_l1_l2.h5ad",
+        "moncada2020_pdac.h5ad",
+        "kang2018_pbmc.h5ad",
+    ):
+        assert (data / name).is_file(), name
 
 
 # ---------------------------------------------------------------- simulator
