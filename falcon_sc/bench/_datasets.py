@@ -176,6 +176,15 @@ DATASETS: dict[str, DatasetSpec] = {
     "pbmc68k": DatasetSpec("pbmc68k", _packaged("pbmc68k"), description="Zheng 2017 PBMC 68k (log-normalised X)"),
     "pbmc3k": DatasetSpec("pbmc3k", _packaged("pbmc3k"), description="10x PBMC 3k, Seurat tutorial labels"),
     "zeisel": DatasetSpec("zeisel", _packaged("zeisel"), description="Zeisel 2015 mouse cortex, level 1 / level 2"),
+    "moncada": DatasetSpec(
+        "moncada", _packaged("moncada"), description="Moncada 2020 pancreatic tumour (PDAC-A), 10 coarse / 20 fine"
+    ),
+    "kang": DatasetSpec(
+        "kang",
+        _packaged("kang"),
+        description="Kang 2018 PBMC counts, 2 coarse / 5 fine; ctrl/IFN-beta stimulation in obs['group_id'], "
+        "not used as batch_key",
+    ),
     "sim_balanced": simulated("balanced", description="simulated counts, balanced"),
     "sim_imbalanced": simulated("imbalanced", description="simulated counts, rare fine classes"),
     "sim_batches": simulated("batches", description="simulated counts with batch effects"),
