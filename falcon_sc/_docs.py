@@ -8,15 +8,34 @@ from typing import TypeVar
 
 F = TypeVar("F", bound=Callable)
 
-baseline_inputs = """\
+_adata_coarse = """\
 adata
     Cells x genes; counts or log-normalised expression in ``X``.
 coarse_key
-    Column of ``adata.obs`` with the coarse labels.
-n_fine
-    Total number of fine classes to find.
+    Column of ``adata.obs`` with the coarse labels."""
+
+_batch_key = """
 batch_key
     Optional column of ``adata.obs`` with batches, passed to the preprocessing."""
+
+baseline_inputs = (
+    _adata_coarse
+    + """
+n_fine
+    Total number of fine classes to find."""
+    + _batch_key
+)
+
+baseline_inputs_counts = (
+    _adata_coarse
+    + """
+n_fine
+    Number of fine classes to find: an int, the total, shared among the coarse classes as described above; or a
+    mapping coarse label -> number of fine classes (``{"T": 3, "B": 1, ...}``) with an entry for every coarse
+    class, when the counts are known: each class then gets exactly that many. A missing or unknown coarse label, a
+    count below 1 or above the cells of its class is a ``ValueError``."""
+    + _batch_key
+)
 
 _image_shape_width = """\
 image_shape

@@ -2,9 +2,11 @@
 
 Every baseline is a function ``(adata, coarse_key, n_fine, *, batch_key=None, random_state=0) -> BaselineResult``
 that leaves ``adata`` untouched (supervised references also take ``fine_key``); adding one is a module with that
-function plus one line in :data:`BASELINES`. Those in :data:`IMAGE_BASELINES` also run on images (flattened in the
-rows of ``X``) when given any of the image options ``image_shape``, ``width``, ``checkpoint`` (and ``view`` for the
-neural ones), as :func:`falcon_sc.tl.refine_images` takes them.
+function plus one line in :data:`BASELINES`. :func:`kmeans_within`, :func:`leiden_within`, :func:`leiden_scanpy`
+and :func:`subcluster` also take ``n_fine`` as a mapping coarse label -> number of fine classes (known counts, one per
+coarse class), which each class then gets exactly. Those in :data:`IMAGE_BASELINES` also run on images (flattened in
+the rows of ``X``) when given any of the image options ``image_shape``, ``width``, ``checkpoint`` (and ``view`` for
+the neural ones), as :func:`falcon_sc.tl.refine_images` takes them.
 """
 
 from __future__ import annotations

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from anndata import AnnData
 
+from .._validate import is_int
 from ..core.prior import proportional_counts as allot_clusters
+from ..core.resolution import search_resolution
 from ..pp import prepare
 
 __all__ = [
     "BaselineResult",
     "allot_clusters",
     "check_n_fine",
+    "class_graph",
     "coarse_labels",
     "embed",
     "fine_names",
+    "leiden_each_class",
     "majority_parent",
+    "nested_labels",
+    "resolve_n_fine",
 ]
 
 
@@ -90,6 +98,11 @@ def coarse_labels(adata: AnnData, coarse_key: str) -> pd.Categorical:
 
 def check_n_fine(n_fine: int, n_coarse: int, n_obs: int) -> int:
     """Validate the requested number of fine classes (the same rule as :func:`falcon_sc.tl.refine`)."""
+    if isinstance(n_fine, Mapping):
+        raise TypeError(
+            "n_fine must be an int (the total number of fine classes) for this method; counts per coarse class (a "
+            "mapping) are taken by kmeans_within, leiden_within, leiden_scanpy and subcluster."
+        )
     if isinstance(n_fine, bool) or not isinstance(n_fine, int | np.integer):
         raise TypeError(f"n_fine must be an int, got {type(n_fine).__name__}.")
     n_fine = int(n_fine)
@@ -101,6 +114,232 @@ def check_n_fine(n_fine: int, n_coarse: int, n_obs: int) -> int:
     if n_fine > n_obs:
         raise ValueError(f"n_fine={n_fine} is larger than the number of cells ({n_obs})")
     return n_fine
+
+
+def resolve_n_fine(
+    n_fine: int | Mapping[str, int], coarse: pd.Categorical, coarse_key: str = "coarse"
+) -> tuple[int, np.ndarray | None]:
+    """Check ``n_fine`` given as a total or as the number of fine classes of every coarse class.
+
+    Parameters
+    ----------
+    n_fine
+        An int, the total number of fine classes (checked by :func:`check_n_fine`), or a mapping coarse label -> its
+        number of fine classes, with an entry for every coarse class (keys compared as text).
+    coarse
+        Coarse label per cell (:func:`coarse_labels`).
+    coarse_key
+        Column of ``obs`` the coarse labels come from (named in the messages).
+
+    Returns
+    -------
+    total
+        Total number of fine classes.
+    counts
+        Fine classes per coarse class, in the order of ``coarse.categories``; ``None`` when ``n_fine`` is an int
+        (each method then shares the total among the classes in its own way).
+
+    Raises
+    ------
+    TypeError
+        If ``n_fine`` is neither an int nor a mapping.
+    ValueError
+        If the mapping misses a coarse class, names one that is not in ``obs[coarse_key]`` (or one twice), or gives a
+        count that is not a whole number >= 1 or exceeds the cells of its class; for an int, see
+        :func:`check_n_fine`.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from falcon_sc.baselines._common import resolve_n_fine
+    >>> coarse = pd.Categorical(["B", "T", "T", "T", "B"])
+    >>> resolve_n_fine(3, coarse)
+    (3, None)
+    >>> total, counts = resolve_n_fine({"T": 3, "B": 1}, coarse)
+    >>> total, counts.tolist()
+    (4, [1, 3])
+    >>> resolve_n_fine({"T": 4, "B": 1}, coarse)
+    Traceback (most recent call last):
+    ...
+    ValueError: n_fine['T']=4 exceeds the 3 cells of that coarse class; ask for at most 3 fine classes there.
+    """
+    names = [str(c) for c in coarse.categories]
+    codes = np.asarray(coarse.codes)
+    if not isinstance(n_fine, Mapping):
+        if isinstance(n_fine, bool) or not isinstance(n_fine, int | np.integer):
+            raise TypeError(
+                f"n_fine must be an int (the total number of fine classes) or a mapping coarse label -> number of "
+                f"fine classes, got {type(n_fine).__name__}."
+            )
+        return check_n_fine(n_fine, len(names), len(codes)), None
+    given: dict[str, Any] = {}
+    for key, value in n_fine.items():
+        if str(key) in given:
+            raise ValueError(f"n_fine names the coarse class {str(key)!r} twice (as {key!r} and as text); keep one.")
+        given[str(key)] = value
+    unknown = [k for k in given if k not in names]
+    if unknown:
+        raise ValueError(
+            f"n_fine has keys that are not coarse classes of adata.obs[{coarse_key!r}]: {unknown[:10]}; the coarse "
+            f"classes are {names[:20]}. Give one count per coarse class."
+        )
+    missing = [n for n in names if n not in given]
+    if missing:
+        raise ValueError(
+            f"n_fine has no count for the coarse classes {missing[:20]} of adata.obs[{coarse_key!r}]: give the number "
+            "of fine classes of every coarse class (1 for a class to keep whole), or pass n_fine as an int to share a "
+            "total among the classes."
+        )
+    sizes = np.bincount(codes, minlength=len(names))
+    counts = np.empty(len(names), dtype=np.int64)
+    for c, name in enumerate(names):
+        value = given[name]
+        if not is_int(value) or value < 1:
+            raise ValueError(
+                f"n_fine[{name!r}]={value!r}: the number of fine classes of a coarse class must be an int >= 1 (1 "
+                "keeps the class whole)."
+            )
+        if value > sizes[c]:
+            raise ValueError(
+                f"n_fine[{name!r}]={value} exceeds the {sizes[c]} cells of that coarse class; ask for at most "
+                f"{sizes[c]} fine classes there."
+            )
+        counts[c] = int(value)
+    return int(counts.sum()), counts
+
+
+def class_graph(adjacency: sp.spmatrix, idx: np.ndarray):
+    """Induced subgraph of the cells ``idx`` as an igraph graph, built exactly as :func:`scanpy.tl.leiden` does."""
+    import igraph as ig
+
+    sub = sp.csr_matrix(adjacency)[idx][:, idx]  # restrict_to: rows then columns of the selected cells
+    sources, targets = sub.nonzero()
+    g = ig.Graph(n=len(idx), edges=np.column_stack([sources, targets]).tolist(), directed=False)
+    g.es["weight"] = np.asarray(sub[sources, targets]).ravel()
+    return g
+
+
+def leiden_each_class(
+    adjacency: sp.spmatrix,
+    codes: np.ndarray,
+    classes: list[str],
+    counts: np.ndarray,
+    *,
+    random_state: int = 0,
+    max_evals: int = 30,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Leiden inside each coarse class, each with its own resolution, to exactly ``counts[c]`` clusters.
+
+    For every class, Leiden (``flavor="igraph"`` as :func:`scanpy.tl.leiden`: modularity, ``n_iterations=2``,
+    undirected, the class's own null model as with ``restrict_to``) runs on the subgraph induced by its cells, with a
+    resolution searched (:func:`~falcon_sc.core.resolution.search_resolution`, doubling/halving then geometric
+    bisection, ties to more clusters) to give ``counts[c]`` clusters. Where the search cannot reach the count, the
+    clusters are fixed up: while there are too many, the two most inter-connected clusters (edge weight between them
+    over the product of their sizes; the two smallest when none are joined) are merged; while too few, the largest is
+    split in two by k-means on its cells' rows of the subgraph (in halves when that fails). A class asked for one
+    cluster is not clustered.
+
+    Parameters
+    ----------
+    adjacency
+        Cells x cells weighted graph (only the edges inside each class are used).
+    codes
+        Coarse class index per cell.
+    classes
+        Coarse class names.
+    counts
+        Clusters wanted per class (each between 1 and the class's size).
+    random_state
+        Seed of Leiden and of the k-means splits.
+    max_evals
+        Most Leiden runs of each class's resolution search.
+
+    Returns
+    -------
+    ids
+        Cluster id per cell, ``0..counts[c]-1`` inside class ``c``.
+    info
+        ``resolution`` (coarse class -> resolution; ``None`` where not searched), ``n_clusters`` (in all),
+        ``n_evals`` (Leiden runs in all) and ``fixed_up`` (the classes whose count needed merges or splits).
+    """
+    from scanpy._utils.random import set_igraph_random_state
+
+    adjacency = sp.csr_matrix(adjacency)
+    ids = np.zeros(len(codes), dtype=np.int64)
+    resolutions: dict[str, float | None] = {}
+    fixed: list[str] = []
+    n_evals = 0
+    for c, (name, k) in enumerate(zip(classes, counts, strict=True)):
+        k = int(k)
+        resolutions[name] = None
+        if k == 1:
+            continue
+        idx = np.flatnonzero(codes == c)
+        graph = class_graph(adjacency, idx)
+
+        def cluster(res: float, graph=graph) -> tuple[int, np.ndarray]:
+            with set_igraph_random_state(random_state):
+                part = graph.community_leiden(
+                    objective_function="modularity", weights="weight", resolution=res, n_iterations=2
+                )
+            found = np.asarray(part.membership, dtype=np.int64)
+            return len(np.unique(found)), found
+
+        found = search_resolution(cluster, k, max_evals=max_evals, ties="more")
+        n_evals += found.n_evals
+        resolutions[name] = found.resolution
+        class_ids = np.unique(found.result, return_inverse=True)[1]
+        if found.n_clusters != k:
+            class_ids = _force_count(adjacency[idx][:, idx], class_ids, k, random_state)
+            fixed.append(name)
+        ids[idx] = class_ids
+    info = {"resolution": resolutions, "n_clusters": int(np.sum(counts)), "n_evals": n_evals, "fixed_up": fixed}
+    return ids, info
+
+
+def nested_labels(ids: np.ndarray, codes: np.ndarray, classes: list[str]) -> tuple[np.ndarray, dict[str, str]]:
+    """Fine labels ``"<coarse>/<i>"`` (:func:`fine_names`, inside each class) and the relation, from cluster ids.
+
+    ``ids`` need only tell the clusters of one class apart (the same id in two classes names two clusters).
+    """
+    labels = np.empty(len(ids), dtype=object)
+    relation: dict[str, str] = {}
+    for c, name in enumerate(classes):
+        idx = np.flatnonzero(codes == c)
+        cell_names, names = fine_names(name, ids[idx])
+        labels[idx] = cell_names
+        relation.update(dict.fromkeys(names, name))
+    return labels.astype(str), relation
+
+
+def _force_count(sub: sp.csr_matrix, ids: np.ndarray, k: int, random_state: int) -> np.ndarray:
+    """Merge the most inter-connected clusters / split the largest until there are ``k`` (``1 <= k <= len(ids)``)."""
+    from sklearn.cluster import KMeans
+
+    ids = np.unique(ids, return_inverse=True)[1]
+    while ids.max() + 1 > k:
+        n = int(ids.max()) + 1
+        member = sp.csr_matrix((np.ones(len(ids)), (np.arange(len(ids)), ids)), shape=(len(ids), n))
+        between = (member.T @ sub @ member).toarray()
+        sizes = np.bincount(ids, minlength=n).astype(float)
+        conn = (between + between.T) / np.outer(sizes, sizes)
+        np.fill_diagonal(conn, -np.inf)
+        if conn.max() > 0:
+            a, b = np.unravel_index(int(np.argmax(conn)), conn.shape)
+        else:  # no edges between clusters: join the two smallest
+            a, b = np.argsort(sizes, kind="stable")[:2]
+        ids = np.unique(np.where(ids == max(a, b), min(a, b), ids), return_inverse=True)[1]
+    while ids.max() + 1 < k:
+        big = int(np.argmax(np.bincount(ids)))
+        idx = np.flatnonzero(ids == big)
+        rows = sub[idx][:, idx]
+        halves = np.zeros(len(idx), dtype=np.int64)
+        if rows.nnz:
+            halves = KMeans(n_clusters=2, n_init=3, random_state=random_state).fit_predict(rows)
+        if halves.min() == halves.max():  # nothing to tell the cells apart: split in halves
+            halves = np.arange(len(idx)) % 2
+        ids[idx[halves == 1]] = ids.max() + 1
+    return ids
 
 
 def embed(adata: AnnData, *, batch_key: str | None = None, random_state: int = 0) -> np.ndarray:

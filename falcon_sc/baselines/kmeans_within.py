@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from anndata import AnnData
 from sklearn.cluster import KMeans
 
-from .._docs import baseline_inputs, doc_params, kmeans_image_options
+from .._docs import baseline_inputs_counts, doc_params, kmeans_image_options
 from .._validate import resolve_device
-from ._common import BaselineResult, allot_clusters, check_n_fine, coarse_labels, embed, fine_names
+from ._common import BaselineResult, allot_clusters, coarse_labels, embed, fine_names, resolve_n_fine
 from ._images import check_image_options, image_inputs, wants_images
 
 
-@doc_params(baseline_inputs=baseline_inputs, kmeans_image_options=kmeans_image_options)
+@doc_params(baseline_inputs_counts=baseline_inputs_counts, kmeans_image_options=kmeans_image_options)
 def kmeans_within(
     adata: AnnData,
     coarse_key: str,
-    n_fine: int,
+    n_fine: int | Mapping[str, int],
     *,
     batch_key: str | None = None,
     image_shape: tuple[int, int, int] | None = None,
@@ -30,21 +31,23 @@ def kmeans_within(
     """Split each coarse class with k-means.
 
     The ``n_fine`` clusters are shared among coarse classes in proportion to their sizes (largest remainder,
-    at least one per class, at most one per cell); each class is then clustered with
+    at least one per class, at most one per cell), or, with ``n_fine`` a mapping, each class gets its given count;
+    each class is then clustered with
     :class:`sklearn.cluster.KMeans` (``n_init=10``) on a PCA embedding computed once for all cells, or, on images,
     on the initial features FALCON's image path starts from (the pixels' principal components, or a
     ``checkpoint``'s backbone). ``adata`` is not modified.
 
     Parameters
     ----------
-    {baseline_inputs}
+    {baseline_inputs_counts}
     {kmeans_image_options}
     random_state
         Seed for PCA and k-means.
 
     Returns
     -------
-    Fine labels ``"<coarse>/<i>"`` and the fine -> coarse relation.
+    Fine labels ``"<coarse>/<i>"``, the fine -> coarse relation and in ``info`` the ``allotment`` (clusters per
+    coarse class).
 
     Examples
     --------
@@ -54,6 +57,13 @@ def kmeans_within(
     >>> res = kmeans_within(adata, "coarse", 10, image_shape=(1, 8, 8))  # images: k-means on the pixels' PCA
     >>> res.n_fine, res.info["allotment"]
     (10, {'curve': 3, 'loop': 4, 'stroke': 3})
+
+    Cells, with the number of fine classes of every coarse class known:
+
+    >>> cells = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+    >>> res = kmeans_within(cells, "coarse", {"C0": 1, "C1": 2, "C2": 3})
+    >>> res.info["allotment"]
+    {'C0': 1, 'C1': 2, 'C2': 3}
     """
     images = wants_images(image_shape=image_shape, width=width, checkpoint=checkpoint)
     image_width = 0
@@ -65,8 +75,8 @@ def kmeans_within(
     classes = list(coarse.categories)
     codes = np.asarray(coarse.codes)
     sizes = np.bincount(codes, minlength=len(classes))
-    n_fine = check_n_fine(n_fine, len(classes), adata.n_obs)
-    alloc = allot_clusters(sizes, n_fine)
+    total, counts = resolve_n_fine(n_fine, coarse, coarse_key)
+    alloc = allot_clusters(sizes, total) if counts is None else counts
     if images:
         device = resolve_device(accelerator)
         _, emb = image_inputs(adata, image_shape, image_width, checkpoint, device, random_state)

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._docs import baseline_inputs, doc_params
+from .._docs import baseline_inputs_counts, doc_params
 from ..core.resolution import search_resolution
-from ._common import BaselineResult, check_n_fine, coarse_labels, fine_names
+from ._common import (
+    BaselineResult,
+    class_graph,
+    coarse_labels,
+    leiden_each_class,
+    nested_labels,
+    resolve_n_fine,
+)
 
 
 def scanpy_neighbors(
@@ -79,22 +87,11 @@ def scanpy_neighbors(
     return sp.csr_matrix(work.obsp["connectivities"]), info
 
 
-def _class_graph(adjacency: sp.csr_matrix, idx: np.ndarray):
-    """Induced subgraph of the cells ``idx`` as an igraph graph, built exactly as :func:`scanpy.tl.leiden` does."""
-    import igraph as ig
-
-    sub = adjacency[idx][:, idx]  # restrict_to: rows then columns of the selected cells
-    sources, targets = sub.nonzero()
-    g = ig.Graph(n=len(idx), edges=np.column_stack([sources, targets]).tolist(), directed=False)
-    g.es["weight"] = np.asarray(sub[sources, targets]).ravel()
-    return g
-
-
-@doc_params(baseline_inputs=baseline_inputs)
+@doc_params(baseline_inputs_counts=baseline_inputs_counts)
 def leiden_scanpy(
     adata: AnnData,
     coarse_key: str,
-    n_fine: int,
+    n_fine: int | Mapping[str, int],
     *,
     batch_key: str | None = None,
     random_state: int = 0,
@@ -117,14 +114,16 @@ def leiden_scanpy(
     built once and clustered directly, with scanpy's graph construction and seeding; the labels equal those of the
     chained ``restrict_to`` calls. One resolution ``r``, shared by all coarse classes, is searched (doubling/halving,
     then geometric bisection, neighbours never recomputed) so that the total number of clusters is ``n_fine``, or
-    as close as the search gets.
+    as close as the search gets. With ``n_fine`` a mapping (known counts), each coarse class gets its own searched
+    resolution and exactly its count (:func:`~falcon_sc.baselines._common.leiden_each_class`: merges or splits
+    where the search falls short).
 
     With ``batch_key`` the HVGs are selected per batch, but no integration is done (a user would add Harmony or
     scVI before the neighbours). ``adata`` is not modified.
 
     Parameters
     ----------
-    {baseline_inputs}
+    {baseline_inputs_counts}
     random_state
         Seed for PCA, neighbours and Leiden.
     n_top_genes
@@ -145,7 +144,8 @@ def leiden_scanpy(
     Fine labels ``"<coarse>/<i>"``, the fine -> coarse relation, and in ``info`` the ``resolution`` used, the number
     of clusters reached (``n_clusters``; it differs from ``n_fine`` when no resolution tried reached it), the number
     of resolutions tried, the detected ``input_kind``, ``n_hvg``, ``n_comps`` and the seconds of each stage
-    (``seconds_preprocess``, ``seconds_neighbors``, ``seconds_leiden``).
+    (``seconds_preprocess``, ``seconds_neighbors``, ``seconds_leiden``). With a mapping, ``resolution`` is one per
+    coarse class and ``fixed_up`` lists the classes whose count needed merges or splits.
 
     Examples
     --------
@@ -156,13 +156,16 @@ def leiden_scanpy(
     (6, 'counts')
     >>> sorted(set(res.relation.values()))
     ['C0', 'C1', 'C2']
+    >>> res = fal.baselines.leiden_scanpy(adata, "coarse", {"C0": 2, "C1": 2, "C2": 3})  # known counts
+    >>> res.n_fine, sorted(res.info["resolution"])
+    (7, ['C0', 'C1', 'C2'])
     """
     from scanpy._utils.random import set_igraph_random_state
 
     coarse = coarse_labels(adata, coarse_key)
     classes = list(coarse.categories)
     codes = np.asarray(coarse.codes)
-    n_fine = check_n_fine(n_fine, len(classes), adata.n_obs)
+    n_fine, counts = resolve_n_fine(n_fine, coarse, coarse_key)
     adjacency, info = scanpy_neighbors(
         adata,
         batch_key=batch_key,
@@ -173,8 +176,15 @@ def leiden_scanpy(
         svd_solver=svd_solver,
     )
     start = time.perf_counter()
+    if counts is not None:
+        ids, found_info = leiden_each_class(
+            adjacency, codes, classes, counts, random_state=random_state, max_evals=max_evals
+        )
+        labels, relation = nested_labels(ids, codes, classes)
+        info.update(found_info, seconds_leiden=time.perf_counter() - start)
+        return BaselineResult(labels=labels, relation=relation, info=info)
     members = [np.flatnonzero(codes == c) for c in range(len(classes))]
-    graphs = [_class_graph(adjacency, idx) for idx in members]
+    graphs = [class_graph(adjacency, idx) for idx in members]
 
     def cluster(res: float) -> tuple[int, list[np.ndarray]]:
         ids = []
@@ -187,17 +197,14 @@ def leiden_scanpy(
         return sum(len(np.unique(i)) for i in ids), ids
 
     found = search_resolution(cluster, n_fine, max_evals=max_evals)
-    ids = found.result
-    labels = np.empty(adata.n_obs, dtype=object)
-    relation: dict[str, str] = {}
-    for name, idx, cluster_ids in zip(classes, members, ids, strict=True):
-        cell_names, names = fine_names(name, cluster_ids)
-        labels[idx] = cell_names
-        relation.update(dict.fromkeys(names, name))
+    ids = np.zeros(adata.n_obs, dtype=np.int64)
+    for idx, cluster_ids in zip(members, found.result, strict=True):
+        ids[idx] = cluster_ids
+    labels, relation = nested_labels(ids, codes, classes)
     info.update(
         resolution=found.resolution,
         n_clusters=found.n_clusters,
         n_evals=found.n_evals,
         seconds_leiden=time.perf_counter() - start,
     )
-    return BaselineResult(labels=labels.astype(str), relation=relation, info=info)
+    return BaselineResult(labels=labels, relation=relation, info=info)

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._docs import baseline_inputs, doc_params
+from .._docs import baseline_inputs_counts, doc_params
 from ..pp import prepare
-from ._common import BaselineResult, check_n_fine, coarse_labels
+from ._common import BaselineResult, coarse_labels, resolve_n_fine
 from .leiden_within import leiden_at_count
 
 
-@doc_params(baseline_inputs=baseline_inputs)
+@doc_params(baseline_inputs_counts=baseline_inputs_counts)
 def subcluster(
     adata: AnnData,
     coarse_key: str,
-    n_fine: int,
+    n_fine: int | Mapping[str, int],
     *,
     batch_key: str | None = None,
     random_state: int = 0,
@@ -30,11 +32,14 @@ def subcluster(
     Every coarse class is subset and re-processed on its own cells (:func:`falcon_sc.pp.prepare`: its own highly
     variable genes and PCA, per batch when ``batch_key`` is given), a kNN graph is built inside it
     (:func:`scanpy.pp.neighbors`), and Leiden runs on the union of these graphs with one resolution searched so that
-    the total number of clusters is ``n_fine``. ``adata`` is not modified.
+    the total number of clusters is ``n_fine``. With ``n_fine`` a mapping (known counts), each coarse class is
+    clustered on its own graph with its own searched resolution and gets exactly its count
+    (:func:`~falcon_sc.baselines._common.leiden_each_class`: merges or splits where the search falls short).
+    ``adata`` is not modified.
 
     Parameters
     ----------
-    {baseline_inputs}
+    {baseline_inputs_counts}
     random_state
         Seed for neighbours and Leiden.
     n_neighbors
@@ -46,7 +51,8 @@ def subcluster(
 
     Returns
     -------
-    Fine labels ``"<coarse>/<i>"``, the fine -> coarse relation and ``info`` (resolution, clusters reached).
+    Fine labels ``"<coarse>/<i>"``, the fine -> coarse relation and ``info`` (resolution, clusters reached; with a
+    mapping, one resolution per coarse class and ``fixed_up``, the classes whose count needed merges or splits).
 
     Examples
     --------
@@ -57,13 +63,16 @@ def subcluster(
     (6, 6)
     >>> fal.metrics.evaluate(adata.obs["fine"], res.labels).keys()
     dict_keys(['accuracy', 'macro_accuracy', 'ari', 'nmi'])
+    >>> res = fal.baselines.subcluster(adata, "coarse", {"C0": 1, "C1": 2, "C2": 3})  # known counts
+    >>> res.n_fine, res.info["resolution"]["C0"]
+    (6, None)
     """
     import scanpy as sc
 
     coarse = coarse_labels(adata, coarse_key)
     classes = list(coarse.categories)
     codes = np.asarray(coarse.codes)
-    n_fine = check_n_fine(n_fine, len(classes), adata.n_obs)
+    n_fine, counts = resolve_n_fine(n_fine, coarse, coarse_key)
     rows, cols, vals = [], [], []
     for c in range(len(classes)):
         idx = np.flatnonzero(codes == c)
@@ -85,4 +94,6 @@ def subcluster(
         ),
         shape=(adata.n_obs, adata.n_obs),
     )
-    return leiden_at_count(adjacency, codes, classes, n_fine, random_state=random_state, max_evals=max_evals)
+    return leiden_at_count(
+        adjacency, codes, classes, n_fine, counts=counts, random_state=random_state, max_evals=max_evals
+    )
