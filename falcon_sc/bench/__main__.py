@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-key", default=None, help="obs column of the batches (.h5ad paths)")
     r.add_argument("--no-plots", action="store_true", help="skip the bar charts")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument(
+        "--known-counts",
+        action="store_true",
+        help="give the methods the true number of fine classes of every coarse class instead of the total (methods "
+        "that take only a total fail)",
+    )
 
     im = sub.add_parser(
         "images", help="FALCON on images (a ResNet on random views) against the within-coarse baselines"
@@ -230,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_key=args.batch_key,
         progress=not args.quiet,
         plots=not args.no_plots,
+        known_counts=args.known_counts,
     )
     cols = ["dataset", "method", "seed", *METRICS, "seconds", "peak_mem_mb"]
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.float_format", "{:.3f}".format):

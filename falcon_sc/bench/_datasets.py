@@ -69,6 +69,13 @@ class LoadedDataset:
         """Dataset name."""
         return self.spec.name
 
+    @property
+    def children(self) -> dict[str, int]:
+        """Number of true fine classes of every coarse class (0 for a class that is no fine class's parent)."""
+        coarse = sorted(self.adata.obs[self.spec.coarse_key].astype(str).unique())
+        counts = pd.Series(list(self.relation.values()), dtype=object).value_counts()
+        return {c: int(counts.get(c, 0)) for c in coarse}
+
 
 def true_relation(adata: AnnData, fine: np.ndarray, coarse: np.ndarray) -> dict[str, str]:
     """Fine -> coarse relation: ``uns["falcon_dataset"]["relation"]`` if present, else the majority coarse label.

@@ -1,13 +1,14 @@
 """Benchmark methods by name, all with one signature ``(adata, coarse_key, n_fine, *, batch_key, seed, fine_key)``.
 
 ``fine_key`` names the true fine labels; only the references that are meant to see them (``erm``,
-``falcon_oracle_relation``) read it.
+``falcon_oracle_relation``) read it. ``n_fine`` is the total number of fine classes, or (``run(known_counts=True)``)
+a mapping coarse label -> count, passed on as it is; only the methods whose function takes one accept it.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -84,6 +85,8 @@ def falcon_oracle_relation(
     if (counts == 0).any():
         raise ValueError(f"coarse classes without a true fine class: {list(counts.index[counts == 0])}")
     prior = {str(k): int(v) for k, v in counts.items()}
+    if isinstance(n_fine, Mapping):  # known counts: the prior holds them already, refine takes the total with it
+        n_fine = sum(prior.values())
     return _refine(
         adata, coarse_key, n_fine, batch_key=batch_key, seed=seed, children_prior=prior, learn_relation=False
     )

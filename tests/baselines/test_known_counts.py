@@ -157,3 +157,65 @@ def test_fix_ups_reach_every_count():
     # edgeless class asked for fewer clusters than cells: merged, and reported
     ids, info = leiden_each_class(adj, codes, classes, np.array([1, 3, 1]))
     assert info["fixed_up"] == ["b"] and len(np.unique(ids[codes == 1])) == 3
+
+
+# ---------------------------------------------------------------- the bench passes the true counts on
+
+
+def test_bench_known_counts(small):
+    from falcon_sc.baselines import BaselineResult
+    from falcon_sc.bench import run
+
+    seen = []
+
+    def record(adata, coarse_key, n_fine, *, batch_key, seed):
+        seen.append(n_fine)
+        coarse = adata.obs[coarse_key].astype(str).to_numpy()
+        return BaselineResult(labels=np.array([f"{c}/1" for c in coarse]), relation={f"{c}/1": c for c in coarse})
+
+    def total_only(adata, coarse_key, n_fine, *, batch_key, seed):
+        check_n_fine(n_fine, 3, adata.n_obs)
+        return record(adata, coarse_key, n_fine, batch_key=batch_key, seed=seed)
+
+    methods = {"record": record, "total_only": total_only, "kmeans_within": "kmeans_within"}
+    df = run({"small": small}, methods, seeds=1, progress=False, known_counts=True).set_index("method")
+    assert seen == [{"C0": 1, "C1": 2, "C2": 3}]
+    assert df.loc["kmeans_within", "error"] == "" and df.loc["kmeans_within", "n_fine_pred"] == 6
+    assert df.loc["total_only", "error"].startswith("TypeError: n_fine must be an int")
+    assert (df["n_fine_true"] == 6).all()
+    # the default is unchanged: the total
+    run({"small": small}, {"record": record}, seeds=1, progress=False)
+    assert seen[-1] == 6
+
+
+def test_bench_oracle_relation_with_known_counts(small, monkeypatch):
+    import falcon_sc.tl
+    from falcon_sc.bench import METHODS
+
+    seen = {}
+
+    def fake_refine(adata, coarse_key, n_fine, *, key_added="falcon", children_prior=None, **kw):
+        seen.update(n_fine=n_fine, children_prior=children_prior)
+        adata.obs[key_added] = pd.Categorical(adata.obs[coarse_key].astype(str) + "/1")
+        classes = sorted(children_prior)
+        adata.uns[key_added] = {
+            "relations": pd.DataFrame(np.eye(3), index=[f"{c}/1" for c in classes], columns=classes)
+        }
+
+    monkeypatch.setattr(falcon_sc.tl, "refine", fake_refine, raising=False)
+    counts = {"C0": 1, "C1": 2, "C2": 3}
+    METHODS["falcon_oracle_relation"](small, "coarse", counts, batch_key=None, seed=0, fine_key="fine")
+    assert seen == {"n_fine": 6, "children_prior": counts}
+
+
+def test_cli_known_counts(small, tmp_path, capsys):
+    from falcon_sc.bench.__main__ import main
+
+    path = tmp_path / "small.h5ad"
+    small.write_h5ad(path)
+    out = tmp_path / "out"
+    argv = ["run", "--dataset", str(path), "--methods", "kmeans_within,erm", "--seeds", "1", "--out", str(out)]
+    assert main([*argv, "--known-counts", "--no-plots", "--quiet"]) == 0  # some runs failed: still 0
+    runs = pd.read_csv(out / "runs.csv").set_index("method")
+    assert runs.loc["kmeans_within", "n_fine_pred"] == 6 and pd.isna(runs.loc["kmeans_within", "error"])
+    assert "n_fine must be an int" in runs.loc["erm", "error"]
