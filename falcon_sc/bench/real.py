@@ -157,7 +157,12 @@ def _case_loader(dataset: str, index: int, n_regrouped: int, seed: int, max_chil
         source = DATASETS[dataset].loader()
         fine = source.obs["fine"].to_numpy()
         cases = real_cases(
-            dataset, fine, source.obs["coarse"].to_numpy(), n_regrouped=n_regrouped, seed=seed, max_children=max_children
+            dataset,
+            fine,
+            source.obs["coarse"].to_numpy(),
+            n_regrouped=n_regrouped,
+            seed=seed,
+            max_children=max_children,
         )
         source.obs["coarse"] = pd.Categorical(cases[index].coarse)
         if index:  # the stored authors' relation no longer holds: the bench takes each fine class's (only) group
