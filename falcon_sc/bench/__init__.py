@@ -1,12 +1,15 @@
 """Reproducible comparison of FALCON with the within-coarse baselines.
 
-``falcon_sc.bench.run(datasets, methods, seeds, out)`` or ``python -m falcon_sc.bench run ...`` (``falcon-bench``).
+``falcon_sc.bench.run(datasets, methods, seeds, out)`` or ``python -m falcon_sc.bench run ...`` (``falcon-bench``);
+the real-cell suite with its fixed tuning / held-out split: ``falcon_sc.bench.run_real(split)`` or
+``python -m falcon_sc.bench real --split ...``.
 """
 
 from __future__ import annotations
 
 from ._datasets import DATASETS, DEFAULT_DATASETS, DatasetSpec, LoadedDataset, get_dataset
 from ._methods import METHODS, get_method
+from .real import real_specs, run_real
 from .run import METRICS, PeakMemory, pivot_markdown, run, summary_markdown
 
 __all__ = [
@@ -20,6 +23,8 @@ __all__ = [
     "get_dataset",
     "get_method",
     "pivot_markdown",
+    "real_specs",
     "run",
+    "run_real",
     "summary_markdown",
 ]

@@ -9,7 +9,10 @@ may inform a choice of default; those in :data:`HELD_OUT_DATASETS` (and theirs) 
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,6 +26,28 @@ TUNING_DATASETS: tuple[str, ...] = ("pbmc3k", "zeisel", "kang")
 
 HELD_OUT_DATASETS: tuple[str, ...] = ("pbmc68k", "moncada")
 """Real datasets (and their regroupings) that no tuning decision sees: reported apart."""
+
+REAL_METHODS: tuple[str, ...] = ("falcon", "kmeans_within", "leiden_within", "leiden_scanpy", "subcluster")
+"""Methods of :func:`run_real` by default: FALCON and the within-coarse baselines that also take known counts."""
+
+COUNTS: tuple[str, ...] = ("learned", "given")
+"""Counts modes of :func:`run_real`: ``"learned"`` tells each method the true total of fine classes only, ``"given"``
+the true number of fine classes of every coarse class (``run(known_counts=True)``)."""
+
+REAL_METRICS: tuple[str, ...] = ("within_coarse_ari", "macro_accuracy")
+"""Metrics of the real-cell summary tables."""
+
+TIE: float = 0.005
+"""FALCON counts as at or above the best other method on a case when its mean is at least that method's minus this."""
+
+_SPLIT_TITLES = {
+    "tuning": f"Tuning split ({', '.join(TUNING_DATASETS)}): may inform choices of defaults",
+    "held_out": f"Held-out split ({', '.join(HELD_OUT_DATASETS)}): never used for a choice",
+}
+_COUNT_TITLES = {
+    "learned": "Counts learned: each method is told the true total of fine classes",
+    "given": "Counts given: each method is told the true number of fine classes of every coarse class",
+}
 
 
 @dataclass(frozen=True)
@@ -222,3 +247,230 @@ def real_specs(
                 )
             )
     return specs
+
+
+def _check_counts(counts: str | Iterable[str]) -> tuple[str, ...]:
+    """``counts`` as a tuple of :data:`COUNTS` modes (a comma separated string is split); ``ValueError`` otherwise."""
+    modes = tuple(c.strip() for c in counts.split(",") if c.strip()) if isinstance(counts, str) else tuple(counts)
+    if not modes or any(m not in COUNTS for m in modes) or len(set(modes)) < len(modes):
+        raise ValueError(f"counts={counts!r} must name one or both of {list(COUNTS)}, each once")
+    return modes
+
+
+def _label_runs(df: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """Add the columns ``split``, ``source``, ``regrouped`` and ``counts`` to rows of :func:`~falcon_sc.bench.run`."""
+    df = df.copy()
+    source = df["dataset"].astype(str).str.split("~").str[0]
+    df.insert(1, "split", np.where(source.isin(HELD_OUT_DATASETS), "held_out", "tuning"))
+    df.insert(2, "source", source)
+    df.insert(3, "regrouped", df["dataset"].astype(str).str.contains("~"))
+    df.insert(4, "counts", mode)
+    return df
+
+
+def run_real(
+    split: str = "tuning",
+    *,
+    methods: Sequence[str] | Mapping[str, object] | str = REAL_METHODS,
+    seeds: int | Iterable[int] = (0, 1, 2),
+    n_regrouped: int = 10,
+    counts: str | Sequence[str] = COUNTS,
+    datasets: Sequence[str] | None = None,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Run the real-cell suite: every case of :func:`real_specs` x method x seed, once per counts mode.
+
+    Parameters
+    ----------
+    split
+        ``"tuning"``, ``"held_out"`` or ``"all"`` (both), see :func:`real_specs`.
+    methods
+        Method names (see :data:`falcon_sc.bench.METHODS`), callables or a mapping name -> either, as in
+        :func:`~falcon_sc.bench.run`. The method named ``"falcon"`` is compared with the others in the summary.
+    seeds
+        Seeds, or their number ``n`` for ``0..n-1``.
+    n_regrouped
+        Regrouped cases per dataset, after the authors' own grouping.
+    counts
+        Counts modes (:data:`COUNTS`): ``"learned"`` (``n_fine`` is the true total) and/or ``"given"``
+        (``run(known_counts=True)``: the true count of every coarse class).
+    datasets
+        Restrict to these real datasets of ``split``.
+    out
+        Folder for ``runs.csv`` (all rows) and ``summary.md`` (:func:`real_summary_markdown`), rewritten after each
+        counts mode; ``<out>/<mode>/`` holds :func:`~falcon_sc.bench.run`'s own ``runs.csv`` (written as the runs
+        finish) and per-case ``summary.md``. Nothing is written when ``None``.
+    progress
+        Show a progress bar over the runs.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows of :func:`~falcon_sc.bench.run` with the columns ``split`` (``"tuning"``/``"held_out"``),
+        ``source`` (the real dataset), ``regrouped`` (bool) and ``counts`` (``"learned"``/``"given"``) added.
+    """
+    from .run import _resolve_methods, run
+
+    modes = _check_counts(counts)
+    specs = real_specs(split, n_regrouped=n_regrouped, datasets=None if datasets is None else tuple(datasets))
+    if not specs:
+        raise ValueError(f"datasets={datasets!r} selects no dataset of the {split!r} split")
+    resolved = _resolve_methods(methods)
+    if not resolved:
+        raise ValueError(f"methods={methods!r} names no method")
+    out_dir = Path(out) if out is not None else None
+    frames: list[pd.DataFrame] = []
+    for mode in modes:
+        rows = run(
+            specs,
+            resolved,
+            seeds,
+            None if out_dir is None else out_dir / mode,
+            known_counts=mode == "given",
+            progress=progress,
+            plots=False,
+        )
+        frames.append(_label_runs(rows, mode))
+        if out_dir is not None:
+            done = pd.concat(frames, ignore_index=True)
+            done.to_csv(out_dir / "runs.csv", index=False)
+            (out_dir / "summary.md").write_text(real_summary_markdown(done))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _case_means(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean of ``metric`` over the successful seeds of every (case, method); NaN where every seed failed.
+
+    Columns ``dataset`` (the case), ``source``, ``regrouped``, ``method`` and ``metric``, in the order of ``df``.
+    """
+    ok = df[df["error"] == ""]
+    means = ok.groupby(["dataset", "method"], sort=False)[metric].mean().reset_index()
+    keys = df[["dataset", "source", "regrouped", "method"]].drop_duplicates()
+    return keys.merge(means, how="left", on=["dataset", "method"])
+
+
+def source_table_markdown(df: pd.DataFrame, metric: str) -> str:
+    """Markdown table method x source dataset of the mean ``metric`` over cases (each the mean over its seeds).
+
+    Each source dataset has a column for its authors' case (``pbmc3k``) and one for its regrouped cases
+    (``pbmc3k~regrouped (n)``); :func:`~falcon_sc.bench.pivot_markdown` makes the table, best method in bold.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from falcon_sc.bench.real import source_table_markdown
+    >>> df = pd.DataFrame({"dataset": ["kang", "kang~0", "kang~1"] * 2, "source": "kang",
+    ...                    "regrouped": [False, True, True] * 2, "method": ["a"] * 3 + ["b"] * 3,
+    ...                    "within_coarse_ari": [0.5, 0.2, 0.4, 0.1, 0.6, 0.6], "error": ""})
+    >>> print(source_table_markdown(df, "within_coarse_ari"))
+    | method | kang | kang~regrouped (2) |
+    |---|---:|---:|
+    | a | **0.500** | 0.300 |
+    | b | 0.100 | **0.600** |
+    """
+    from .run import pivot_markdown
+
+    cases = _case_means(df, metric)
+    n_regrouped = cases[cases["regrouped"]].groupby("source")["dataset"].nunique()
+    cases["dataset"] = [
+        f"{s}~regrouped ({n_regrouped[s]})" if r else s
+        for s, r in zip(cases["source"], cases["regrouped"], strict=True)
+    ]
+    return pivot_markdown(cases.assign(error=""), metric)
+
+
+def _vs_best_cells(table: pd.DataFrame, falcon: str, others: list[str], digits: int) -> str:
+    """Two cells for a case x method ``table`` of means: FALCON minus the best other mean, and FALCON's wins."""
+    means = table[others].mean()
+    falcon_mean = table[falcon].mean()
+    if means.isna().all() or pd.isna(falcon_mean):
+        delta = "–"
+    else:
+        best = means.idxmax()
+        delta = f"{falcon_mean - means[best]:+.{digits}f} ({best})"
+    best_case = table[others].max(axis=1)
+    valid = table[falcon].notna() & best_case.notna()
+    wins = int((table.loc[valid, falcon] >= best_case[valid] - TIE).sum())
+    return f"{delta} | {wins}/{int(valid.sum())}"
+
+
+def falcon_vs_best_markdown(df: pd.DataFrame, *, falcon: str = "falcon", digits: int = 3) -> str:
+    """Markdown table "FALCON vs the best baseline", one row per source dataset (and ``all`` when several).
+
+    For each of :data:`REAL_METRICS`: ``Δ``, FALCON's mean over the dataset's cases (each the mean over its seeds)
+    minus the best of the other methods' means (that method in brackets), and ``FALCON ≥ best``, on how many cases
+    FALCON is at or above the best other method of the case (within :data:`TIE`). The references that see the truth
+    (:data:`~falcon_sc.bench.run.REFERENCES`) count as no other method.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from falcon_sc.bench.real import falcon_vs_best_markdown
+    >>> df = pd.DataFrame({"dataset": ["kang", "kang~0"] * 2, "source": "kang", "regrouped": [False, True] * 2,
+    ...                    "method": ["falcon"] * 2 + ["subcluster"] * 2, "within_coarse_ari": [0.5, 0.3, 0.4, 0.35],
+    ...                    "macro_accuracy": [0.8, 0.7, 0.6, 0.702], "error": ""})
+    >>> print(falcon_vs_best_markdown(df))
+    | dataset | cases | Δ within_coarse_ari | FALCON ≥ best | Δ macro_accuracy | FALCON ≥ best |
+    |---|---:|---:|---:|---:|---:|
+    | kang | 2 | +0.025 (subcluster) | 1/2 | +0.099 (subcluster) | 2/2 |
+    """
+    from .run import REFERENCES
+
+    methods = list(dict.fromkeys(df["method"]))
+    others = [m for m in methods if m != falcon and m not in REFERENCES]
+    if falcon not in methods or not others:
+        return f"(no comparison: needs the method {falcon!r} and another one that does not see the truth)"
+    tables = {m: _case_means(df, m).pivot(index="dataset", columns="method", values=m) for m in REAL_METRICS}
+    groups = [(s, df.loc[df["source"] == s, "dataset"].unique()) for s in dict.fromkeys(df["source"])]
+    if len(groups) > 1:
+        groups.append(("all", df["dataset"].unique()))
+    head = "".join(f" Δ {m} | FALCON ≥ best |" for m in REAL_METRICS)
+    lines = ["| dataset | cases |" + head, "|---|---:|" + "---:|---:|" * len(REAL_METRICS)]
+    for name, cases in groups:
+        cells = [_vs_best_cells(tables[m].loc[cases], falcon, others, digits) for m in REAL_METRICS]
+        lines.append(f"| {name} | {len(cases)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _failures(df: pd.DataFrame) -> list[str]:
+    """One line counting the failed runs per method (none when every run succeeded)."""
+    failed = df[df["error"] != ""].groupby("method", sort=False).size()
+    if failed.empty:
+        return []
+    total = df.groupby("method").size()
+    listed = ", ".join(f"{m} {n}/{total[m]}" for m, n in failed.items())
+    return ["", f"Failed runs, left out of the means (see the `error` column of runs.csv): {listed}."]
+
+
+def real_summary_markdown(df: pd.DataFrame) -> str:
+    """The report of :func:`run_real`: per split (tuning first) and counts mode, the tables of :data:`REAL_METRICS`.
+
+    For each split and counts mode: :func:`source_table_markdown` of each metric and
+    :func:`falcon_vs_best_markdown`. Failed runs are left out of the means and counted below the tables.
+    """
+    seeds = sorted(int(s) for s in df["seed"].dropna().unique())
+    lines = [
+        "# falcon-bench real-cell suite",
+        "",
+        f"Seeds {seeds}. A case is one dataset name: `<dataset>` keeps the authors' coarse labels, `<dataset>~<k>` "
+        "is random regrouping k of the authors' fine labels (columns `<dataset>~regrouped (n)`: the mean over its n "
+        "regrouped cases). Means are over the successful seeds of a case, then over cases; higher is better; best "
+        "method per column in bold, the references that see the true labels excepted. FALCON vs the best baseline: "
+        "Δ is FALCON's mean minus the best mean of the other methods (that method in brackets); FALCON ≥ best "
+        f"counts the cases where FALCON's mean is at or above the best other method's (within {TIE}).",
+    ]
+    for split in ("tuning", "held_out"):
+        part = df[df["split"] == split]
+        if part.empty:
+            continue
+        lines += ["", f"## {_SPLIT_TITLES[split]}"]
+        for mode in COUNTS:
+            sub = part[part["counts"] == mode]
+            if sub.empty:
+                continue
+            lines += ["", f"### {_COUNT_TITLES[mode]}"]
+            for metric in REAL_METRICS:
+                lines += ["", f"#### {metric}", "", source_table_markdown(sub, metric)]
+            lines += ["", "#### FALCON vs the best baseline", "", falcon_vs_best_markdown(sub), *_failures(sub)]
+    return "\n".join(lines) + "\n"
