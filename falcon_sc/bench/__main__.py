@@ -1,4 +1,4 @@
-"""Command line: ``python -m falcon_sc.bench {run,list,solver}`` (installed as ``falcon-bench``)."""
+"""Command line: ``python -m falcon_sc.bench {run,real,images,list,solver,scale}`` (installed as ``falcon-bench``)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
         "that take only a total fail)",
     )
 
+    _add_real(sub)
+
     im = sub.add_parser(
         "images", help="FALCON on images (a ResNet on random views) against the within-coarse baselines"
     )
@@ -100,6 +102,77 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_real(sub: argparse._SubParsersAction) -> None:
+    """The ``real`` subcommand: :func:`falcon_sc.bench.real.run_real`."""
+    rl = sub.add_parser(
+        "real", help="the real-cell suite: real datasets and random regroupings of their fine labels, by split"
+    )
+    rl.add_argument(
+        "--split",
+        default="tuning",
+        help="tuning (pbmc3k, zeisel, kang; default), held_out (pbmc68k, moncada: never used for a choice) or all",
+    )
+    rl.add_argument("--regrouped", type=int, default=10, help="random regroupings per dataset (default 10)")
+    rl.add_argument(
+        "--methods",
+        default=None,
+        help="comma separated method names, or 'all' (every method); default "
+        "falcon,kmeans_within,leiden_within,leiden_scanpy,subcluster",
+    )
+    rl.add_argument(
+        "--seeds", type=_seeds, default=[0, 1, 2], help="number of seeds (0..n-1) or a comma separated list"
+    )
+    rl.add_argument(
+        "--counts",
+        default="learned,given",
+        help="learned (methods get the true total of fine classes), given (the true count per coarse class) or both "
+        "(default)",
+    )
+    rl.add_argument("--datasets", default=None, help="comma separated real datasets of the split (default all of it)")
+    rl.add_argument("--out", default="falcon_real", help="output folder (default ./falcon_real/)")
+    rl.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _real(args: argparse.Namespace) -> int:
+    """Run ``falcon-bench real``: check the arguments (usage error, status 2), run, print the summary tables."""
+    from .real import REAL_METHODS, _check_counts, real_specs, real_summary_markdown, run_real
+    from .run import _resolve_methods, _split
+
+    datasets = None if args.datasets is None else tuple(_split(args.datasets))
+    try:  # nothing is loaded here: a typo is one line and status 2, not a traceback
+        counts = _check_counts(args.counts)
+        methods = _resolve_methods(",".join(REAL_METHODS) if args.methods is None else args.methods)
+        specs = real_specs(args.split, n_regrouped=args.regrouped, datasets=datasets)
+    except ValueError as err:
+        return _usage_error(err)
+    if not specs:
+        return _usage_error(f"--datasets {args.datasets!r} names no dataset; see `falcon-bench list`")
+    if not methods:
+        return _usage_error(f"--methods {args.methods!r} names no method; see `falcon-bench list`")
+    df = run_real(
+        args.split,
+        methods=methods,
+        seeds=args.seeds,
+        n_regrouped=args.regrouped,
+        counts=counts,
+        datasets=datasets,
+        out=args.out,
+        progress=not args.quiet,
+    )
+    print(real_summary_markdown(df))
+    failed = df[df["error"] != ""]
+    for _, row in failed.iterrows():
+        print(
+            f"FAILED {row['dataset']} / {row['method']} / {row['counts']} / seed {row['seed']}: {row['error']}",
+            file=sys.stderr,
+        )
+    print(f"wrote {args.out}/runs.csv and summary.md")
+    if len(failed) == len(df):
+        print(f"falcon-bench: every run failed ({len(df)} of {len(df)}); see the errors above", file=sys.stderr)
+        return 1
+    return 0
+
+
 _ROLE = re.compile(r":[\w.:+-]+:`([^`]+)`")  # :func:`target`, :class:`~a.b.C`, :doc:`title <target>`
 
 
@@ -141,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "list":
         from ._datasets import DATASETS, DEFAULT_DATASETS
         from ._methods import METHODS
+        from .real import HELD_OUT_DATASETS, TUNING_DATASETS
 
         print("datasets:")
         for name, spec in DATASETS.items():
@@ -151,6 +225,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, fn in METHODS.items():
             print(f"  {name:<24} {_first_line(fn.__doc__)}")
         print("default suite: --dataset default = " + ",".join(DEFAULT_DATASETS))
+        print(
+            "real-cell suite (falcon-bench real): each real dataset with its authors' coarse labels and --regrouped N "
+            "random regroupings of its fine labels"
+        )
+        tuning, held_out = ",".join(TUNING_DATASETS), ",".join(HELD_OUT_DATASETS)
+        print(f"  tuning split: {tuning}; held out (never used for a choice): {held_out}")
         return 0
     if args.command == "solver":
         from falcon_sc.bench.solver import run_solver_bench
@@ -158,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_rows", None):
             print(run_solver_bench())
         return 0
+    if args.command == "real":
+        return _real(args)
 
     if args.command == "images":
         from falcon_sc.bench.images import IMAGE_METHODS, run_image_bench, summary
