@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # GPU check (issue 15 session): CPU vs CUDA on pbmc68k (labels, agreement, seconds), bf16-mixed, bench scale 100k/300k
 # on CUDA, digits image bench on CUDA. Log in $OUT/gpu.log.
+# Run from the project root with .whl/ filled by shared/device/fetch-wheels.sh plus: msgspec google-crc32c scverse-misc
+# fast-array-utils lightning-fabric pydantic pydantic-core pydantic-settings python-dotenv annotated-types
+# typing-inspection texttable (missing on the GPU image); copy this file to .whl/ and run `bash .whl/gpu-check.sh`.
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
