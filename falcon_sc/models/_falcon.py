@@ -304,8 +304,9 @@ class FalconModel:
             if isinstance(requested, Mapping):
                 known = {group_names.index(str(k)): int(v) for k, v in requested.items()}
         n_fine = requested if isinstance(requested, int) else int(sum(children_prior.values()))
+        shared = None if inputs.prepared is None else inputs.prepared.embedding  # global components
         initial, init_labels, targets = _warm_start(
-            neighbour_space, neighbors, groups, group_names, n_fine, children_prior, init, random_state
+            neighbour_space, neighbors, groups, group_names, n_fine, children_prior, init, random_state, shared
         )
         cfg = FalconConfig(
             n_epochs=n_epochs,
@@ -751,13 +752,17 @@ def _warn_small_classes(coarse: np.ndarray, coarse_names: list[str], n_neighbors
         )
 
 
-def _warm_start(space, neighbors, coarse, coarse_names, n_fine, children_prior, init, random_state):
-    """Initial relation, warm-start labels (``None`` for ``init="random"``) and children per coarse class."""
+def _warm_start(space, neighbors, coarse, coarse_names, n_fine, children_prior, init, random_state, shared=None):
+    """Initial relation, warm-start labels (``None`` for ``init="random"``) and children per coarse class.
+
+    ``shared``: a space common to all coarse classes for ``children_prior="variance"`` (default ``space``). The
+    neighbour space of cells holds unit-length within-class components, which make every class look equally spread.
+    """
     n_coarse = len(coarse_names)
     fixed = (
         None
         if children_prior == "auto"
-        else _targets(children_prior, coarse, coarse_names, n_fine, space, random_state)
+        else _targets(children_prior, coarse, coarse_names, n_fine, space if shared is None else shared, random_state)
     )
     if init == "leiden" or fixed is None:
         graph_labels, graph_relation = graph_clusters(

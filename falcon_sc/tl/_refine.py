@@ -103,8 +103,8 @@ def refine(
         shared resolution gives ``2 x n_fine`` clusters, the most inter-connected siblings are merged back to
         ``n_fine``; see :func:`~falcon_sc.core.graph_init.graph_clusters`), ``"size"``
         in proportion to class sizes, ``"variance"`` where one more k-means cluster explains the most variance
-        (:func:`~falcon_sc.core.prior.variance_counts`), ``"uniform"`` ``n_fine / n_coarse`` each (reference), or a
-        mapping coarse label -> count summing to ``n_fine``.
+        in the global principal components (:func:`~falcon_sc.core.prior.variance_counts`), ``"uniform"``
+        ``n_fine / n_coarse`` each (reference), or a mapping coarse label -> count summing to ``n_fine``.
     init
         Warm start of the network before FALCON training: ``"leiden"`` fits it to Leiden clusters of the
         within-class neighbour graph (as many per coarse class as the prior gives), ``"kmeans"`` to k-means

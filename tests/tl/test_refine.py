@@ -291,6 +291,26 @@ def test_children_prior_auto_finds_uneven_hierarchy(sim_uneven):
     assert set(out.obs.loc[adata.obs["coarse"] == "C0", "falcon"].astype(str)) == {"C0/1"}
 
 
+def test_children_prior_variance_is_measured_in_the_global_components(sim_uneven, monkeypatch):
+    """'variance' hands out children by k-means inertia in the global PCs shared by all classes, not in the neighbour
+    space, whose unit-length within-class components make every class look equally spread."""
+    from falcon_sc.pp import prepare
+
+    seen = {}
+    real_prior = refine_module.size_prior
+
+    def spy(groups, total, *, method, X=None, random_state=0):
+        seen["X"] = X
+        return real_prior(groups, total, method=method, X=X, random_state=random_state)
+
+    monkeypatch.setattr(refine_module, "size_prior", spy)
+    adata = sim_uneven
+    out = fal.tl.refine(adata, "coarse", sum(CHILDREN_UNEVEN), children_prior="variance", copy=True, **FAST)
+    embedding = prepare(adata, n_top_genes=FAST["n_top_genes"], n_comps=FAST["n_comps"]).embedding
+    np.testing.assert_allclose(seen["X"], embedding, rtol=1e-5, atol=1e-5)
+    assert out.uns["falcon"]["params"]["children_prior_counts"].tolist() == list(CHILDREN_UNEVEN)
+
+
 def test_custom_key_added_and_children_prior_mapping(sim_uneven):
     adata = sim_uneven[:400].copy()
     prior = {"C0": 1, "C1": 2, "C2": 3}
