@@ -1,4 +1,4 @@
-"""Command line: ``python -m falcon_sc.bench {run,real,images,list,solver,scale}`` (installed as ``falcon-bench``)."""
+"""Command line: ``python -m falcon_sc.bench {run,real,ablation,counts,images,list,solver,scale}``, ``falcon-bench``."""
 
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     _add_real(sub)
+    _add_ablation(sub)
+    _add_counts(sub)
 
     im = sub.add_parser(
         "images", help="FALCON on images (a ResNet on random views) against the within-coarse baselines"
@@ -173,6 +175,96 @@ def _real(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_ablation(sub: argparse._SubParsersAction) -> None:
+    """The ``ablation`` subcommand: :func:`falcon_sc.bench.ablation.run_ablation`."""
+    ab = sub.add_parser(
+        "ablation", help="refine with options changed from its defaults, on the real-cell suite, per counts mode"
+    )
+    ab.add_argument("--split", default="tuning", help="tuning (default), held_out or all (see `real`)")
+    ab.add_argument(
+        "--variants",
+        default="all",
+        help="comma separated variant names or their numbers as `falcon-bench list` shows them, or 'all' (default); "
+        "a name holding a comma is matched whole",
+    )
+    ab.add_argument("--seeds", type=_seeds, default=[0], help="number of seeds (0..n-1) or a comma separated list")
+    ab.add_argument("--regrouped", type=int, default=6, help="random regroupings per dataset (default 6)")
+    ab.add_argument("--datasets", default=None, help="comma separated real datasets of the split (default all of it)")
+    ab.add_argument("--out", default="falcon_ablation", help="output folder (default ./falcon_ablation/)")
+    ab.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_counts(sub: argparse._SubParsersAction) -> None:
+    """The ``counts`` subcommand: :func:`falcon_sc.bench.counts.count_errors`."""
+    co = sub.add_parser(
+        "counts", help="children per coarse class of each allotment (graph, size, variance, n_fine='auto') vs the truth"
+    )
+    co.add_argument("--split", default="tuning", help="tuning (default), held_out or all (see `real`)")
+    co.add_argument("--regrouped", type=int, default=6, help="random regroupings per dataset (default 6)")
+    co.add_argument("--datasets", default=None, help="comma separated real datasets of the split (default all of it)")
+    co.add_argument("--out", default=None, help="folder for runs.csv and counts.md (default: print only)")
+    co.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _check_real_args(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """``--datasets`` as a tuple (``None``: all); ``ValueError`` for a bad split, number of regroupings or dataset."""
+    from . import real
+    from .run import _split
+
+    datasets = None if args.datasets is None else tuple(_split(args.datasets))
+    if not real.real_specs(args.split, n_regrouped=args.regrouped, datasets=datasets):
+        raise ValueError(f"--datasets {args.datasets!r} names no dataset; see `falcon-bench list`")
+    return datasets
+
+
+def _ablation(args: argparse.Namespace) -> int:
+    """Run ``falcon-bench ablation``: check the arguments (usage error, status 2), run, print the tables."""
+    from .ablation import ablation_markdown, resolve_variants, run_ablation
+
+    try:  # nothing is loaded here
+        variants = resolve_variants(args.variants)
+        datasets = _check_real_args(args)
+    except ValueError as err:
+        return _usage_error(err)
+    df = run_ablation(
+        args.split,
+        variants=variants,
+        seeds=args.seeds,
+        n_regrouped=args.regrouped,
+        datasets=datasets,
+        out=args.out,
+        progress=not args.quiet,
+    )
+    print(ablation_markdown(df))
+    failed = df[df["error"] != ""]
+    for _, row in failed.iterrows():
+        print(
+            f"FAILED {row['dataset']} / {row['variant']} / {row['counts']} / seed {row['seed']}: {row['error']}",
+            file=sys.stderr,
+        )
+    print(f"wrote {args.out}/runs.csv, ablation.md and summary.md")
+    if len(failed) == len(df):
+        print(f"falcon-bench: every run failed ({len(df)} of {len(df)}); see the errors above", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _counts(args: argparse.Namespace) -> int:
+    """Run ``falcon-bench counts``: check the arguments (usage error, status 2), measure, print the tables."""
+    from .counts import count_errors, counts_markdown, write_counts
+
+    try:
+        datasets = _check_real_args(args)
+    except ValueError as err:
+        return _usage_error(err)
+    df = count_errors(args.split, n_regrouped=args.regrouped, datasets=datasets, progress=not args.quiet)
+    print(counts_markdown(df))
+    if args.out is not None:
+        write_counts(df, args.out)
+        print(f"wrote {args.out}/runs.csv and counts.md")
+    return 0
+
+
 _ROLE = re.compile(r":[\w.:+-]+:`([^`]+)`")  # :func:`target`, :class:`~a.b.C`, :doc:`title <target>`
 
 
@@ -196,6 +288,15 @@ def _first_line(doc: str | None) -> str:
     """The first line of a docstring as plain text ('' without a docstring)."""
     lines = (doc or "").strip().splitlines()
     return _plain(lines[0].strip()) if lines else ""
+
+
+def _list_ablations() -> None:
+    """Print the variants of ``falcon-bench ablation`` (number, name, counts modes, what changes)."""
+    from .ablation import ABLATIONS
+
+    print("ablation variants (falcon-bench ablation --variants NAMES or NUMBERS):")
+    for i, (name, variant) in enumerate(ABLATIONS.items()):
+        print(f"  {i:>2} {name:<56} [{','.join(variant.counts)}] {variant.description}")
 
 
 def _usage_error(message: object) -> int:
@@ -231,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         tuning, held_out = ",".join(TUNING_DATASETS), ",".join(HELD_OUT_DATASETS)
         print(f"  tuning split: {tuning}; held out (never used for a choice): {held_out}")
+        _list_ablations()
         return 0
     if args.command == "solver":
         from falcon_sc.bench.solver import run_solver_bench
@@ -240,6 +342,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "real":
         return _real(args)
+    if args.command == "ablation":
+        return _ablation(args)
+    if args.command == "counts":
+        return _counts(args)
 
     if args.command == "images":
         from falcon_sc.bench.images import IMAGE_METHODS, run_image_bench, summary
