@@ -136,7 +136,7 @@ def children_prior(
 
 
 def kmeans_within_relation(
-    X: np.ndarray, groups: np.ndarray, relation: np.ndarray, random_state: int = 0
+    X: np.ndarray, groups: np.ndarray, relation: np.ndarray, random_state: int = 0, *, n_init: int = 3
 ) -> np.ndarray:
     """Fine label per sample from k-means inside each group, with one cluster per child of the group in ``relation``.
 
@@ -150,6 +150,8 @@ def kmeans_within_relation(
         ``K_F x K_C`` 0/1 relation.
     random_state
         Seed for k-means.
+    n_init
+        k-means restarts per group (the best inertia is kept).
 
     Returns
     -------
@@ -165,6 +167,6 @@ def kmeans_within_relation(
         if k == 1:
             labels[idx] = kids[0]
             continue
-        km = KMeans(n_clusters=k, n_init=3, random_state=random_state).fit(X[idx])
+        km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(X[idx])
         labels[idx] = kids[km.labels_]
     return labels

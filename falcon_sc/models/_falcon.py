@@ -752,17 +752,23 @@ def _warn_small_classes(coarse: np.ndarray, coarse_names: list[str], n_neighbors
         )
 
 
+KMEANS_RESTARTS = 10
+"""k-means restarts of ``init="kmeans"`` (as :func:`falcon_sc.baselines.kmeans_within`)."""
+
+
 def _warm_start(space, neighbors, coarse, coarse_names, n_fine, children_prior, init, random_state, shared=None):
     """Initial relation, warm-start labels (``None`` for ``init="random"``) and children per coarse class.
 
-    ``shared``: a space common to all coarse classes for ``children_prior="variance"`` (default ``space``). The
-    neighbour space of cells holds unit-length within-class components, which make every class look equally spread.
+    ``shared``: the space common to all coarse classes (cells: the global principal components; default ``space``),
+    where ``children_prior="variance"`` measures spread and ``init="kmeans"`` clusters. The neighbour space of cells
+    holds unit-length within-class components, which make every class look equally spread.
     """
+    shared = space if shared is None else shared
     n_coarse = len(coarse_names)
     fixed = (
         None
         if children_prior == "auto"
-        else _targets(children_prior, coarse, coarse_names, n_fine, space if shared is None else shared, random_state)
+        else _targets(children_prior, coarse, coarse_names, n_fine, shared, random_state)
     )
     if init == "leiden" or fixed is None:
         graph_labels, graph_relation = graph_clusters(
@@ -774,8 +780,9 @@ def _warm_start(space, neighbors, coarse, coarse_names, n_fine, children_prior, 
         return graph_relation, graph_labels, targets
     rng = np.random.default_rng(random_state)
     initial = solve_relation(rng.uniform(size=(n_fine, n_coarse)) * 1e-3, balance=1.0, target_counts=targets)
-    init_labels = kmeans_within_relation(space, coarse, initial, random_state) if init == "kmeans" else None
-    return initial, init_labels, targets
+    if init != "kmeans":
+        return initial, None, targets
+    return initial, kmeans_within_relation(shared, coarse, initial, random_state, n_init=KMEANS_RESTARTS), targets
 
 
 def _train(network, data: tuple, device: torch.device, devices: int, options: dict) -> FalconResult:

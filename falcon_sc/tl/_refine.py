@@ -108,8 +108,9 @@ def refine(
     init
         Warm start of the network before FALCON training: ``"leiden"`` fits it to Leiden clusters of the
         within-class neighbour graph (as many per coarse class as the prior gives), ``"kmeans"`` to k-means
-        clusters inside each coarse class, ``"random"`` starts from random weights and a random relation
-        (reference).
+        clusters inside each coarse class (on the global principal components, 10 restarts: the better start when
+        subtypes are graded rather than separate groups, see the documentation's *Real cells* page), ``"random"``
+        starts from random weights and a random relation (reference).
     hidden
         Hidden layer widths of the MLP.
     n_epochs

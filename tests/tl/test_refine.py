@@ -311,6 +311,28 @@ def test_children_prior_variance_is_measured_in_the_global_components(sim_uneven
     assert out.uns["falcon"]["params"]["children_prior_counts"].tolist() == list(CHILDREN_UNEVEN)
 
 
+def test_init_kmeans_clusters_the_global_components(sim_uneven, monkeypatch):
+    """init='kmeans' runs k-means (10 restarts, as the kmeans_within baseline) in the global PCs, not in the neighbour
+    space; on these clear classes the warm start then recovers the fine labels."""
+    from falcon_sc.pp import prepare
+
+    seen = {}
+    real_kmeans = refine_module.kmeans_within_relation
+
+    def spy(X, groups, relation, random_state=0, *, n_init=3):
+        seen.update(X=X, n_init=n_init)
+        return real_kmeans(X, groups, relation, random_state, n_init=n_init)
+
+    monkeypatch.setattr(refine_module, "kmeans_within_relation", spy)
+    adata = sim_uneven
+    out = fal.tl.refine(adata, "coarse", sum(CHILDREN_UNEVEN), init="kmeans", copy=True, **FAST)
+    embedding = prepare(adata, n_top_genes=FAST["n_top_genes"], n_comps=FAST["n_comps"]).embedding
+    np.testing.assert_allclose(seen["X"], embedding, rtol=1e-5, atol=1e-5)
+    assert seen["n_init"] == 10
+    ev = metrics.evaluate(adata.obs["fine"], out.obs["falcon_warm_start"], adata.obs["coarse"])
+    assert ev["within_coarse_ari"] > MIN_WITHIN_ARI, ev
+
+
 def test_custom_key_added_and_children_prior_mapping(sim_uneven):
     adata = sim_uneven[:400].copy()
     prior = {"C0": 1, "C1": 2, "C2": 3}
