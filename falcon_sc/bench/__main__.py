@@ -162,17 +162,7 @@ def _real(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(real_summary_markdown(df))
-    failed = df[df["error"] != ""]
-    for _, row in failed.iterrows():
-        print(
-            f"FAILED {row['dataset']} / {row['method']} / {row['counts']} / seed {row['seed']}: {row['error']}",
-            file=sys.stderr,
-        )
-    print(f"wrote {args.out}/runs.csv and summary.md")
-    if len(failed) == len(df):
-        print(f"falcon-bench: every run failed ({len(df)} of {len(df)}); see the errors above", file=sys.stderr)
-        return 1
-    return 0
+    return _report(df, ("dataset", "method", "counts", "seed"), f"wrote {args.out}/runs.csv and summary.md")
 
 
 def _add_ablation(sub: argparse._SubParsersAction) -> None:
@@ -236,17 +226,8 @@ def _ablation(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(ablation_markdown(df))
-    failed = df[df["error"] != ""]
-    for _, row in failed.iterrows():
-        print(
-            f"FAILED {row['dataset']} / {row['variant']} / {row['counts']} / seed {row['seed']}: {row['error']}",
-            file=sys.stderr,
-        )
-    print(f"wrote {args.out}/runs.csv, ablation.md and summary.md")
-    if len(failed) == len(df):
-        print(f"falcon-bench: every run failed ({len(df)} of {len(df)}); see the errors above", file=sys.stderr)
-        return 1
-    return 0
+    wrote = f"wrote {args.out}/runs.csv, ablation.md and summary.md"
+    return _report(df, ("dataset", "variant", "counts", "seed"), wrote)
 
 
 def _counts(args: argparse.Namespace) -> int:
@@ -303,6 +284,19 @@ def _usage_error(message: object) -> int:
     """Print one line ``falcon-bench: error: ...`` to stderr and return the usage-error status 2."""
     print(f"falcon-bench: error: {message}", file=sys.stderr)
     return 2
+
+
+def _report(df: pd.DataFrame, where: tuple[str, ...], wrote: str) -> int:
+    """List the failed runs on stderr (``FAILED <where columns>: <error>``), say what was written; exit status."""
+    failed = df[df["error"] != ""]
+    for _, row in failed.iterrows():
+        place = " / ".join(("seed " if c == "seed" else "") + str(row[c]) for c in where)
+        print(f"FAILED {place}: {row['error']}", file=sys.stderr)
+    print(wrote)
+    if len(failed) == len(df):
+        print(f"falcon-bench: every run failed ({len(df)} of {len(df)}); see the errors above", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -429,14 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cols = ["dataset", "method", "seed", *METRICS, "seconds", "peak_mem_mb"]
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.float_format", "{:.3f}".format):
         print(df[cols].to_string(index=False))
-    failed = df[df["error"] != ""]
-    for _, row in failed.iterrows():
-        print(f"FAILED {row['dataset']} / {row['method']} / seed {row['seed']}: {row['error']}", file=sys.stderr)
-    print(f"wrote {args.out}/runs.csv, summary.md and plots")
-    if len(failed) == len(df):
-        print(f"falcon-bench: every run failed ({len(df)} of {len(df)}); see the errors above", file=sys.stderr)
-        return 1
-    return 0
+    return _report(df, ("dataset", "method", "seed"), f"wrote {args.out}/runs.csv, summary.md and plots")
 
 
 if __name__ == "__main__":
