@@ -306,7 +306,16 @@ class FalconModel:
         n_fine = requested if isinstance(requested, int) else int(sum(children_prior.values()))
         shared = None if inputs.prepared is None else inputs.prepared.embedding  # global components
         initial, init_labels, targets = _warm_start(
-            neighbour_space, neighbors, groups, group_names, n_fine, children_prior, init, random_state, shared
+            neighbour_space,
+            neighbors,
+            groups,
+            group_names,
+            n_fine,
+            children_prior,
+            init,
+            random_state,
+            shared,
+            KMEANS_RESTARTS,
         )
         cfg = FalconConfig(
             n_epochs=n_epochs,
@@ -753,15 +762,19 @@ def _warn_small_classes(coarse: np.ndarray, coarse_names: list[str], n_neighbors
 
 
 KMEANS_RESTARTS = 10
-"""k-means restarts of ``init="kmeans"`` (as :func:`falcon_sc.baselines.kmeans_within`)."""
+"""k-means restarts of ``init="kmeans"`` on cells (as :func:`falcon_sc.baselines.kmeans_within`); the image path keeps
+the 3 its defaults were measured with."""
 
 
-def _warm_start(space, neighbors, coarse, coarse_names, n_fine, children_prior, init, random_state, shared=None):
+def _warm_start(
+    space, neighbors, coarse, coarse_names, n_fine, children_prior, init, random_state, shared=None, restarts=3
+):
     """Initial relation, warm-start labels (``None`` for ``init="random"``) and children per coarse class.
 
     ``shared``: the space common to all coarse classes (cells: the global principal components; default ``space``),
     where ``children_prior="variance"`` measures spread and ``init="kmeans"`` clusters. The neighbour space of cells
-    holds unit-length within-class components, which make every class look equally spread.
+    holds unit-length within-class components, which make every class look equally spread. ``restarts``: k-means
+    restarts of ``init="kmeans"``.
     """
     shared = space if shared is None else shared
     n_coarse = len(coarse_names)
@@ -782,7 +795,7 @@ def _warm_start(space, neighbors, coarse, coarse_names, n_fine, children_prior, 
     initial = solve_relation(rng.uniform(size=(n_fine, n_coarse)) * 1e-3, balance=1.0, target_counts=targets)
     if init != "kmeans":
         return initial, None, targets
-    return initial, kmeans_within_relation(shared, coarse, initial, random_state, n_init=KMEANS_RESTARTS), targets
+    return initial, kmeans_within_relation(shared, coarse, initial, random_state, n_init=restarts), targets
 
 
 def _train(network, data: tuple, device: torch.device, devices: int, options: dict) -> FalconResult:
