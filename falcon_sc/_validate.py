@@ -124,23 +124,51 @@ def _check_rep(adata: ad.AnnData, use_rep: str) -> None:
             )
 
 
+def coarse_mapping(
+    mapping: Mapping, names: list[str], arg: str, coarse_key: str, *, complete: bool, hint: str = ""
+) -> dict[str, Any]:
+    """A mapping coarse label -> value keyed by the labels as text, checked against the coarse classes ``names``.
+
+    Keys are compared as text; a key given twice (``1`` and ``"1"``), a key that is not a coarse class of
+    ``adata.obs[coarse_key]`` and, with ``complete``, a coarse class without a key are a ``ValueError`` naming ``arg``
+    (``hint`` is appended to the message about missing classes).
+    """
+    by_name: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if str(key) in by_name:
+            raise ValueError(f"{arg} has the key {str(key)!r} twice (as {key!r} and as text); keep one.")
+        by_name[str(key)] = value
+    unknown = [k for k in mapping if str(k) not in names]
+    if unknown:
+        raise ValueError(
+            f"{arg} has keys that are not coarse classes of adata.obs[{coarse_key!r}]: {unknown[:10]}; the coarse "
+            f"classes are {names[:20]}."
+        )
+    missing = [n for n in names if n not in by_name]
+    if complete and missing:
+        raise ValueError(f"{arg} has no count for the coarse classes {missing[:20]}; give one for every class{hint}.")
+    return by_name
+
+
+def check_class_count(arg: str, name: str, value: Any, size: int) -> int:
+    """A number of fine classes of the coarse class ``name`` (``size`` cells): an int from 1 to ``size``."""
+    if not is_int(value) or value < 1:
+        raise ValueError(
+            f"{arg}[{name!r}]={value!r}: the number of fine classes of a coarse class must be an int >= 1 (1 keeps "
+            "the class whole)."
+        )
+    if value > size:
+        raise ValueError(
+            f"{arg}[{name!r}]={value} exceeds the {size} cells of that coarse class; ask for at most {size} fine "
+            "classes there."
+        )
+    return int(value)
+
+
 def _check_children_prior(children_prior: Mapping, coarse: pd.Categorical, coarse_key: str, n_fine: int) -> None:
     names = [str(c) for c in coarse.categories]
     sizes = dict(zip(names, np.bincount(coarse.codes, minlength=len(names)).tolist(), strict=True))
-    by_name: dict[str, Any] = {}
-    for key, value in children_prior.items():
-        if str(key) in by_name:
-            raise ValueError(f"children_prior has the key {str(key)!r} twice (as {key!r} and as text); keep one.")
-        by_name[str(key)] = value
-    unknown = [k for k in children_prior if str(k) not in names]
-    if unknown:
-        raise ValueError(
-            f"children_prior has keys that are not coarse classes of adata.obs[{coarse_key!r}]: {unknown[:10]}; the "
-            f"coarse classes are {names[:20]}."
-        )
-    missing = [n for n in names if n not in by_name]
-    if missing:
-        raise ValueError(f"children_prior is missing coarse classes {missing[:20]}; give a count for every class.")
+    by_name = coarse_mapping(children_prior, names, "children_prior", coarse_key, complete=True)
     values = [by_name[n] for n in names]
     bad = [
         v
@@ -163,18 +191,10 @@ def _check_children_prior(children_prior: Mapping, coarse: pd.Categorical, coars
 def _check_known_counts(n_fine: Mapping, coarse: pd.Categorical, coarse_key: str) -> None:
     """``n_fine`` as a mapping: known children counts of some coarse classes (the others are estimated)."""
     names = [str(c) for c in coarse.categories]
-    unknown = [k for k in n_fine if str(k) not in names]
-    if unknown:
-        raise ValueError(
-            f"n_fine has keys that are not coarse classes of adata.obs[{coarse_key!r}]: {unknown[:10]}; the classes "
-            f"are {names[:20]}."
-        )
-    sizes = dict(zip(names, np.bincount(coarse.codes, minlength=len(names)), strict=True))
-    for key, value in n_fine.items():
-        if not is_int(value) or value < 1:
-            raise ValueError(f"n_fine[{key!r}]={value!r} must be an int >= 1 (the known number of fine classes).")
-        if value > sizes[str(key)]:
-            raise ValueError(f"n_fine[{key!r}]={value} exceeds the {sizes[str(key)]} cells of that coarse class.")
+    given = coarse_mapping(n_fine, names, "n_fine", coarse_key, complete=False)
+    sizes = dict(zip(names, np.bincount(coarse.codes, minlength=len(names)).tolist(), strict=True))
+    for name, value in given.items():
+        check_class_count("n_fine", name, value, sizes[name])
 
 
 def check_refine_args(

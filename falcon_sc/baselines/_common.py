@@ -11,7 +11,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._validate import is_int
+from .._validate import check_class_count, coarse_mapping
 from ..core.prior import proportional_counts as allot_clusters
 from ..core.resolution import search_resolution
 from ..pp import prepare
@@ -172,39 +172,12 @@ def resolve_n_fine(
                 f"fine classes, got {type(n_fine).__name__}."
             )
         return check_n_fine(n_fine, len(names), len(codes)), None
-    given: dict[str, Any] = {}
-    for key, value in n_fine.items():
-        if str(key) in given:
-            raise ValueError(f"n_fine names the coarse class {str(key)!r} twice (as {key!r} and as text); keep one.")
-        given[str(key)] = value
-    unknown = [k for k in given if k not in names]
-    if unknown:
-        raise ValueError(
-            f"n_fine has keys that are not coarse classes of adata.obs[{coarse_key!r}]: {unknown[:10]}; the coarse "
-            f"classes are {names[:20]}. Give one count per coarse class."
-        )
-    missing = [n for n in names if n not in given]
-    if missing:
-        raise ValueError(
-            f"n_fine has no count for the coarse classes {missing[:20]} of adata.obs[{coarse_key!r}]: give the number "
-            "of fine classes of every coarse class (1 for a class to keep whole), or pass n_fine as an int to share a "
-            "total among the classes."
-        )
+    hint = " (1 for a class to keep whole), or pass n_fine as an int to share a total among the classes"
+    given = coarse_mapping(n_fine, names, "n_fine", coarse_key, complete=True, hint=hint)
     sizes = np.bincount(codes, minlength=len(names))
-    counts = np.empty(len(names), dtype=np.int64)
-    for c, name in enumerate(names):
-        value = given[name]
-        if not is_int(value) or value < 1:
-            raise ValueError(
-                f"n_fine[{name!r}]={value!r}: the number of fine classes of a coarse class must be an int >= 1 (1 "
-                "keeps the class whole)."
-            )
-        if value > sizes[c]:
-            raise ValueError(
-                f"n_fine[{name!r}]={value} exceeds the {sizes[c]} cells of that coarse class; ask for at most "
-                f"{sizes[c]} fine classes there."
-            )
-        counts[c] = int(value)
+    counts = np.array(
+        [check_class_count("n_fine", name, given[name], int(sizes[c])) for c, name in enumerate(names)], dtype=np.int64
+    )
     return int(counts.sum()), counts
 
 

@@ -111,7 +111,7 @@ def test_wrong_type_and_duplicate_keys(small):
     coarse = pd.Categorical(["1", "1", "2", "2", "2"])
     with pytest.raises(TypeError, match="int .* or a mapping coarse label"):
         resolve_n_fine([1, 2], coarse)
-    with pytest.raises(ValueError, match="names the coarse class '1' twice"):
+    with pytest.raises(ValueError, match="has the key '1' twice"):
         resolve_n_fine({1: 1, "1": 2, "2": 1}, coarse)
     assert resolve_n_fine({1: 2, 2: 3}, coarse)[1].tolist() == [2, 3]
     # the int rule is unchanged
