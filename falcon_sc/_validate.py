@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from scipy import sparse
 
+from ._checks import check_bool, check_choice, check_int, check_number, check_widths, is_int
 from .pp._prepare import INPUT_KINDS, check_values
 
 #: suffixes of the ``obs`` columns :func:`falcon_sc.tl.refine` writes (after ``key_added``)
@@ -28,58 +29,6 @@ def resolve_device(accelerator: str) -> torch.device:
     if accelerator == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(accelerator)
-
-
-def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name}={value!r} must be one of {', '.join(map(repr, allowed))}.")
-
-
-def is_int(value: Any) -> bool:
-    """Whether ``value`` is an integer (Python or numpy), bools excepted."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
-
-
-def check_int(name: str, value: Any, minimum: int | None = None, *, allow_none: bool = False) -> None:
-    """``TypeError`` unless ``value`` is an int (numpy ints too, bools not); ``ValueError`` below ``minimum``."""
-    if value is None and allow_none:
-        return
-    if not is_int(value):
-        what = "an int" + (" or None" if allow_none else "")
-        raise TypeError(f"{name}={value!r} must be {what}, got {type(value).__name__}.")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name}={value!r} must be an int >= {minimum}.")
-
-
-def check_number(
-    name: str, value: Any, *, low: float | None = None, high: float | None = None, open_low: bool = False
-) -> None:
-    """``TypeError`` unless ``value`` is a real number (bools not); ``ValueError`` unless finite and in range.
-
-    The range is ``[low, high]``, or ``(low, high]`` with ``open_low``.
-    """
-    if not isinstance(value, numbers.Real) or isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name}={value!r} must be a number, got {type(value).__name__}.")
-    number = float(value)
-    below = low is not None and (number <= low if open_low else number < low)
-    above = high is not None and number > high
-    if not math.isfinite(value) or below or above:
-        if low is not None and high is not None:
-            rng = f"in {'(' if open_low else '['}{low:g}, {high:g}]"
-        elif low is not None:
-            rng = f"{'>' if open_low else '>='} {low:g}"
-        else:
-            rng = f"<= {high:g}"
-        raise ValueError(f"{name}={value!r} must be a finite number {rng}.")
-
-
-def check_bool(name: str, value: Any, *, allow_none: bool = False) -> None:
-    """``TypeError`` unless ``value`` is ``True`` or ``False`` (or ``None`` with ``allow_none``)."""
-    if value is None and allow_none:
-        return
-    if not isinstance(value, bool | np.bool_):
-        extra = " (or None)" if allow_none else ""
-        raise TypeError(f"{name}={value!r} must be True or False{extra}, got {type(value).__name__}.")
 
 
 def _check_key(name: str, value: Any) -> None:
@@ -304,10 +253,7 @@ def check_refine_args(
     check_int("batch_size", batch_size, 1)
     check_int("relation_every", relation_every, 1)
     check_int("random_state", random_state, 0)
-    if isinstance(hidden, str | bytes) or not isinstance(hidden, Sequence | np.ndarray):
-        raise TypeError(f"hidden={hidden!r} must be a sequence of layer widths, e.g. (64, 64, 64, 64).")
-    if not all(is_int(h) and h >= 1 for h in hidden):
-        raise ValueError(f"hidden={hidden!r}: every hidden layer width must be a positive int.")
+    check_widths("hidden", hidden)
     check_number("lr", lr, low=0, open_low=True)
     check_number("temperature", temperature, low=0, open_low=True)
     check_number("soft_fraction", soft_fraction, low=0, high=1)

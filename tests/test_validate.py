@@ -10,7 +10,7 @@ from scipy import sparse
 
 import falcon_sc as fal
 import falcon_sc.models._falcon as refine_module
-from falcon_sc.models._falcon import restricted_probs
+from falcon_sc.core.labels import restricted_probs
 from falcon_sc.pp._prepare import check_values
 
 from .conftest import FAST, N_FINE, scanpy_log

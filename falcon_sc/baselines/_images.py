@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from anndata import AnnData
 
-from .._validate import check_int, is_int
+from .._checks import check_int, is_int
 from ..core.views import ViewConfig
 from ..data import ImageFiles
 from ..tl._refine_images import _images, _initial_features

@@ -24,7 +24,8 @@ import torch
 from anndata import AnnData
 from torch import nn
 
-from .._validate import check_int, resolve_device
+from .._checks import check_int
+from .._validate import resolve_device
 from ..core.neighbors import within_class_neighbors
 from ..core.training import Features, LoopConfig, epochs_for_steps, map_rows
 from ..core.views import STRONG, ViewConfig, random_view

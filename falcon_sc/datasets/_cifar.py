@@ -10,7 +10,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .._validate import check_choice, check_int
+from .._checks import check_choice, check_int
 from ._folders import SPLITS, check_val_fraction, require_dir, require_file, val_per_class
 from ._utils import finalise
 

@@ -10,7 +10,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .._validate import check_int, check_number
+from .._checks import check_int, check_number
 from ._utils import finalise
 
 #: image file endings the folder readers list (case-insensitive): those of ``robustness.tools.folder`` (the BREEDS

@@ -9,8 +9,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from .._checks import check_int
 from .._docs import doc_params
-from .._validate import check_int
 from ._folders import (
     check_size,
     check_val_fraction,

@@ -16,8 +16,8 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
+from .._checks import check_choice, check_int
 from .._docs import doc_params
-from .._validate import check_choice, check_int
 from ._folders import (
     SPLITS,
     check_size,

@@ -19,6 +19,7 @@ from .._names import renamed
 from .._validate import check_refine_args, resolve_device
 from ..core.distributed import train_falcon_ddp
 from ..core.graph_init import graph_clusters
+from ..core.labels import fine_class_names, restricted_probs
 from ..core.n_fine import estimate_children
 from ..core.neighbors import neighbour_vote, within_class_neighbors
 from ..core.prior import children_prior as size_prior
@@ -55,34 +56,6 @@ class _Fitted:
     params: dict[str, Any]
     history: list[dict]
     schemes: dict[str, Any] | None = None  # several coarse schemes: keys, names, relations (``coarse_*`` are joint)
-
-
-def restricted_probs(probs: np.ndarray, relation: np.ndarray, coarse: np.ndarray) -> np.ndarray:
-    """Probabilities renormalised over the children of each cell's coarse class.
-
-    NaN and infinite probabilities count as 0. A cell whose children all get 0 gets equal probabilities over them,
-    so the argmax of every row is always a child of the cell's own coarse class.
-    """
-    allowed = relation[:, coarse].T.astype(bool)
-    restricted = np.where(allowed & np.isfinite(probs), probs, 0)
-    mass = restricted.sum(axis=1, keepdims=True)
-    empty = mass[:, 0] <= 0
-    if empty.any():
-        restricted[empty] = allowed[empty]
-        mass[empty] = allowed[empty].sum(axis=1, keepdims=True)
-    return restricted / np.clip(mass, 1e-12, None)
-
-
-def fine_class_names(relation: np.ndarray, labels: np.ndarray, coarse_names: list[str]) -> np.ndarray:
-    """``<coarse>/1, <coarse>/2, ...`` per fine class, by decreasing number of cells under its parent."""
-    parent = relation.argmax(axis=1)
-    sizes = np.bincount(labels, minlength=relation.shape[0])
-    names = np.empty(relation.shape[0], dtype=object)
-    for c, cname in enumerate(coarse_names):
-        kids = np.flatnonzero(parent == c)
-        for rank, f in enumerate(kids[np.argsort(-sizes[kids], kind="stable")]):
-            names[f] = f"{cname}/{rank + 1}"
-    return names.astype(str)
 
 
 def _progress(show_progress: bool | None) -> bool:

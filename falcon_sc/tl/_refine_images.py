@@ -13,7 +13,9 @@ import pandas as pd
 import torch
 from scanpy import logging as logg
 
-from .._validate import check_bool, check_choice, check_int, check_number, resolve_device
+from .._checks import check_bool, check_choice, check_int, check_number
+from .._validate import resolve_device
+from ..core.labels import fine_class_names, restricted_probs
 from ..core.neighbors import within_class_neighbors
 from ..core.schemes import joint_relation
 from ..core.trainer import FalconConfig, train_falcon
@@ -27,8 +29,6 @@ from ..models._falcon import (
     _scheme_start,
     _warm_start,
     _write_labels,
-    fine_class_names,
-    restricted_probs,
 )
 from ..models._schemes import as_keys, coarse_schemes
 from ..models.checkpoint import load_backbone
