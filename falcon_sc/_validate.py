@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import anndata as ad
@@ -13,11 +13,9 @@ import pandas as pd
 import torch
 from scipy import sparse
 
-from ._checks import check_bool, check_choice, check_int, check_number, check_widths, is_int
-from .pp._prepare import INPUT_KINDS, check_values
-
-#: suffixes of the ``obs`` columns :func:`falcon_sc.tl.refine` writes (after ``key_added``)
-WRITTEN_OBS_SUFFIXES = ("", "_confidence", "_outside_parent", "_warm_start", "_coarse", "_neighbour_coarse")
+from ._checks import check_int, is_int
+from ._coarse import as_keys, check_coarse_labels, coarse_schemes
+from .pp._prepare import check_values
 
 
 def resolve_device(accelerator: str) -> torch.device:
@@ -34,23 +32,6 @@ def resolve_device(accelerator: str) -> torch.device:
 def _check_key(name: str, value: Any) -> None:
     if not isinstance(value, Hashable):
         raise TypeError(f"{name}={value!r} must be a column name (a string), got {type(value).__name__}.")
-
-
-def check_coarse_labels(col: pd.Series, coarse_key: str) -> pd.Categorical:
-    """Coarse labels as a categorical without unused categories; missing or str-colliding labels are errors."""
-    if col.isna().any():
-        raise ValueError(f"adata.obs[{coarse_key!r}] has {int(col.isna().sum())} missing labels; fill or drop them.")
-    coarse = pd.Categorical(col).remove_unused_categories()
-    names = pd.Series([str(c) for c in coarse.categories])
-    if names.duplicated().any():
-        clash = sorted(set(names[names.duplicated()]))
-        groups = [[c for c in coarse.categories if str(c) == n] for n in clash]
-        raise ValueError(
-            f"adata.obs[{coarse_key!r}] mixes labels that are the same once written as text: "
-            f"{', '.join(' and '.join(repr(c) for c in g) for g in groups[:5])}; make the column one type, e.g. "
-            f"adata.obs[{coarse_key!r}] = adata.obs[{coarse_key!r}].astype(str)."
-        )
-    return coarse
 
 
 def _check_rep(adata: ad.AnnData, use_rep: str) -> None:
@@ -146,79 +127,8 @@ def _check_known_counts(n_fine: Mapping, coarse: pd.Categorical, coarse_key: str
         check_class_count("n_fine", name, value, sizes[name])
 
 
-def check_refine_args(
-    adata: ad.AnnData,
-    coarse_key: str | list[str],
-    n_fine: int,
-    *,
-    layer: str | None,
-    use_rep: str | None,
-    batch_key: str | None,
-    key_added: str | None,
-    model_input: str,
-    children_prior: Any,
-    n_neighbors: int,
-    regulariser: str,
-    optimizer: str,
-    init: str = "leiden",
-    learn_relation: bool = True,
-    input_kind: str = "auto",
-    n_top_genes: int = 2000,
-    n_comps: int = 50,
-    n_comps_within: int = 10,
-    hidden: Sequence[int] = (64, 64, 64, 64),
-    n_epochs: int | None = None,
-    batch_size: int = 1024,
-    lr: float = 3e-4,
-    lambda_coarse: float = 0.5,
-    lambda_fine: float = 0.5,
-    lambda_reg: float = 0.05,
-    lambda_relation: float = 5e-3,
-    temperature: float = 0.9,
-    relation_every: int = 30,
-    soft_fraction: float = 0.3,
-    guard_warm_start: bool = True,
-    random_state: int = 0,
-    show_progress: bool | None = None,
-    copy: bool = False,
-    return_model: bool = False,
-    check_written: bool = False,
-) -> None:
-    """Raise a clear error for every bad argument of :func:`falcon_sc.tl.refine`, before any heavy work.
-
-    Cheap checks come first (types and ranges of the scalar arguments, keys, coarse labels); the last one scans
-    every value of the expression matrix (or of ``obsm[use_rep]``) for NaN, infinite and negative values.
-
-    Parameters
-    ----------
-    adata, coarse_key, n_fine
-        As in :func:`falcon_sc.tl.refine`.
-    key_added
-        Prefix of the keys that will be written (checked to be a non-empty string unless ``None``).
-    layer, use_rep, batch_key, model_input, children_prior, n_neighbors, regulariser, optimizer, init
-        As in :func:`falcon_sc.tl.refine`.
-    learn_relation, input_kind, n_top_genes, n_comps, n_comps_within, hidden, n_epochs, batch_size, lr
-        As in :func:`falcon_sc.tl.refine`.
-    lambda_coarse, lambda_fine, lambda_reg, lambda_relation, temperature, relation_every, soft_fraction
-        As in :func:`falcon_sc.tl.refine`.
-    guard_warm_start, random_state, show_progress, copy, return_model
-        As in :func:`falcon_sc.tl.refine`.
-    check_written
-        The caller writes the ``obs`` columns ``key_added``, ``f"{key_added}_confidence"``,
-        ``f"{key_added}_outside_parent"``, ``f"{key_added}_warm_start"`` and ``f"{key_added}_coarse"``: refuse a
-        ``coarse_key`` or ``batch_key`` among them (:func:`~falcon_sc.tl.refine`). ``False`` for callers that write
-        nothing (:meth:`FalconModel.fit <falcon_sc.FalconModel.fit>`).
-
-    Raises
-    ------
-    TypeError
-        For an argument of the wrong type (a bool where an int is needed, a string where a bool is needed, ...).
-    KeyError
-        For a key missing from ``adata``.
-    ValueError
-        For a value out of range or inconsistent with ``adata``, or an expression matrix / embedding with NaN,
-        infinite or negative values.
-    """
+def check_adata(adata: Any) -> None:
+    """An in-memory AnnData (a backed one is refused with the fix)."""
     if not isinstance(adata, ad.AnnData):
         raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
     if adata.isbacked:
@@ -226,60 +136,9 @@ def check_refine_args(
             "adata is backed (opened with backed='r'): refine needs it in memory; load it with adata.to_memory() "
             "(or read it without backed=)."
         )
-    # ---- scalar arguments: types and ranges
-    for name, value in (
-        ("learn_relation", learn_relation),
-        ("guard_warm_start", guard_warm_start),
-        ("copy", copy),
-        ("return_model", return_model),
-    ):
-        check_bool(name, value)
-    check_bool("show_progress", show_progress, allow_none=True)
-    estimated = isinstance(n_fine, str) or isinstance(n_fine, Mapping)
-    if isinstance(n_fine, str) and n_fine != "auto":
-        raise TypeError(f"n_fine={n_fine!r}: give an int, 'auto' or a mapping coarse label -> count.")
-    if not estimated:
-        check_int("n_fine", n_fine)
-    elif not (isinstance(children_prior, str) and children_prior == "auto"):
-        raise ValueError(
-            f"n_fine={n_fine!r} estimates the children of each coarse class; children_prior={children_prior!r} cannot "
-            "be combined with it (leave children_prior='auto', or give n_fine as an int)."
-        )
-    check_int("n_neighbors", n_neighbors, 1)
-    check_int("n_top_genes", n_top_genes, 2)
-    check_int("n_comps", n_comps, 2)
-    check_int("n_comps_within", n_comps_within, 0)
-    check_int("n_epochs", n_epochs, 1, allow_none=True)
-    check_int("batch_size", batch_size, 1)
-    check_int("relation_every", relation_every, 1)
-    check_int("random_state", random_state, 0)
-    check_widths("hidden", hidden)
-    check_number("lr", lr, low=0, open_low=True)
-    check_number("temperature", temperature, low=0, open_low=True)
-    check_number("soft_fraction", soft_fraction, low=0, high=1)
-    for name, weight in (
-        ("lambda_coarse", lambda_coarse),
-        ("lambda_fine", lambda_fine),
-        ("lambda_reg", lambda_reg),
-        ("lambda_relation", lambda_relation),
-    ):
-        check_number(name, weight, low=0)
-    check_choice("model_input", model_input, ("pca", "hvg"))
-    check_choice("input_kind", input_kind, INPUT_KINDS)
-    check_choice("init", init, ("leiden", "kmeans", "random"))
-    check_choice("regulariser", regulariser, ("prior", "global", "within", "both"))
-    check_choice("optimizer", optimizer, ("adam", "sgd"))
-    if not isinstance(children_prior, Mapping):
-        check_choice("children_prior", children_prior, ("auto", "uniform", "size", "variance"))
-    # ---- keys
-    from .models._schemes import as_keys, coarse_schemes
 
-    keys = as_keys(coarse_key) if isinstance(coarse_key, list | tuple) else [coarse_key]
-    coarse_key = keys[0] if len(keys) == 1 else keys
-    for key in keys:
-        _check_key("coarse_key", key)
-        if key not in adata.obs:
-            raise KeyError(f"coarse_key={key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)}).")
+
+def _check_layer_or_rep(adata: ad.AnnData, layer: Any, use_rep: Any) -> None:
     if layer is not None:
         if not isinstance(layer, str):
             raise TypeError(f"layer={layer!r} must be a key of adata.layers (a string) or None.")
@@ -292,62 +151,66 @@ def check_refine_args(
             raise KeyError(f"use_rep={use_rep!r} not found in adata.obsm (available: {list(adata.obsm)}).")
         if layer is not None:
             raise ValueError("Pass either layer= or use_rep=, not both.")
-    if batch_key is not None:
-        _check_key("batch_key", batch_key)
-        if batch_key not in adata.obs:
-            raise KeyError(f"batch_key={batch_key!r} is not a column of adata.obs.")
-    if key_added is not None and (not isinstance(key_added, str) or not key_added):
-        raise ValueError(f"key_added={key_added!r} must be a non-empty string.")
-    if check_written and key_added is not None:
-        written = [f"{key_added}{suffix}" for suffix in WRITTEN_OBS_SUFFIXES]
-        for key in keys:
-            if key in written:
-                raise ValueError(
-                    f"key_added={key_added!r} would overwrite the coarse labels: refine writes obs columns {written} "
-                    f"and coarse_key={key!r} is one of them; choose another key_added."
-                )
-        if batch_key is not None and batch_key in written:
-            raise ValueError(
-                f"key_added={key_added!r} would overwrite the batches: refine writes obs columns {written} and "
-                f"batch_key={batch_key!r} is one of them; choose another key_added."
-            )
-    if use_rep is not None and input_kind != "auto":
+
+
+def check_setup(adata: ad.AnnData, setup: Any) -> list[str]:
+    """Check the keys of a model's setup (:class:`~falcon_sc.models.SetupParams`) against ``adata``.
+
+    The scalar fields were checked when ``setup`` was made; here: the coarse, layer, embedding and batch keys exist,
+    and the options that need the expression matrix are not combined with ``use_rep``. Returns the coarse keys
+    (one per scheme).
+    """
+    check_adata(adata)
+    keys = as_keys(setup.coarse_key)
+    for key in keys:
+        _check_key("coarse_key", key)
+        if key not in adata.obs:
+            raise KeyError(f"coarse_key={key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)}).")
+    _check_layer_or_rep(adata, setup.layer, setup.use_rep)
+    if setup.batch_key is not None:
+        _check_key("batch_key", setup.batch_key)
+        if setup.batch_key not in adata.obs:
+            raise KeyError(f"batch_key={setup.batch_key!r} is not a column of adata.obs.")
+    if setup.use_rep is not None and setup.input_kind != "auto":
         raise ValueError(
-            f"input_kind={input_kind!r} describes the expression matrix; it cannot be combined with use_rep= "
+            f"input_kind={setup.input_kind!r} describes the expression matrix; it cannot be combined with use_rep= "
             "(leave input_kind='auto')."
         )
-    if use_rep is not None and model_input == "hvg":
+    if setup.use_rep is not None and setup.model_input == "hvg":
         raise ValueError("model_input='hvg' needs the expression matrix; it cannot be combined with use_rep=.")
-    # ---- coarse labels and what depends on them
-    if len(keys) > 1:
-        if estimated:
-            raise ValueError(f"n_fine={n_fine!r} takes one coarse scheme; give n_fine as an int with several schemes.")
-        schemes = coarse_schemes(adata.obs, keys)
-        per_scheme = dict(zip(keys, schemes.n_coarse, strict=True))
-        if n_fine <= max(schemes.n_coarse):
-            raise ValueError(f"n_fine={n_fine} must exceed the coarse classes of every scheme ({per_scheme}).")
-        if isinstance(children_prior, Mapping):
-            raise ValueError("children_prior as a mapping takes one coarse scheme; use 'auto', 'size' or 'variance'.")
-        if regulariser in ("within", "both"):
-            raise ValueError(f"regulariser={regulariser!r} takes one coarse scheme; use 'prior' or 'global'.")
-        coarse = None
-    else:
-        coarse = check_coarse_labels(adata.obs[keys[0]], keys[0])
-        n_coarse = len(coarse.categories)
-        if isinstance(n_fine, Mapping):
-            _check_known_counts(n_fine, coarse, keys[0])
-        elif estimated:
-            pass
-        elif n_fine <= n_coarse:
-            raise ValueError(
-                f"n_fine={n_fine} must exceed the number of coarse classes in {coarse_key!r} ({n_coarse}); "
-                "with n_fine <= n_coarse there is nothing to refine."
-            )
-    if not estimated and n_fine > adata.n_obs:
-        raise ValueError(f"n_fine={n_fine} exceeds the number of cells ({adata.n_obs}).")
-    if isinstance(children_prior, Mapping) and coarse is not None:
-        _check_children_prior(children_prior, coarse, keys[0], n_fine)
-    # ---- the data: every value
+    return keys
+
+
+def check_n_fine(n_fine: Any, children_prior: Any) -> bool:
+    """The type of ``n_fine``; returns whether the counts are estimated (``"auto"`` or a mapping)."""
+    estimated = isinstance(n_fine, str | Mapping)
+    if isinstance(n_fine, str) and n_fine != "auto":
+        raise TypeError(f"n_fine={n_fine!r}: give an int, 'auto' or a mapping coarse label -> count.")
+    if not estimated:
+        check_int("n_fine", n_fine)
+    elif not (isinstance(children_prior, str) and children_prior == "auto"):
+        raise ValueError(
+            f"n_fine={n_fine!r} estimates the children of each coarse class; children_prior={children_prior!r} cannot "
+            "be combined with it (leave children_prior='auto', or give n_fine as an int)."
+        )
+    return estimated
+
+
+def _check_schemes(adata: ad.AnnData, keys: list[str], n_fine: Any, estimated: bool, prior: Any, reg: str) -> None:
+    if estimated:
+        raise ValueError(f"n_fine={n_fine!r} takes one coarse scheme; give n_fine as an int with several schemes.")
+    schemes = coarse_schemes(adata.obs, keys)
+    per_scheme = dict(zip(keys, schemes.n_coarse, strict=True))
+    if n_fine <= max(schemes.n_coarse):
+        raise ValueError(f"n_fine={n_fine} must exceed the coarse classes of every scheme ({per_scheme}).")
+    if isinstance(prior, Mapping):
+        raise ValueError("children_prior as a mapping takes one coarse scheme; use 'auto', 'size' or 'variance'.")
+    if reg in ("within", "both"):
+        raise ValueError(f"regulariser={reg!r} takes one coarse scheme; use 'prior' or 'global'.")
+
+
+def check_data(adata: ad.AnnData, layer: str | None, use_rep: str | None) -> None:
+    """Every value of the expression matrix (or of ``obsm[use_rep]``): finite, and not negative for expression."""
     if use_rep is not None:
         _check_rep(adata, use_rep)
         return
@@ -356,3 +219,28 @@ def check_refine_args(
             f"adata has {adata.n_vars} gene(s); refine needs at least 2 genes (or an embedding via use_rep=...)."
         )
     check_values(adata.X if layer is None else adata.layers[layer], "X" if layer is None else f"layers[{layer!r}]")
+
+
+def check_fit(adata: ad.AnnData, keys: list[str], n_fine: Any, children_prior: Any, regulariser: str) -> None:
+    """Check what depends on the coarse labels: ``n_fine`` and a mapping ``children_prior``, before any heavy work.
+
+    ``keys``: the coarse keys (:func:`check_setup`). The scalar arguments were checked when the parameter objects
+    were made; the expression values are checked by :func:`check_data`.
+    """
+    estimated = check_n_fine(n_fine, children_prior)
+    if len(keys) > 1:
+        _check_schemes(adata, keys, n_fine, estimated, children_prior, regulariser)
+    else:
+        coarse = check_coarse_labels(adata.obs[keys[0]], keys[0])
+        n_coarse = len(coarse.categories)
+        if isinstance(n_fine, Mapping):
+            _check_known_counts(n_fine, coarse, keys[0])
+        elif not estimated and n_fine <= n_coarse:
+            raise ValueError(
+                f"n_fine={n_fine} must exceed the number of coarse classes in {keys[0]!r} ({n_coarse}); "
+                "with n_fine <= n_coarse there is nothing to refine."
+            )
+        if isinstance(children_prior, Mapping):
+            _check_children_prior(children_prior, coarse, keys[0], n_fine)
+    if not estimated and n_fine > adata.n_obs:
+        raise ValueError(f"n_fine={n_fine} exceeds the number of cells ({adata.n_obs}).")

@@ -77,7 +77,8 @@ def test_erm_clearly_beats_chance(results: dict[str, BaselineResult], digits: An
 def test_kmeans_within_on_images_is_the_bench_recipe(results: dict[str, BaselineResult], digits: AnnData) -> None:
     from falcon_sc.baselines import allot_clusters
     from falcon_sc.baselines.kmeans_within import kmeans_per_class
-    from falcon_sc.tl._refine_images import _images, _initial_features
+    from falcon_sc.models._images import image_array as _images
+    from falcon_sc.models._images import initial_features as _initial_features
 
     space = _initial_features(_images(digits, None), None, "resnet18", 8, "cpu", 0)
     codes = digits.obs["coarse"].cat.codes.to_numpy()

@@ -9,7 +9,7 @@ import pytest
 from scipy import sparse
 
 import falcon_sc as fal
-import falcon_sc.models._falcon as refine_module
+import falcon_sc.models._pipeline as refine_module
 from falcon_sc.core.labels import restricted_probs
 from falcon_sc.pp._prepare import check_values
 

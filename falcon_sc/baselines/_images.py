@@ -18,7 +18,8 @@ from anndata import AnnData
 from .._checks import check_int, is_int
 from ..core.views import ViewConfig
 from ..data import ImageFiles
-from ..tl._refine_images import _images, _initial_features
+from ..models._images import image_array as _images
+from ..models._images import initial_features as _initial_features
 
 DEFAULT_WIDTH = 16
 """ResNet-18 width (channels of the first stage) of the image baselines when ``width`` is not given."""

@@ -50,6 +50,7 @@ class MLPClassifier(nn.Module):
 
     def __init__(self, n_input: int, n_classes: int, hidden: Sequence[int] = (64, 64, 64, 64)) -> None:
         super().__init__()
+        self.n_input = n_input
         self.body = mlp_body(n_input, hidden)
         self.head = nn.Linear(hidden[-1] if len(hidden) else n_input, n_classes)
 

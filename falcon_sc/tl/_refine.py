@@ -8,8 +8,11 @@ from typing import Literal
 import anndata as ad
 from scanpy import logging as logg
 
-from .._validate import check_refine_args, resolve_device
-from ..models._falcon import FalconModel, Prior
+from .._checks import check_bool
+from .._validate import check_adata
+from ..models._falcon import FalconModel
+from ..models._params import Prior
+from ..models._write import check_key_added
 
 
 def refine(
@@ -230,45 +233,10 @@ def refine(
     >>> fal.tl.refine(pbmc, "coarse", n_fine=10)  # doctest: +SKIP
     """
     start = logg.info(f"running FALCON refine on {coarse_key!r}")
-    check_refine_args(
-        adata,
-        coarse_key,
-        n_fine,
-        layer=layer,
-        use_rep=use_rep,
-        batch_key=batch_key,
-        key_added=key_added,
-        model_input=model_input,
-        children_prior=children_prior,
-        n_neighbors=n_neighbors,
-        regulariser=regulariser,
-        optimizer=optimizer,
-        init=init,
-        learn_relation=learn_relation,
-        input_kind=input_kind,
-        n_top_genes=n_top_genes,
-        n_comps=n_comps,
-        n_comps_within=n_comps_within,
-        hidden=hidden,
-        n_epochs=n_epochs,
-        batch_size=batch_size,
-        lr=lr,
-        lambda_coarse=lambda_coarse,
-        lambda_fine=lambda_fine,
-        lambda_reg=lambda_reg,
-        lambda_relation=lambda_relation,
-        temperature=temperature,
-        relation_every=relation_every,
-        soft_fraction=soft_fraction,
-        guard_warm_start=guard_warm_start,
-        random_state=random_state,
-        show_progress=show_progress,
-        copy=copy,
-        return_model=return_model,
-        check_written=True,
-    )
-    resolve_device(accelerator)
-    copy, return_model = bool(copy), bool(return_model)  # numpy scalars are converted by FalconModel.fit
+    check_bool("copy", copy)
+    check_bool("return_model", return_model)
+    check_adata(adata)
+    check_key_added(key_added, coarse_key, batch_key)
     adata = adata.copy() if copy else adata
     model = FalconModel(
         adata,

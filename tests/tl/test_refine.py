@@ -12,7 +12,7 @@ import torch
 from scipy import sparse
 
 import falcon_sc as fal
-import falcon_sc.models._falcon as refine_module
+import falcon_sc.models._pipeline as refine_module
 from falcon_sc import metrics
 from falcon_sc.pp import detect_input_kind
 
@@ -363,7 +363,7 @@ def no_prepare(no_training, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("reached preprocessing; the argument error should have been raised before")
 
-    monkeypatch.setattr(refine_module.FeatureTransform, "fit", boom)
+    monkeypatch.setattr(fal.pp.FeatureTransform, "fit", boom)
     monkeypatch.setattr(refine_module, "within_class_neighbors", boom)
 
 

@@ -105,7 +105,7 @@ def test_bench_images_runs_a_cifar_folder_and_writes_the_report(tmp_path, capsys
     ],
 )
 def test_bad_arguments_fail_before_any_work(digits, monkeypatch, kwargs, error, match):
-    import falcon_sc.tl._refine_images as module
+    import falcon_sc.models._pipeline as module
 
     def boom(*args, **kw):
         raise AssertionError("reached the neighbour search; the argument error should come first")

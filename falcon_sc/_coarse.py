@@ -1,4 +1,4 @@
-"""Coarse labels from one or several ``obs`` columns (coarse schemes), as the model layer reads them."""
+"""Coarse labels from one or several ``obs`` columns (coarse schemes), read and checked once for every entry point."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .._validate import check_coarse_labels
-from ..core.schemes import joint_groups
+from .core.schemes import joint_groups
 
 MISSING = "NA"
 """How a missing label is written in the name of a joint group."""
@@ -48,6 +47,23 @@ class CoarseSchemes:
     def joint_names(self) -> list[str]:
         """``"loop|even"``-style name of each joint group (``NA`` where a scheme has no label)."""
         return ["|".join(MISSING if c < 0 else self.names[s][c] for s, c in enumerate(row)) for row in self.table]
+
+
+def check_coarse_labels(col: pd.Series, coarse_key: str) -> pd.Categorical:
+    """Coarse labels as a categorical without unused categories; missing or str-colliding labels are errors."""
+    if col.isna().any():
+        raise ValueError(f"adata.obs[{coarse_key!r}] has {int(col.isna().sum())} missing labels; fill or drop them.")
+    coarse = pd.Categorical(col).remove_unused_categories()
+    names = pd.Series([str(c) for c in coarse.categories])
+    if names.duplicated().any():
+        clash = sorted(set(names[names.duplicated()]))
+        groups = [[c for c in coarse.categories if str(c) == n] for n in clash]
+        raise ValueError(
+            f"adata.obs[{coarse_key!r}] mixes labels that are the same once written as text: "
+            f"{', '.join(' and '.join(repr(c) for c in g) for g in groups[:5])}; make the column one type, e.g. "
+            f"adata.obs[{coarse_key!r}] = adata.obs[{coarse_key!r}].astype(str)."
+        )
+    return coarse
 
 
 def as_keys(coarse_key: str | Sequence[str]) -> list[str]:

@@ -1,0 +1,122 @@
+"""Images as a FALCON problem: the pixels or files of an AnnData, a ResNet, and the initial features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import torch
+
+from .._coarse import coarse_schemes
+from ..core.training import predict
+from ..data import ImageFiles
+from ._pipeline import Problem, filled_groups
+from .checkpoint import load_backbone
+from .resnet import resnet18, resnet50
+
+BACKBONES = {"resnet18": resnet18, "resnet50": resnet50}
+
+
+def image_array(adata: ad.AnnData, image_shape: tuple[int, int, int] | None) -> np.ndarray | ImageFiles:
+    """The images of ``adata``, as pixels or as files read on demand.
+
+    Rows of ``X``: an ``N x C x H x W`` array scaled to [0, 1]. An AnnData of a folder reader (no ``X`` columns,
+    ``obs["path"]``): an :class:`~falcon_sc.data.ImageFiles`.
+    """
+    if adata.n_vars == 0:
+        if "path" not in adata.obs:
+            raise ValueError(
+                "adata has no pixel columns and no obs['path']: give images as flattened rows of X with image_shape=, "
+                "or an AnnData from a falcon_sc.datasets folder reader (one file per row in obs['path'])."
+            )
+        kwargs = {} if image_shape is None else {"channels": int(image_shape[0]), "size": int(image_shape[-1])}
+        return ImageFiles.from_anndata(adata, **kwargs)
+    shape = image_shape
+    if shape is None:
+        meta = adata.uns.get("falcon_dataset", {})
+        shape = meta.get("image_shape") if isinstance(meta, dict) else None
+    if shape is None:
+        raise ValueError(
+            "image_shape is unknown: pass image_shape=(channels, height, width) (the rows of X are the flattened "
+            "images), or store it in adata.uns['falcon_dataset']['image_shape']."
+        )
+    shape = tuple(int(v) for v in shape)
+    if len(shape) != 3 or int(np.prod(shape)) != adata.n_vars:
+        raise ValueError(
+            f"image_shape={shape} does not match the {adata.n_vars} values per row of X (channels x height x width)."
+        )
+    X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+    X = X.astype(np.float32)
+    if not np.isfinite(X).all():
+        raise ValueError("adata.X holds NaN or infinite pixel values; fix them before calling.")
+    top = float(np.abs(X).max()) or 1.0
+    return (X / top).reshape(-1, *shape)  # pixels scaled to [0, 1] (or [-1, 1])
+
+
+def thumbnails(images: np.ndarray | ImageFiles, side: int = 32, chunk: int = 4096):
+    """Flattened images (files: read in chunks at ``side`` pixels), ``chunk`` rows at a time."""
+    if isinstance(images, ImageFiles):
+        small = ImageFiles(images.paths, size=min(side, images.size), channels=images.channels)
+        for start in range(0, len(small), chunk):
+            yield small.load(np.arange(start, min(start + chunk, len(small)))).reshape(
+                -1, int(np.prod(small.shape[1:]))
+            )
+    else:
+        yield images.reshape(len(images), -1)
+
+
+def initial_features(images, checkpoint, backbone: str, width: int, device, random_state: int) -> np.ndarray:
+    """Unit-length features for the neighbour search: a checkpoint backbone's, else the pixels' principal components.
+
+    Image files without a checkpoint: principal components of 32-pixel thumbnails (incremental, chunk by chunk).
+    """
+    if checkpoint is not None:
+        net = BACKBONES[backbone](1, in_channels=images.shape[1], small_inputs=images.shape[2] <= 64, width=width)
+        load_backbone(net, checkpoint)
+        _, feats = predict(net.to(device), images, device, batch_size=512)
+    elif isinstance(images, ImageFiles):
+        from sklearn.decomposition import IncrementalPCA
+
+        n_comps = min(50, len(images) - 1)
+        pca = IncrementalPCA(n_comps)
+        for block in thumbnails(images):
+            if len(block) >= n_comps:
+                pca.partial_fit(block)
+        feats = np.vstack([pca.transform(block) for block in thumbnails(images)])
+    else:
+        from sklearn.decomposition import PCA
+
+        flat = images.reshape(len(images), -1)
+        n_comps = min(50, flat.shape[0] - 1, flat.shape[1])
+        feats = PCA(n_comps, random_state=random_state).fit_transform(flat)
+    return feats / np.clip(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12, None)
+
+
+def image_network(
+    backbone: str, n_fine: int, images: np.ndarray | ImageFiles, width: int, checkpoint: str | Path | None
+) -> torch.nn.Module:
+    """A ResNet with ``n_fine`` outputs for ``images`` (CIFAR stem up to 64 px), from ``checkpoint`` when given."""
+    network = BACKBONES[backbone](n_fine, in_channels=images.shape[1], small_inputs=images.shape[2] <= 64, width=width)
+    if checkpoint is not None:
+        load_backbone(network, checkpoint)
+    return network
+
+
+def image_problem(
+    adata: ad.AnnData, keys: list[str], images: np.ndarray | ImageFiles, space: np.ndarray, n_fine: int
+) -> Problem:
+    """The FALCON problem of the images of ``adata`` with the neighbour space ``space`` (the initial features)."""
+    schemes = coarse_schemes(adata.obs, keys)
+    multi = len(keys) > 1
+    coarse, coarse_names = (schemes.joint, schemes.joint_names) if multi else (schemes.codes[:, 0], schemes.names[0])
+    groups, group_names = filled_groups(schemes, space, n_fine) if multi else (coarse, coarse_names)
+    return Problem(
+        features=images,
+        space=space,
+        coarse=coarse,
+        coarse_names=coarse_names,
+        groups=groups,
+        group_names=group_names,
+        schemes=schemes if multi else None,
+    )

@@ -1,0 +1,338 @@
+"""The one FALCON fitting pipeline, for cells and for images: neighbours, counts, warm start, training, guard, result.
+
+It works on arrays (no AnnData): the caller turns its data into a :class:`Problem` (network inputs, the space where
+neighbours are searched, coarse labels) and says how to build and train the network (:class:`Engine`).
+:class:`~falcon_sc.FalconModel` builds the problem from cells (:class:`~falcon_sc.pp.FeatureTransform`),
+:func:`falcon_sc.tl.refine_images` from images (a backbone's features).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scanpy import logging as logg
+from torch import nn
+
+from .._coarse import CoarseSchemes
+from ..core.distributed import train_falcon_ddp
+from ..core.graph_init import graph_clusters
+from ..core.labels import fine_class_names, restricted_probs
+from ..core.n_fine import estimate_children
+from ..core.neighbors import within_class_neighbors
+from ..core.prior import children_prior as size_prior
+from ..core.prior import kmeans_within_relation
+from ..core.relation import solve_relation
+from ..core.schemes import fill_missing, joint_groups, joint_relation, scheme_relations
+from ..core.selection import choose_per_class
+from ..core.trainer import FalconConfig, FalconResult, train_falcon
+from ..core.training import TrainingDiverged
+from ._params import FitParams
+
+KMEANS_RESTARTS = 10
+"""k-means restarts of ``init="kmeans"`` on cells (as :func:`falcon_sc.baselines.kmeans_within`); the image path keeps
+the 3 its defaults were measured with."""
+
+
+@dataclass
+class Problem:
+    """What the pipeline fits.
+
+    Attributes
+    ----------
+    features
+        Network inputs, samples first (array, CSR matrix or :class:`~falcon_sc.data.ImageFiles`).
+    space
+        Samples x dimensions where neighbours inside a coarse class are searched and the warm start clusters.
+    coarse, coarse_names
+        Coarse class per sample and the class names (with several schemes: the joint groups).
+    groups, group_names
+        Groups inside which neighbours, counts and the warm start work: the coarse classes, or with several schemes
+        the joint groups after filling missing labels (:func:`filled_groups`).
+    schemes
+        Several coarse schemes (``None``: one).
+    shared
+        The space common to all coarse classes where ``children_prior="variance"`` measures spread and
+        ``init="kmeans"`` clusters (cells: the global principal components; default ``space``).
+    """
+
+    features: Any
+    space: np.ndarray
+    coarse: np.ndarray
+    coarse_names: list[str]
+    groups: np.ndarray
+    group_names: list[str]
+    schemes: CoarseSchemes | None = None
+    shared: np.ndarray | None = None
+
+
+@dataclass
+class Engine:
+    """How the network is built and trained: ``make_network(n_fine)``, device(s), views, k-means restarts."""
+
+    make_network: Callable[[int], nn.Module]
+    device: torch.device
+    devices: int = 1
+    kmeans_restarts: int = 3
+    student_view: Callable[[torch.Tensor], torch.Tensor] | None = None
+    teacher_view: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+@dataclass
+class Outcome:
+    """What :func:`fit_falcon` returns: the training result and everything the writers and the saved model need.
+
+    ``relation`` is the relation the labels are restricted by (with several schemes: joint groups x fine); ``labels``
+    and ``fine_names`` follow it. ``use_warm`` and ``scores``: the guard's choice per coarse class and the two
+    silhouettes (``None`` when the guard did not run).
+    """
+
+    result: FalconResult
+    network: nn.Module
+    n_fine: int
+    children_prior: Any
+    targets: np.ndarray
+    initial: np.ndarray
+    init_labels: np.ndarray | None
+    relation: np.ndarray
+    labels: np.ndarray
+    fine_names: list[str]
+    use_warm: np.ndarray
+    scores: np.ndarray | None = None
+    estimate: dict[str, Any] | None = None
+    scheme_record: dict[str, Any] | None = None
+    group_names: list[str] = field(default_factory=list)
+
+
+def fit_falcon(
+    problem: Problem, n_fine: int | str | Mapping[str, int], fit: FitParams, cfg: FalconConfig, engine: Engine
+) -> Outcome:
+    """Neighbours, children per coarse class, warm start, FALCON training, guard and fine labels.
+
+    ``n_fine``: the total, ``"auto"`` (estimated per coarse class from the neighbour graph) or a mapping coarse
+    label -> count for the classes whose number is known (the others estimated).
+    """
+    warn_small_classes(problem.groups, problem.group_names, fit.n_neighbors)
+    neighbors = within_class_neighbors(problem.space, problem.groups, fit.n_neighbors, random_state=fit.random_state)
+    prior, estimate, known = fit.children_prior, None, {}
+    if not isinstance(n_fine, int):  # "auto" or known counts of some classes: estimate the rest
+        estimate = estimate_n_fine(n_fine, neighbors, problem.groups, problem.group_names, fit.random_state)
+        prior = dict(zip(problem.group_names, estimate["table"]["used"].tolist(), strict=True))
+        if isinstance(n_fine, Mapping):
+            known = {problem.group_names.index(str(k)): int(v) for k, v in n_fine.items()}
+        n_fine = int(sum(prior.values()))
+    initial, init_labels, targets = warm_start(
+        problem.space,
+        neighbors,
+        problem.groups,
+        problem.group_names,
+        n_fine,
+        prior,
+        fit.init,
+        fit.random_state,
+        problem.shared,
+        engine.kmeans_restarts,
+    )
+    torch.manual_seed(fit.random_state)
+    network = engine.make_network(n_fine)
+    options: dict[str, Any] = dict(relation=initial, target_counts=targets, init_labels=init_labels)
+    if known:  # the children of classes with a known count keep their parent and their number
+        options["pinned"] = {int(f): c for c in known for f in np.flatnonzero(initial[:, c])}
+        options["fixed_counts"] = known
+    coarse_arg: np.ndarray = problem.coarse
+    n_coarse: int | list[int] = len(problem.coarse_names)
+    if problem.schemes is not None:
+        options.update(scheme_start(problem.schemes, init_labels, n_fine))
+        coarse_arg, n_coarse = problem.schemes.codes, problem.schemes.n_coarse
+    result = train(network, problem.features, coarse_arg, neighbors, n_coarse, cfg, engine, fit.random_state, options)
+    outcome = _labels(problem, result, initial, fit)
+    outcome.update(network=network, n_fine=n_fine, children_prior=prior, targets=targets, estimate=estimate)
+    outcome["group_names"] = problem.group_names
+    return Outcome(result=result, initial=initial, init_labels=init_labels, **outcome)
+
+
+def _labels(problem: Problem, result: FalconResult, initial: np.ndarray, fit: FitParams) -> dict[str, Any]:
+    """Final relation, the guard's choice (one scheme), labels and fine-class names."""
+    use_warm, scores, record = np.zeros(len(problem.coarse_names), dtype=bool), None, None
+    if problem.schemes is None:
+        relation = result.relation.astype(bool)
+        if fit.guard_warm_start and result.warm_probs is not None:
+            use_warm, scores = guard(result, initial.astype(bool), problem.coarse, problem.space, fit.random_state)
+        names = problem.coarse_names
+    else:  # a fine class is allowed in a joint group when it is a child there in every labelled scheme
+        relation = joint_relation(result.relations, problem.schemes.table).astype(bool)
+        names = problem.schemes.names[0]
+        record = scheme_record(problem.schemes, result.relations)
+    labels = restricted_probs(result.probs, relation, problem.coarse).argmax(axis=1)
+    fine_names = list(fine_class_names(result.relation.astype(bool), labels, names))
+    return {
+        "relation": relation,
+        "labels": labels,
+        "fine_names": fine_names,
+        "use_warm": use_warm,
+        "scores": scores,
+        "scheme_record": record,
+    }
+
+
+def warn_small_classes(coarse: np.ndarray, coarse_names: list[str], n_neighbors: int) -> None:
+    """Warn about coarse classes with at most ``n_neighbors`` samples (they reuse their few neighbours)."""
+    counts = np.bincount(coarse, minlength=len(coarse_names))
+    small = [f"{coarse_names[c]} ({counts[c]})" for c in np.flatnonzero(counts <= n_neighbors)]
+    if small:
+        logg.warning(
+            f"coarse classes with at most n_neighbors={n_neighbors} cells reuse their few neighbours: "
+            + ", ".join(small)
+        )
+
+
+def warm_start(
+    space: np.ndarray,
+    neighbors: np.ndarray,
+    coarse: np.ndarray,
+    coarse_names: list[str],
+    n_fine: int,
+    children_prior: Any,
+    init: str,
+    random_state: int,
+    shared: np.ndarray | None = None,
+    restarts: int = 3,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Initial relation, warm-start labels (``None`` for ``init="random"``) and children per coarse class.
+
+    ``shared``: the space common to all coarse classes (cells: the global principal components; default ``space``),
+    where ``children_prior="variance"`` measures spread and ``init="kmeans"`` clusters. The neighbour space of cells
+    holds unit-length within-class components, which make every class look equally spread. ``restarts``: k-means
+    restarts of ``init="kmeans"``.
+    """
+    shared = space if shared is None else shared
+    n_coarse = len(coarse_names)
+    fixed = (
+        None
+        if children_prior == "auto"
+        else prior_targets(children_prior, coarse, coarse_names, n_fine, shared, random_state)
+    )
+    if init == "leiden" or fixed is None:
+        graph_labels, graph_relation = graph_clusters(
+            space, neighbors, coarse, n_fine, targets=fixed, random_state=random_state
+        )
+    targets = graph_relation.sum(axis=0).astype(float) if fixed is None else fixed
+    logg.info("    children prior: " + ", ".join(f"{n}={t:g}" for n, t in zip(coarse_names, targets, strict=True)))
+    if init == "leiden":
+        return graph_relation, graph_labels, targets
+    rng = np.random.default_rng(random_state)
+    initial = solve_relation(rng.uniform(size=(n_fine, n_coarse)) * 1e-3, balance=1.0, target_counts=targets)
+    if init != "kmeans":
+        return initial, None, targets
+    return initial, kmeans_within_relation(shared, coarse, initial, random_state, n_init=restarts), targets
+
+
+def prior_targets(
+    prior: Any, coarse: np.ndarray, coarse_names: list[str], n_fine: int, space: np.ndarray, random_state: int
+) -> np.ndarray:
+    """Children per coarse class from a mapping or a named prior (:func:`falcon_sc.core.prior.children_prior`)."""
+    if isinstance(prior, Mapping):
+        by_name = {str(k): v for k, v in prior.items()}
+        return np.array([float(by_name[c]) for c in coarse_names])
+    return size_prior(coarse, n_fine, method=prior, X=space, random_state=random_state)
+
+
+def train(
+    network: nn.Module,
+    features: Any,
+    coarse: np.ndarray,
+    neighbors: np.ndarray,
+    n_coarse: int | list[int],
+    cfg: FalconConfig,
+    engine: Engine,
+    seed: int,
+    options: dict[str, Any],
+) -> FalconResult:
+    """FALCON training on one device or ``engine.devices`` DDP processes; a diverging run is a clear error."""
+    advice = f"with lr={cfg.lr:g} and optimizer={cfg.optimizer!r}; nothing was written. Retry with a smaller lr, "
+    advice += f"e.g. lr={cfg.lr / 10:g} (default 3e-4)."
+    views = {"student_view": engine.student_view, "teacher_view": engine.teacher_view}
+    views = {k: v for k, v in views.items() if v is not None}
+    data = (network, features, coarse, neighbors, n_coarse, cfg)
+    try:
+        if engine.devices > 1:
+            result = train_falcon_ddp(engine.devices, *data, accelerator=engine.device.type, seed=seed, **options)
+        else:
+            result = train_falcon(*data, device=engine.device, seed=seed, **views, **options)
+    except TrainingDiverged as err:
+        raise RuntimeError(f"FALCON training diverged ({err}) {advice}") from None
+    bad_loss = not np.isfinite([float(r.get("loss", 0.0)) for r in result.history]).all()
+    if bad_loss or not np.isfinite(result.probs).all():
+        raise RuntimeError(f"FALCON training diverged (non-finite {'loss' if bad_loss else 'probabilities'}) {advice}")
+    return result
+
+
+def estimate_n_fine(
+    requested: str | Mapping[str, int],
+    neighbors: np.ndarray,
+    coarse: np.ndarray,
+    coarse_names: list[str],
+    random_state: int,
+) -> dict[str, Any]:
+    """Children per coarse class: the user's known counts, the others estimated from the neighbour graph."""
+    est = estimate_children(neighbors, coarse, random_state=random_state)
+    given = {} if isinstance(requested, str) else {str(k): int(v) for k, v in requested.items()}
+    used = [given.get(c, int(e)) for c, e in zip(coarse_names, est.counts, strict=True)]
+    table = pd.DataFrame(
+        {"estimated": est.counts.astype(int), "used": used, "given": [c in given for c in coarse_names]},
+        index=pd.Index(coarse_names, name="coarse"),
+    )
+    evidence = est.evidence.assign(coarse=[coarse_names[g] for g in est.evidence["group"]])
+    evidence = evidence[["coarse", "n_children", "seed", "connectivity"]]
+    logg.info(
+        f"    n_fine estimated: {int(table['used'].sum())} ("
+        + ", ".join(f"{c}={u}" for c, u in zip(coarse_names, used, strict=True))
+        + ")"
+    )
+    return {"table": table, "evidence": evidence, "threshold": est.threshold}
+
+
+def filled_groups(schemes: CoarseSchemes, space: np.ndarray, n_fine: int) -> tuple[np.ndarray, list[str]]:
+    """Joint groups after filling missing labels from neighbours (:func:`~falcon_sc.core.schemes.fill_missing`)."""
+    groups, table = joint_groups(fill_missing(space, schemes.codes))
+    names = ["|".join(schemes.names[s][c] for s, c in enumerate(row)) for row in table]
+    if n_fine < len(names):
+        raise ValueError(
+            f"n_fine={n_fine} is below the {len(names)} combinations of coarse labels across the schemes "
+            f"{schemes.keys} ({names[:6]}...); ask for at least {len(names)} fine classes."
+        )
+    return groups, names
+
+
+def scheme_start(schemes: CoarseSchemes, init_labels: np.ndarray | None, n_fine: int) -> dict[str, Any]:
+    """Initial relation and children targets per scheme, from the warm start's fine labels (random without)."""
+    if init_labels is None:
+        return {"relation": None, "target_counts": None}
+    relations = scheme_relations(init_labels, schemes.codes, n_fine, schemes.n_coarse)
+    return {"relation": relations, "target_counts": [r.sum(axis=0).astype(float) for r in relations]}
+
+
+def scheme_record(schemes: CoarseSchemes, relations: list[np.ndarray]) -> dict[str, Any]:
+    """Keys, class names and learned relation of every scheme (what the writers and the saved model keep)."""
+    return {"keys": schemes.keys, "names": schemes.names, "relations": [r.astype(np.int8) for r in relations]}
+
+
+def guard(
+    result: FalconResult, initial: np.ndarray, coarse: np.ndarray, space: np.ndarray, random_state: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Swap in the warm-fitted network's predictions in the coarse classes where they separate the cells better."""
+    assert result.warm_probs is not None
+    final = result.relation.astype(bool)
+    trained = restricted_probs(result.probs, final, coarse).argmax(axis=1)
+    warm_labels = restricted_probs(result.warm_probs, initial, coarse).argmax(axis=1)
+    same_children = (final == initial).all(axis=0)
+    use_warm, scores = choose_per_class(
+        space, coarse, trained, warm_labels, eligible=same_children, random_state=random_state
+    )
+    rows = use_warm[coarse]
+    result.probs[rows] = result.warm_probs[rows]
+    return use_warm, scores
