@@ -77,10 +77,9 @@ def test_erm_clearly_beats_chance(results: dict[str, BaselineResult], digits: An
 def test_kmeans_within_on_images_is_the_bench_recipe(results: dict[str, BaselineResult], digits: AnnData) -> None:
     from falcon_sc.baselines import allot_clusters
     from falcon_sc.baselines.kmeans_within import kmeans_per_class
-    from falcon_sc.models._images import image_array as _images
-    from falcon_sc.models._images import initial_features as _initial_features
+    from falcon_sc.models._images import image_array, initial_features
 
-    space = _initial_features(_images(digits, None), None, "resnet18", 8, "cpu", 0)
+    space = initial_features(image_array(digits, None), None, "resnet18", 8, "cpu", 0)
     codes = digits.obs["coarse"].cat.codes.to_numpy()
     alloc = allot_clusters(np.bincount(codes), N_FINE)
     expected = kmeans_per_class(space, codes, list(digits.obs["coarse"].cat.categories), alloc, 0)
@@ -126,7 +125,7 @@ def test_bad_image_options(digits: AnnData, name: str, kwargs: dict, error: type
     def boom(*args, **kw):
         raise AssertionError("reached the initial features: the option should have been refused first")
 
-    monkeypatch.setattr(images, "_initial_features", boom)
+    monkeypatch.setattr(images, "initial_features", boom)
     with pytest.raises(error, match=match):
         run(name, digits, **kwargs)
 

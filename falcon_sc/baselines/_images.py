@@ -18,8 +18,7 @@ from anndata import AnnData
 from .._checks import check_int, is_int
 from ..core.views import ViewConfig
 from ..data import ImageFiles
-from ..models._images import image_array as _images
-from ..models._images import initial_features as _initial_features
+from ..models._images import image_array, initial_features
 
 DEFAULT_WIDTH = 16
 """ResNet-18 width (channels of the first stage) of the image baselines when ``width`` is not given."""
@@ -89,6 +88,6 @@ def image_inputs(
         ``image_shape`` unknown (neither given nor in ``adata.uns["falcon_dataset"]``) or not matching the number of
         columns of ``X``; pixels that are NaN or infinite.
     """
-    images = _images(adata, image_shape)
-    initial = _initial_features(images, checkpoint, "resnet18", width, device, random_state)
+    images = image_array(adata, image_shape)
+    initial = initial_features(images, checkpoint, "resnet18", width, device, random_state)
     return images, np.asarray(initial, dtype=np.float32)
