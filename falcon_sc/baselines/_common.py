@@ -12,6 +12,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._validate import check_class_count, coarse_mapping
+from ..core.labels import fine_class_names
 from ..core.prior import proportional_counts as allot_clusters
 from ..core.resolution import search_resolution
 from ..pp import prepare
@@ -329,9 +330,20 @@ def majority_parent(labels: np.ndarray, coarse: np.ndarray) -> dict[str, str]:
 
 
 def fine_names(coarse: str, cluster_ids: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Name clusters ``"<coarse>/<i>"``, ``i = 1, 2, ...`` by decreasing size (ties by first id), as ``refine`` does."""
-    ids, counts = np.unique(cluster_ids, return_counts=True)
-    order = ids[np.lexsort((ids, -counts))]
-    rank = {c: i for i, c in enumerate(order)}
-    names = [f"{coarse}/{i + 1}" for i in range(len(order))]
-    return np.array([names[rank[c]] for c in cluster_ids], dtype=object), names
+    """Name the clusters of one coarse class ``"<coarse>/<i>"``, ``i = 1, 2, ...`` by decreasing size, as refine does.
+
+    The rule is :func:`~falcon_sc.core.labels.fine_class_names`'s (ties: the smaller cluster id first). Returns each
+    cell's name and the names in that order (``<coarse>/1`` first).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from falcon_sc.baselines._common import fine_names
+    >>> cells, names = fine_names("T", np.array([7, 3, 3, 9, 7, 3]))
+    >>> cells.tolist(), names
+    (['T/2', 'T/1', 'T/1', 'T/3', 'T/2', 'T/1'], ['T/1', 'T/2', 'T/3'])
+    """
+    ids, cluster = np.unique(cluster_ids, return_inverse=True)
+    named = fine_class_names(np.ones((len(ids), 1), dtype=bool), cluster.ravel(), [coarse])
+    by_rank = np.argsort(-np.bincount(cluster.ravel(), minlength=len(ids)), kind="stable")
+    return named[cluster.ravel()].astype(object), [str(n) for n in named[by_rank]]

@@ -11,8 +11,9 @@ from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 
 from .._docs import doc_params, plot_output
+from .._layout import read_results
 from ..metrics import match_labels
-from ._utils import category_order, finish, get_results, new_axes, obs_labels
+from ._utils import category_order, finish, new_axes, obs_labels
 
 
 @doc_params(plot_output=plot_output)
@@ -68,11 +69,13 @@ def confusion(
     if not isinstance(adata, AnnData):
         raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
     if key not in adata.obs.columns:
-        get_results(adata, key, (), labels=True)  # raises the KeyError with the fix
+        read_results(adata, key, need=("labels",))  # raises the KeyError with the fix
     true = obs_labels(adata, true_key, "true_key")
     pred = obs_labels(adata, key, "key")
     rows = category_order(adata, true_key)
-    matching = match_labels(true.to_numpy(), pred.to_numpy())
+    matching = {
+        str(g): None if t is None else str(t) for g, t in match_labels(true.to_numpy(), pred.to_numpy()).items()
+    }
     partner = {t: g for g, t in matching.items() if t is not None}
     pred_order = category_order(adata, key)
     cols = [partner[t] for t in rows if t in partner] + [g for g in pred_order if matching.get(g) is None]

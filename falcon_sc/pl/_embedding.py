@@ -14,6 +14,7 @@ from matplotlib.lines import Line2D
 from scipy import sparse
 
 from .._docs import doc_params, plot_output
+from .._layout import FalconResults, read_results
 from ._utils import family_colors, finish, new_axes
 from ._utils import palette as default_palette
 
@@ -114,11 +115,8 @@ def embedding(
     columns = [key] if color is None else ([color] if isinstance(color, str) else list(color))
     if not columns:
         raise ValueError("color is empty: pass an obs column, a gene, or a list of them")
-    if color is None and key not in adata.obs.columns:
-        raise KeyError(
-            f"no FALCON results under key {key!r} (adata.obs[{key!r}] is missing): run "
-            f"fal.tl.refine(adata, coarse_key, n_fine, key_added={key!r}) first, or pass the key_added you used as key="
-        )
+    if color is None:
+        read_results(adata, key, need=("labels",))
     for c in columns:
         if c not in adata.obs.columns and c not in adata.var_names:
             raise KeyError(
@@ -198,16 +196,11 @@ def _coordinates(
         xy = np.asarray(adata.obsm[stored], dtype=float)
         if xy.ndim == 2 and xy.shape[1] >= 2:
             return xy[:, :2], "UMAP"
-    rep = f"{key}_embedding"
-    if rep not in adata.obsm:
-        raise KeyError(
-            f"no FALCON results under key {key!r} (adata.obsm[{rep!r}] is missing): run "
-            f"fal.tl.refine(adata, coarse_key, n_fine, key_added={key!r}) first, or pass the key_added you used as key="
-        )
+    rep = read_results(adata, key, need=("embedding",)).embedding
     import scanpy as sc
 
     tmp = AnnData(obs=pd.DataFrame(index=adata.obs_names.copy()))
-    tmp.obsm["X_rep"] = np.asarray(adata.obsm[rep], dtype=np.float32)
+    tmp.obsm["X_rep"] = np.asarray(rep, dtype=np.float32)
     sc.pp.neighbors(tmp, use_rep="X_rep", n_neighbors=int(n_neighbors), random_state=random_state)
     sc.tl.umap(tmp, random_state=random_state)
     xy = np.asarray(tmp.obsm["X_umap"], dtype=float)
@@ -251,10 +244,10 @@ def _category_colors(
         if len(user) < len(names):
             raise ValueError(f"palette has {len(user)} colours for the {len(names)} categories of {column!r}")
         return dict(zip(names, user[: len(names)], strict=True)), False
-    res = adata.uns.get(key)
-    fine = res.get("fine_classes") if isinstance(res, dict) else None
-    if user is None and column == key and isinstance(fine, pd.DataFrame) and "parent" in fine.columns:
-        coarse = [str(c) for c in res["relations"].columns] if "relations" in res else sorted(set(fine["parent"]))
+    res = FalconResults(adata, key)
+    fine = res.get("fine_classes")
+    if user is None and column == key and fine is not None and "parent" in fine.columns:
+        coarse = res.coarse_names if res.has("relations") else sorted(set(fine["parent"]))
         family = family_colors({str(f): str(p) for f, p in fine["parent"].items()}, coarse)
         if all(n in family for n in names):
             return {n: family[n] for n in names}, True

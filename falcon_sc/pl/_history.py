@@ -13,7 +13,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .._docs import doc_params, plot_output
-from ._utils import finish, get_results, new_axes, palette
+from .._layout import FalconResults, read_results
+from ._utils import finish, new_axes, palette, root_figure
 
 PANELS = ("loss", "fine_in_use", "relation_changes", "children")
 _LOSSES = ("loss", "coarse", "neighbour", "confident", "regulariser")
@@ -74,14 +75,12 @@ def history(
     >>> fig = fal.pl.history(adata, show=False)
     >>> fig = fal.pl.history(adata, panels=("loss", "children"), show=False)
     """
-    res = get_results(adata, key, ("history",))
+    res = read_results(adata, key, need=("history",))
     panels = [panels] if isinstance(panels, str) else list(panels)
     unknown = [p for p in panels if p not in PANELS]
     if unknown or not panels:
         raise ValueError(f"unknown panels {unknown}: choose among {list(PANELS)}")
-    hist = res["history"]
-    if not isinstance(hist, pd.DataFrame):
-        hist = pd.DataFrame(hist)
+    hist = res.history
     epoch = hist["epoch"].to_numpy() + 1 if "epoch" in hist.columns else np.arange(1, len(hist) + 1)
     n = len(panels)
     ncols = min(n, 2)
@@ -98,11 +97,11 @@ def history(
             a.set_title("training loss and its terms", fontsize=10)
             _legend_right(a)
         elif panel == "fine_in_use":
-            _fine_in_use(a, hist, epoch, res, key, marker)
+            _fine_in_use(a, hist, epoch, res, marker)
         elif panel == "relation_changes":
-            _relation_changes(a, hist, epoch, res, key)
+            _relation_changes(a, hist, epoch, res)
         else:
-            _children(a, res, key, marker)
+            _children(a, res, marker)
         a.set_xlabel("epoch")
     return finish(fig, fig, show=show, save=save)
 
@@ -115,7 +114,7 @@ def _legend_right(a: Axes, **kwargs) -> None:
 def _note(a: Axes, text: str) -> None:
     """Write ``text`` in the middle of an otherwise empty panel (a quantity that did not change)."""
     a.set_yticks([])
-    width = max(int(a.get_position().width * a.figure.get_figwidth() * 72.0 / 5.0), 40)  # ~characters per line
+    width = max(int(a.get_position().width * root_figure(a).get_figwidth() * 72.0 / 5.0), 40)  # ~characters per line
     text = "\n".join(_wrap(line, width) for line in text.split("\n"))
     a.text(
         0.5,
@@ -133,12 +132,12 @@ def _constant(values: np.ndarray) -> bool:
     return len(values) > 0 and bool(np.all(values == values[0]))
 
 
-def _fine_in_use(a: Axes, hist: pd.DataFrame, epoch: np.ndarray, res: dict, key: str, marker: str | None) -> None:
-    _column(hist, "fine_in_use", key)
+def _fine_in_use(a: Axes, hist: pd.DataFrame, epoch: np.ndarray, res: FalconResults, marker: str | None) -> None:
+    _column(hist, "fine_in_use", res.key)
     in_use = hist["fine_in_use"].to_numpy(dtype=float)
-    n_fine = res.get("params", {}).get("n_fine")
-    if n_fine is None and "relations" in res:
-        n_fine = len(res["relations"])
+    n_fine = res.params.get("n_fine")
+    if n_fine is None and res.has("relations"):
+        n_fine = len(res.relations)
     of = f" of {int(n_fine)}" if n_fine is not None else ""
     share = hist["largest_fine_share"].to_numpy(dtype=float) if "largest_fine_share" in hist.columns else None
     a.set_xlim(epoch.min() - 0.5, epoch.max() + 0.5)
@@ -171,14 +170,14 @@ def _fine_in_use(a: Axes, hist: pd.DataFrame, epoch: np.ndarray, res: dict, key:
     a.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=7, frameon=False, ncols=3)
 
 
-def _relation_changes(a: Axes, hist: pd.DataFrame, epoch: np.ndarray, res: dict, key: str) -> None:
-    _column(hist, "relation_changes", key)
+def _relation_changes(a: Axes, hist: pd.DataFrame, epoch: np.ndarray, res: FalconResults) -> None:
+    _column(hist, "relation_changes", res.key)
     changes = hist["relation_changes"].to_numpy(dtype=float)
     a.set_title("relation changes (fine classes that changed parent)", fontsize=10)
     a.set_xlim(epoch.min() - 0.5, epoch.max() + 0.5)
     if not changes.any():
         solves = int(hist["relation_solves"].sum()) if "relation_solves" in hist.columns else None
-        params = res.get("params", {})
+        params = res.params
         if solves == 0:
             if not params.get("learn_relation", True):
                 why = "learn_relation=False"
@@ -209,19 +208,13 @@ def _relation_changes(a: Axes, hist: pd.DataFrame, epoch: np.ndarray, res: dict,
     )
 
 
-def _children(a: Axes, res: dict, key: str, marker: str | None) -> None:
-    children = res.get("children_history")
-    if children is None:
-        raise KeyError(
-            f"adata.uns[{key!r}] has no 'children_history': run fal.tl.refine(adata, coarse_key, "
-            f"n_fine, key_added={key!r}) first"
-        )
-    children = np.asarray(children)
+def _children(a: Axes, res: FalconResults, marker: str | None) -> None:
+    children = res.children_history
     if children.ndim != 2 or children.shape[0] == 0:
         raise ValueError(
-            f"adata.uns[{key!r}]['children_history'] must be epochs x coarse classes, got {children.shape}"
+            f"adata.uns[{res.key!r}]['children_history'] must be epochs x coarse classes, got {children.shape}"
         )
-    names = [str(c) for c in res["relations"].columns] if "relations" in res else None
+    names = res.coarse_names if res.has("relations") else None
     if names is None or len(names) != children.shape[1]:
         names = [str(i) for i in range(children.shape[1])]
     x = np.arange(1, children.shape[0] + 1)

@@ -13,7 +13,9 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from .._docs import doc_params, plot_output
-from ..tl._markers import OTHER_COARSE, falcon_results, fine_labels, lognorm_expression, parents
+from .._layout import markers_key as markers_key_of
+from .._layout import read_markers, read_results
+from ..tl._markers import OTHER_COARSE, lognorm_expression
 from ._utils import finish
 
 #: scanpy's dot plot sizes (inches): per gene column, per group row, legends, the least height of a plot
@@ -87,14 +89,9 @@ def fine_markers(
     >>> fal.tl.fine_markers(adata)  # doctest: +SKIP
     >>> fal.pl.fine_markers(adata, n_genes=5, coarse="T cell", save="t_cell_markers.png")  # doctest: +SKIP
     """
-    markers_key = f"{key}_markers" if markers_key is None else markers_key
-    res = falcon_results(adata, key)
-    stored = adata.uns.get(markers_key)
-    if not isinstance(stored, dict) or "markers" not in stored or "params" not in stored:
-        raise KeyError(
-            f"no marker genes under adata.uns[{markers_key!r}]: run fal.tl.fine_markers(adata, key={key!r}) first, "
-            "or pass the key_added you used there as markers_key="
-        )
+    res = read_results(adata, key, need=("relations", "labels"))
+    markers_key = markers_key_of(key) if markers_key is None else markers_key
+    stored = read_markers(adata, key, markers_key)
     if isinstance(n_genes, bool) or not isinstance(n_genes, int | np.integer) or n_genes < 1:
         raise ValueError(f"n_genes={n_genes!r} must be a positive int (markers shown per fine class).")
     table: pd.DataFrame = stored["markers"]
@@ -110,8 +107,8 @@ def fine_markers(
     expr, _ = lognorm_expression(
         adata, layer=params.get("layer"), use_raw=bool(params["use_raw"]), input_kind=str(params["input_kind"])
     )
-    labels = fine_labels(adata, key)
-    parent = parents(res["relations"], key)
+    labels = res.fine_labels()
+    parent = res.parents()
     coarse_of_cell = labels.map(parent)
     panels = [_panel(table, c, labels, coarse_of_cell, int(n_genes)) for c in chosen]
     fig = plt.figure(figsize=(1.0, 1.0))

@@ -9,7 +9,8 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 
 from .._docs import doc_params, plot_output
-from ._utils import finish, get_results, new_axes, palette
+from .._layout import read_results
+from ._utils import finish, new_axes, palette
 
 
 @doc_params(plot_output=plot_output)
@@ -55,9 +56,10 @@ def n_fine(
     >>> fal.tl.refine(adata, "coarse", n_fine="auto")  # doctest: +SKIP
     >>> fal.pl.n_fine(adata)  # doctest: +SKIP
     """
-    res = get_results(adata, key, ("n_fine_estimate", "n_fine_evidence"))
-    table, evidence = res["n_fine_estimate"], res["n_fine_evidence"]
-    threshold = float(res.get("n_fine_threshold", np.nan))
+    res = read_results(adata, key, need=("n_fine_estimate", "n_fine_evidence"))
+    table, evidence = res.get("n_fine_estimate"), res.get("n_fine_evidence")
+    stored = res.get("n_fine_threshold")
+    threshold = float(np.nan if stored is None else stored)
     fig, (a,), _ = new_axes(ax, 1, figsize=figsize)
     right = int(max_children) if max_children is not None else int(table["used"].max()) + 6
     curves = evidence.groupby(["coarse", "n_children"], sort=False)["connectivity"].mean()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -15,8 +16,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .._docs import doc_params, plot_output
+from .._layout import FalconResults, read_results
 from ..metrics import match_labels
-from ._utils import category_order, finish, get_results, new_axes, obs_labels, palette
+from ._utils import category_order, finish, new_axes, obs_labels, palette, root_figure
 
 _AGREE, _DIFFER = "same parent in both panels", "matched class has another parent (or no match)"
 
@@ -79,173 +81,211 @@ def relations(
     >>> fig = fal.pl.relations(adata, true_key="fine", show=False)  # next to the true relation
     >>> ax = fal.pl.relations(adata, kind="heatmap", show=False)
     """
-    res = get_results(adata, key, ("relations", "fine_classes"))
+    res = read_results(adata, key, need=("relations", "fine_classes"))
     if kind not in ("graph", "heatmap"):
         raise ValueError(f"kind must be 'graph' or 'heatmap', got {kind!r}")
     if coarse_key is not None and coarse_key not in adata.obs.columns:
         raise KeyError(f"coarse_key {coarse_key!r} is not a column of adata.obs; pass an existing column or None")
-    rel = res["relations"]
+    learned = _learned(res, coarse_key or res.coarse_key)
+    truth = None if true_key is None else _truth(res, learned, true_key)
+    if figsize is None:
+        figsize = _figsize(kind, learned, true_key)
+    fig, axes, _ = new_axes(ax, 1 if true_key is None else 2, figsize=figsize)
+    if truth is None:
+        _draw_learned(axes[0], kind, res, learned)
+        return finish(fig, axes[0], show=show, save=save)
+    _draw_compared(axes, kind, res, learned, truth, str(true_key))
+    return finish(fig, fig, show=show, save=save)
+
+
+@dataclass
+class _Coarse:
+    """The coarse classes of both panels: names, cells and colours."""
+
+    names: list[str]
+    sizes: np.ndarray
+    colors: list
+
+    @property
+    def smax(self) -> float:
+        """Largest coarse class (the node areas' scale)."""
+        return max(float(self.sizes.max()), 1.0)
+
+
+@dataclass
+class _Fine:
+    """One panel's fine classes: parent (coarse index, -1: none), cells, labels, agreement with the other panel."""
+
+    names: list[str]
+    parent: np.ndarray
+    sizes: np.ndarray
+    text: list[str]
+    ok: np.ndarray | None = None
+    partners: list[str | None] | None = None
+
+
+@dataclass
+class _Learned:
+    """The learned relation and the coarse labels it is drawn against."""
+
+    coarse: _Coarse
+    fine: _Fine
+    values: np.ndarray  # fine x coarse, the relation
+    coarse_key: str | None
+
+
+@dataclass
+class _Truth:
+    """The true relation (each true class under the coarse class of most of its cells), and the matching."""
+
+    fine: _Fine
+    counts: np.ndarray  # true class x coarse class: cells
+    learned_ok: np.ndarray
+    learned_text: list[str]
+    learned_partners: list[str | None]
+
+
+def _learned(res: FalconResults, coarse_key: str | None) -> _Learned:
+    rel = res.relations
     coarse_names = [str(c) for c in rel.columns]
     fine_names = [str(f) for f in rel.index]
     values = np.asarray(rel.to_numpy(), dtype=float)
     parent = np.where(values.max(axis=1) > 0, values.argmax(axis=1), -1)
-    fine_sizes = _fine_sizes(adata, key, res, fine_names)
-    coarse_key = coarse_key or res.get("params", {}).get("coarse_key")
+    fine_sizes = _fine_sizes(res, fine_names)
+    adata = res.adata
     if coarse_key is not None and coarse_key in adata.obs.columns:
         counts = obs_labels(adata, coarse_key, "coarse_key").value_counts()
         coarse_sizes = np.array([counts.get(c, 0) for c in coarse_names], dtype=float)
     else:
         coarse_sizes = np.array([fine_sizes[parent == c].sum() for c in range(len(coarse_names))], dtype=float)
-    colors = palette(len(coarse_names))
-
-    n_panels = 1 if true_key is None else 2
-    if figsize is None:
-        height = max(3.0, 0.28 * max(len(fine_names), len(coarse_names)) + 1.0)
-        width = 5.5
-        if kind == "heatmap":  # room for the row labels ("name (n cells) ~ partner") and the columns
-            longest = max(len(f) for f in fine_names) + 12 + (0 if true_key is None else 28)
-            width = max(4.5, 0.075 * longest + 0.5 * len(coarse_names) + 1.5)
-        figsize = (width * n_panels, height + (1.2 if kind == "heatmap" else 0.0))
-    fig, axes, _ = new_axes(ax, n_panels, figsize=figsize)
-
-    learned_text = fine_names
-    learned_ok = None
-    if true_key is not None:
-        if coarse_key is None or coarse_key not in adata.obs.columns:
-            raise KeyError(f"coarse_key {coarse_key!r} is not a column of adata.obs; pass coarse_key=")
-        true = obs_labels(adata, true_key, "true_key")
-        pred = obs_labels(adata, key, "key") if key in adata.obs.columns else None
-        if pred is None:
-            raise KeyError(
-                f"adata.obs[{key!r}] is missing: run fal.tl.refine(adata, coarse_key, n_fine, key_added={key!r}) first"
-            )
-        coarse = obs_labels(adata, coarse_key, "coarse_key")
-        table = pd.crosstab(true, coarse)
-        true_order = category_order(adata, true_key)
-        table = table.reindex(index=true_order, columns=coarse_names, fill_value=0)
-        true_parent = table.to_numpy().argmax(axis=1)
-        matching = match_labels(true.to_numpy(), pred.to_numpy())  # learned -> true (or None)
-        partner_of_true = {t: g for g, t in matching.items() if t is not None}
-        learned_pos = {g: i for i, g in enumerate(fine_names)}
-        true_idx = {t: i for i, t in enumerate(true_order)}
-        # true fine classes grouped by their parent; inside a group in the order of their learned partners
-        order = sorted(
-            range(len(true_order)),
-            key=lambda i: (
-                true_parent[i],
-                learned_pos.get(partner_of_true.get(true_order[i], ""), len(fine_names)),
-                -table.iloc[i].sum(),
-            ),
-        )
-        true_names = [true_order[i] for i in order]
-        t_parent = true_parent[order]
-        t_sizes = table.to_numpy().sum(axis=1)[order].astype(float)
-        learned_text = [f"{g}  ({matching[g]})" if matching.get(g) is not None else g for g in fine_names]
-        learned_ok = np.array(
-            [
-                matching.get(g) is not None and true_parent[true_idx[matching[g]]] == parent[i]
-                for i, g in enumerate(fine_names)
-            ]
-        )
-        true_text = [f"{t}  ({partner_of_true[t]})" if t in partner_of_true else t for t in true_names]
-        true_ok = np.array(
-            [
-                t in partner_of_true and parent[learned_pos[partner_of_true[t]]] == t_parent[j]
-                for j, t in enumerate(true_names)
-            ]
-        )
-        smax = max(coarse_sizes.max(), 1.0)
-        true_counts = table.to_numpy()[order].astype(float)
-        if kind == "graph":
-            note = "node area ~ cells; (in brackets: matched class of the other panel)"
-            _draw_graph(
-                axes[0],
-                coarse_names,
-                coarse_sizes,
-                parent,
-                fine_sizes,
-                learned_text,
-                learned_ok,
-                colors,
-                smax,
-                f"learned relation ({key})\n{note}",
-            )
-            _draw_graph(
-                axes[1],
-                coarse_names,
-                coarse_sizes,
-                t_parent,
-                t_sizes,
-                true_text,
-                true_ok,
-                colors,
-                smax,
-                f"true relation ({true_key}): parent = coarse class of most cells\n{note}",
-            )
-        else:
-            learned_partner = [matching.get(g) for g in fine_names]
-            true_partner = [partner_of_true.get(t) for t in true_names]
-            _draw_heatmap(
-                axes[0],
-                coarse_names,
-                coarse_sizes,
-                _row_labels(fine_names, fine_sizes, learned_partner),
-                learned_ok,
-                f"learned relation ({key}): parent of each fine class\n"
-                "numbers: cells; ~ X: matched true class X; red: X has another parent",
-                values,
-                _learned_counts(adata, key, coarse_key, fine_names, coarse_names, parent, fine_sizes),
-            )
-            _draw_heatmap(
-                axes[1],
-                coarse_names,
-                coarse_sizes,
-                _row_labels(true_names, t_sizes, true_partner),
-                true_ok,
-                f"true relation ({true_key}): cells of each true class per coarse class\n"
-                "~ X: matched learned class X; red: X has another parent",
-                true_counts / np.maximum(t_sizes[:, None], 1),
-                true_counts,
-            )
-        out: Axes | Figure = fig
-    else:
-        smax = max(coarse_sizes.max(), 1.0)
-        if kind == "graph":
-            _draw_graph(
-                axes[0],
-                coarse_names,
-                coarse_sizes,
-                parent,
-                fine_sizes,
-                learned_text,
-                None,
-                colors,
-                smax,
-                f"learned relation ({key}): fine class -> parent\nnode area ~ cells",
-            )
-        else:
-            _draw_heatmap(
-                axes[0],
-                coarse_names,
-                coarse_sizes,
-                _row_labels(fine_names, fine_sizes, None),
-                None,
-                f"learned relation ({key}): parent of each fine class\nnumbers: cells",
-                values,
-                _learned_counts(adata, key, coarse_key, fine_names, coarse_names, parent, fine_sizes),
-            )
-        out = axes[0]
-    return finish(fig, out, show=show, save=save)
+    coarse = _Coarse(coarse_names, coarse_sizes, palette(len(coarse_names)))
+    return _Learned(coarse, _Fine(fine_names, parent, fine_sizes, fine_names), values, coarse_key)
 
 
-def _fine_sizes(adata: AnnData, key: str, res: dict, fine_names: list[str]) -> np.ndarray:
-    fc = res["fine_classes"]
-    if isinstance(fc, pd.DataFrame) and "n_cells" in fc.columns:
+def _figsize(kind: str, learned: _Learned, true_key: str | None) -> tuple[float, float]:
+    fine_names, coarse_names = learned.fine.names, learned.coarse.names
+    height = max(3.0, 0.28 * max(len(fine_names), len(coarse_names)) + 1.0)
+    width = 5.5
+    if kind == "heatmap":  # room for the row labels ("name (n cells) ~ partner") and the columns
+        longest = max(len(f) for f in fine_names) + 12 + (0 if true_key is None else 28)
+        width = max(4.5, 0.075 * longest + 0.5 * len(coarse_names) + 1.5)
+    return (width * (1 if true_key is None else 2), height + (1.2 if kind == "heatmap" else 0.0))
+
+
+def _truth(res: FalconResults, learned: _Learned, true_key: str) -> _Truth:
+    """Parents of the true fine classes, their order and the matching with the learned ones."""
+    adata, key, coarse_key = res.adata, res.key, learned.coarse_key
+    if coarse_key is None or coarse_key not in adata.obs.columns:
+        raise KeyError(f"coarse_key {coarse_key!r} is not a column of adata.obs; pass coarse_key=")
+    true = obs_labels(adata, true_key, "true_key")
+    res.require("labels")
+    pred = obs_labels(adata, key, "key")
+    coarse = obs_labels(adata, coarse_key, "coarse_key")
+    fine_names, parent = learned.fine.names, learned.fine.parent
+    true_order = category_order(adata, true_key)
+    table = pd.crosstab(true, coarse).reindex(index=true_order, columns=learned.coarse.names, fill_value=0)
+    true_parent = table.to_numpy().argmax(axis=1)
+    matching = {
+        str(g): None if t is None else str(t) for g, t in match_labels(true.to_numpy(), pred.to_numpy()).items()
+    }
+    partner_of_true = {t: g for g, t in matching.items() if t is not None}
+    learned_pos = {g: i for i, g in enumerate(fine_names)}
+    true_idx = {t: i for i, t in enumerate(true_order)}
+    # true fine classes grouped by their parent; inside a group in the order of their learned partners
+    order = sorted(
+        range(len(true_order)),
+        key=lambda i: (
+            true_parent[i],
+            learned_pos.get(partner_of_true.get(true_order[i], ""), len(fine_names)),
+            -table.iloc[i].sum(),
+        ),
+    )
+    true_names = [true_order[i] for i in order]
+    t_parent = true_parent[order]
+    learned_partners = [matching.get(g) for g in fine_names]
+    learned_ok = np.array(
+        [p is not None and true_parent[true_idx[p]] == parent[i] for i, p in enumerate(learned_partners)]
+    )
+    true_ok = np.array(
+        [
+            t in partner_of_true and parent[learned_pos[partner_of_true[t]]] == t_parent[j]
+            for j, t in enumerate(true_names)
+        ]
+    )
+    fine = _Fine(
+        names=true_names,
+        parent=t_parent,
+        sizes=table.to_numpy().sum(axis=1)[order].astype(float),
+        text=[f"{t}  ({partner_of_true[t]})" if t in partner_of_true else t for t in true_names],
+        ok=true_ok,
+        partners=[partner_of_true.get(t) for t in true_names],
+    )
+    return _Truth(
+        fine=fine,
+        counts=table.to_numpy()[order].astype(float),
+        learned_ok=learned_ok,
+        learned_text=[f"{g}  ({matching[g]})" if matching.get(g) is not None else g for g in fine_names],
+        learned_partners=learned_partners,
+    )
+
+
+def _draw_learned(ax: Axes, kind: str, res: FalconResults, learned: _Learned) -> None:
+    """One panel: the learned relation alone."""
+    key, fine = res.key, learned.fine
+    if kind == "graph":
+        _draw_graph(ax, learned.coarse, fine, f"learned relation ({key}): fine class -> parent\nnode area ~ cells")
+        return
+    _draw_heatmap(
+        ax,
+        learned.coarse,
+        _row_labels(fine.names, fine.sizes, None),
+        None,
+        f"learned relation ({key}): parent of each fine class\nnumbers: cells",
+        learned.values,
+        _learned_counts(res, learned),
+    )
+
+
+def _draw_compared(axes: list[Axes], kind: str, res: FalconResults, learned: _Learned, truth: _Truth, true_key: str):
+    """Two panels: the learned relation (matched classes in the labels) and the true one."""
+    key, coarse = res.key, learned.coarse
+    if kind == "graph":
+        note = "node area ~ cells; (in brackets: matched class of the other panel)"
+        fine = replace(learned.fine, text=truth.learned_text, ok=truth.learned_ok)
+        _draw_graph(axes[0], coarse, fine, f"learned relation ({key})\n{note}")
+        title = f"true relation ({true_key}): parent = coarse class of most cells\n{note}"
+        _draw_graph(axes[1], coarse, truth.fine, title)
+        return
+    _draw_heatmap(
+        axes[0],
+        coarse,
+        _row_labels(learned.fine.names, learned.fine.sizes, truth.learned_partners),
+        truth.learned_ok,
+        f"learned relation ({key}): parent of each fine class\n"
+        "numbers: cells; ~ X: matched true class X; red: X has another parent",
+        learned.values,
+        _learned_counts(res, learned),
+    )
+    _draw_heatmap(
+        axes[1],
+        coarse,
+        _row_labels(truth.fine.names, truth.fine.sizes, truth.fine.partners),
+        truth.fine.ok,
+        f"true relation ({true_key}): cells of each true class per coarse class\n"
+        "~ X: matched learned class X; red: X has another parent",
+        truth.counts / np.maximum(truth.fine.sizes[:, None], 1),
+        truth.counts,
+    )
+
+
+def _fine_sizes(res: FalconResults, fine_names: list[str]) -> np.ndarray:
+    fc = res.fine_classes
+    if "n_cells" in fc.columns:
         sizes = fc["n_cells"].reindex(fine_names)
         if not sizes.isna().any():
             return sizes.to_numpy(dtype=float)
-    if key in adata.obs.columns:
-        counts = adata.obs[key].astype(str).value_counts()
+    if res.has("labels"):
+        counts = res.labels.astype(str).value_counts()
         return np.array([counts.get(f, 0) for f in fine_names], dtype=float)
     return np.ones(len(fine_names))
 
@@ -254,95 +294,79 @@ def _ypos(n: int) -> np.ndarray:
     return np.array([0.5]) if n == 1 else np.linspace(1.0, 0.0, n)
 
 
-def _draw_graph(
-    ax: Axes,
-    coarse_names: list[str],
-    coarse_sizes: np.ndarray,
-    parent: np.ndarray,
-    fine_sizes: np.ndarray,
-    fine_text: list[str],
-    ok: np.ndarray | None,
-    colors: list,
-    smax: float,
-    title: str,
-) -> None:
-    n_c, n_f = len(coarse_names), len(fine_text)
+def _draw_graph(ax: Axes, coarse: _Coarse, fine: _Fine, title: str) -> None:
+    """Bipartite graph: coarse nodes left, fine nodes right, an edge from each fine class to its parent."""
+    n_c, n_f = len(coarse.names), len(fine.text)
     yc, yf = _ypos(n_c), _ypos(n_f)
     for c in range(n_c):  # a coarse node sits at the centre of its children (fine nodes are grouped by parent)
-        if (parent == c).any():
-            yc[c] = yf[parent == c].mean()
+        if (fine.parent == c).any():
+            yc[c] = yf[fine.parent == c].mean()
     fontsize = float(np.clip(220.0 / max(n_f, n_c, 1), 5.0, 9.0))
-    coarse_text = [f"{c} ({int(n)})" for c, n in zip(coarse_names, coarse_sizes, strict=True)]
-    # leave room for the labels: estimate their width as a share of the axes width
-    fig = ax.figure
-    width_pt = max(ax.get_position().width * fig.get_figwidth() * 72.0, 50.0)
+    coarse_text = [f"{c} ({int(n)})" for c, n in zip(coarse.names, coarse.sizes, strict=True)]
+    legend = fine.ok is not None and not fine.ok.all()
+    _graph_limits(ax, coarse_text, fine.text, fontsize, legend)
+    _graph_edges(ax, yc, yf, coarse, fine)
+    area_c = 15.0 + 500.0 * np.asarray(coarse.sizes, dtype=float) / coarse.smax
+    area_f = 15.0 + 500.0 * np.asarray(fine.sizes, dtype=float) / coarse.smax
+    ax.scatter(np.zeros(n_c), yc, s=area_c, c=coarse.colors, marker="s", edgecolors="k", linewidths=0.6, zorder=3)
+    fine_colors = [coarse.colors[p] if p >= 0 else "0.6" for p in fine.parent]
+    face = [c if n > 0 else "white" for c, n in zip(fine_colors, fine.sizes, strict=True)]
+    ax.scatter(np.ones(n_f), yf, s=area_f, c=face, edgecolors=fine_colors, linewidths=1.0, zorder=3)
+    # labels next to the nodes, offset by the node radius (marker areas are in points^2)
+    label: dict[str, Any] = {"textcoords": "offset points", "va": "center", "fontsize": fontsize}
+    for text, y, s in zip(coarse_text, yc, area_c, strict=True):
+        ax.annotate(text, (0.0, y), xytext=(-(np.sqrt(s) / 2 + 4), 0), ha="right", fontweight="bold", **label)
+    for text, y, s in zip(fine.text, yf, area_f, strict=True):
+        ax.annotate(text, (1.0, y), xytext=(np.sqrt(s / np.pi) + 4, 0), ha="left", **label)
+    if legend:
+        _graph_legend(ax, fontsize)
+    ax.set_title(title, fontsize=fontsize + 2)
+    ax.set_axis_off()
+
+
+def _graph_limits(ax: Axes, coarse_text: list[str], fine_text: list[str], fontsize: float, legend: bool) -> None:
+    """Axis limits leaving room for the labels (their width estimated as a share of the axes width) and the legend."""
+    width_pt = max(ax.get_position().width * root_figure(ax).get_figwidth() * 72.0, 50.0)
     char = 0.55 * fontsize / width_pt
     left = 0.06 + char * max(len(c) for c in coarse_text)
     right = 0.06 + char * max(len(t) for t in fine_text)
     middle = max(1.0 - left - right, 0.3)
     span = 1.0 / middle
     ax.set_xlim(-left * span, 1.0 + right * span)
-    legend = ok is not None and not ok.all()
     ax.set_ylim(-0.32 if legend else -0.08, 1.08)
 
+
+def _graph_edges(ax: Axes, yc: np.ndarray, yf: np.ndarray, coarse: _Coarse, fine: _Fine) -> None:
+    """One edge per fine class to its parent, as wide as the class is large; red and dashed where panels differ."""
     segments, seg_colors, widths, styles = [], [], [], []
-    fmax = max(fine_sizes.max(), 1.0)
-    for f in range(n_f):
-        if parent[f] < 0:
+    fmax = max(fine.sizes.max(), 1.0)
+    for f in range(len(fine.text)):
+        if fine.parent[f] < 0:
             continue
-        segments.append([(0.0, yc[parent[f]]), (1.0, yf[f])])
-        bad = ok is not None and not ok[f]
-        seg_colors.append("tab:red" if bad else colors[parent[f]])
-        widths.append(0.6 + 3.0 * fine_sizes[f] / fmax)
+        segments.append([(0.0, yc[fine.parent[f]]), (1.0, yf[f])])
+        bad = fine.ok is not None and not fine.ok[f]
+        seg_colors.append("tab:red" if bad else coarse.colors[fine.parent[f]])
+        widths.append(0.6 + 3.0 * fine.sizes[f] / fmax)
         styles.append((0, (4, 2)) if bad else "solid")
     ax.add_collection(
         LineCollection(segments, colors=seg_colors, linewidths=widths, linestyles=styles, alpha=0.7, zorder=1)
     )
 
-    area_c = 15.0 + 500.0 * np.asarray(coarse_sizes, dtype=float) / smax
-    area_f = 15.0 + 500.0 * np.asarray(fine_sizes, dtype=float) / smax
-    ax.scatter(np.zeros(n_c), yc, s=area_c, c=colors, marker="s", edgecolors="k", linewidths=0.6, zorder=3)
-    fine_colors = [colors[p] if p >= 0 else "0.6" for p in parent]
-    face = [c if n > 0 else "white" for c, n in zip(fine_colors, fine_sizes, strict=True)]
-    ax.scatter(np.ones(n_f), yf, s=area_f, c=face, edgecolors=fine_colors, linewidths=1.0, zorder=3)
-    # labels next to the nodes, offset by the node radius (marker areas are in points^2)
-    for text, y, s in zip(coarse_text, yc, area_c, strict=True):
-        ax.annotate(
-            text,
-            (0.0, y),
-            xytext=(-(np.sqrt(s) / 2 + 4), 0),
-            textcoords="offset points",
-            ha="right",
-            va="center",
-            fontsize=fontsize,
-            fontweight="bold",
-        )
-    for text, y, s in zip(fine_text, yf, area_f, strict=True):
-        ax.annotate(
-            text,
-            (1.0, y),
-            xytext=(np.sqrt(s / np.pi) + 4, 0),
-            textcoords="offset points",
-            ha="left",
-            va="center",
-            fontsize=fontsize,
-        )
-    if legend:
-        handles = [
-            Line2D([], [], color="0.4", lw=1.5, label=_AGREE),
-            Line2D([], [], color="tab:red", lw=1.5, ls=(0, (4, 2)), label=_DIFFER),
-        ]
-        ax.legend(
-            handles=handles,
-            loc="lower left",
-            fontsize=fontsize - 1,
-            frameon=False,
-            ncols=1,
-            title="edge, compared with the other panel",
-            title_fontsize=fontsize - 1,
-        )
-    ax.set_title(title, fontsize=fontsize + 2)
-    ax.set_axis_off()
+
+def _graph_legend(ax: Axes, fontsize: float) -> None:
+    handles = [
+        Line2D([], [], color="0.4", lw=1.5, label=_AGREE),
+        Line2D([], [], color="tab:red", lw=1.5, ls=(0, (4, 2)), label=_DIFFER),
+    ]
+    ax.legend(
+        handles=handles,
+        loc="lower left",
+        fontsize=fontsize - 1,
+        frameon=False,
+        ncols=1,
+        title="edge, compared with the other panel",
+        title_fontsize=fontsize - 1,
+    )
 
 
 def _row_labels(names: list[str], sizes: np.ndarray, partners: list[str | None] | None) -> list[str]:
@@ -356,31 +380,25 @@ def _row_labels(names: list[str], sizes: np.ndarray, partners: list[str | None] 
     return labels
 
 
-def _learned_counts(
-    adata: AnnData,
-    key: str,
-    coarse_key: str | None,
-    fine_names: list[str],
-    coarse_names: list[str],
-    parent: np.ndarray,
-    fine_sizes: np.ndarray,
-) -> np.ndarray:
+def _learned_counts(res: FalconResults, learned: _Learned) -> np.ndarray:
     """Cells of each learned fine class per coarse label (fine x coarse); without the labels, all at the parent."""
+    adata, key, coarse_key = res.adata, res.key, learned.coarse_key
+    fine_names, coarse_names = learned.fine.names, learned.coarse.names
     if key in adata.obs.columns and coarse_key is not None and coarse_key in adata.obs.columns:
         fine = adata.obs[key].astype(str)
         coarse = adata.obs[coarse_key].astype(str)
         table = pd.crosstab(fine, coarse).reindex(index=fine_names, columns=coarse_names, fill_value=0)
         return table.to_numpy(dtype=float)
     counts = np.zeros((len(fine_names), len(coarse_names)))
+    parent = learned.fine.parent
     rows = np.flatnonzero(parent >= 0)
-    counts[rows, parent[rows]] = fine_sizes[rows]
+    counts[rows, parent[rows]] = learned.fine.sizes[rows]
     return counts
 
 
 def _draw_heatmap(
     ax: Axes,
-    coarse_names: list[str],
-    coarse_sizes: np.ndarray,
+    coarse: _Coarse,
     row_labels: list[str],
     ok: np.ndarray | None,
     title: str,
@@ -393,7 +411,7 @@ def _draw_heatmap(
     fontsize = float(np.clip(220.0 / max(n_rows, 1), 5.0, 9.0))
     ax.set_xticks(
         range(n_cols),
-        [f"{c} ({int(n)} cells)" for c, n in zip(coarse_names, coarse_sizes, strict=True)],
+        [f"{c} ({int(n)} cells)" for c, n in zip(coarse.names, coarse.sizes, strict=True)],
         rotation=90,
         fontsize=fontsize,
     )

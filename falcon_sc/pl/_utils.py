@@ -1,4 +1,4 @@
-"""Shared helpers of the plotting functions: result look-up, figure set-up, show/save."""
+"""Shared helpers of the plotting functions: obs look-up, figure set-up, show/save (results: ``falcon_sc._layout``)."""
 
 from __future__ import annotations
 
@@ -12,40 +12,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
-
-_REQUIRED = ("relations", "fine_classes", "history", "children_history", "params")
-
-
-def _missing(key: str, what: str) -> KeyError:
-    return KeyError(
-        f"no FALCON results under key {key!r} ({what} is missing): run "
-        f"fal.tl.refine(adata, coarse_key, n_fine, key_added={key!r}) first, or pass the key_added you used as key="
-    )
-
-
-def get_results(adata: AnnData, key: str, entries: Sequence[str] = _REQUIRED, *, labels: bool = False) -> dict:
-    """Return ``adata.uns[key]`` after checking that it holds the FALCON results needed.
-
-    Raises
-    ------
-    KeyError
-        Naming ``key`` and the fix, when ``adata.uns[key]`` (or one of ``entries``, or ``obs[key]`` when ``labels``)
-        is missing.
-    TypeError
-        When ``adata`` is not an AnnData.
-    """
-    if not isinstance(adata, AnnData):
-        raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
-    res = adata.uns.get(key)
-    if not isinstance(res, dict):
-        raise _missing(key, f"adata.uns[{key!r}]")
-    for entry in entries:
-        if entry not in res:
-            raise _missing(key, f"adata.uns[{key!r}][{entry!r}]")
-    if labels and key not in adata.obs.columns:
-        raise _missing(key, f"adata.obs[{key!r}]")
-    return res
 
 
 def obs_labels(adata: AnnData, column: str, what: str) -> pd.Series:
@@ -82,7 +50,15 @@ def new_axes(
     axes = [ax] if isinstance(ax, Axes) else list(ax)
     if len(axes) != n or not all(isinstance(a, Axes) for a in axes):
         raise ValueError(f"this plot draws {n} panel(s): pass ax as {'one Axes' if n == 1 else f'{n} Axes'}")
-    return axes[0].figure, axes, False
+    return root_figure(axes[0]), axes, False
+
+
+def root_figure(ax: Axes) -> Figure:
+    """The figure ``ax`` is drawn in (the figure holding its subfigure, if any)."""
+    fig = ax.figure
+    while not isinstance(fig, Figure):
+        fig = fig.figure
+    return fig
 
 
 def finish(fig: Figure, out: Any, *, show: bool | None, save: str | Path | None) -> Any:
@@ -106,10 +82,10 @@ def finish(fig: Figure, out: Any, *, show: bool | None, save: str | Path | None)
 
 def palette(n: int) -> list:
     """``n`` distinct colours (tab10, tab20, then a sampled colormap)."""
-    if n <= 10:
-        return list(plt.get_cmap("tab10").colors[:n])
     if n <= 20:
-        return list(plt.get_cmap("tab20").colors[:n])
+        cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+        if isinstance(cmap, ListedColormap):
+            return [tuple(float(v) for v in c) for c in np.asarray(cmap.colors)[:n]]
     return [plt.get_cmap("gist_ncar")(x) for x in np.linspace(0.05, 0.95, n)]
 
 

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._layout import read_results
+
 COLUMNS = ("n_cells", "n_flagged", "share_flagged", "top_other", "n_top_other")
 
 
@@ -28,45 +30,26 @@ class CellConflicts:
     other_prob: np.ndarray
 
 
-def _results(adata: AnnData, key: str) -> dict:
-    if not isinstance(adata, AnnData):
-        raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}")
-    res = adata.uns.get(key)
-    needed = {
-        f"adata.uns[{key!r}]": isinstance(res, dict),
-        f"adata.uns[{key!r}]['relations']": isinstance(res, dict) and "relations" in res,
-        f"adata.obsm[{key + '_probs'!r}]": f"{key}_probs" in adata.obsm,
-        f"adata.obs[{key + '_outside_parent'!r}]": f"{key}_outside_parent" in adata.obs.columns,
-    }
-    missing = [what for what, ok in needed.items() if not ok]
-    if missing:
-        raise KeyError(
-            f"no FALCON results under key {key!r} ({', '.join(missing)} missing): run "
-            f"fal.tl.refine(adata, coarse_key, n_fine, key_added={key!r}) first, or pass the key_added you used as key="
-        )
-    return res
-
-
 def cell_conflicts(
     adata: AnnData, key: str = "falcon", *, coarse_key: str | None = None, min_confidence: float | None = None
 ) -> CellConflicts:
     """Per-cell conflicts behind :func:`coarse_conflicts` (see there for the arguments)."""
-    res = _results(adata, key)
+    res = read_results(adata, key, need=("relations", "probs", "outside_parent"))
     if min_confidence is not None:
         if isinstance(min_confidence, bool) or not isinstance(min_confidence, int | float | np.floating | np.integer):
             raise TypeError(f"min_confidence must be a number in [0, 1] or None, got {min_confidence!r}")
         if not 0.0 <= float(min_confidence) <= 1.0:
             raise ValueError(f"min_confidence must lie in [0, 1], got {min_confidence!r}")
-    rel = res["relations"]
-    if "scheme_relations" in res:
-        schemes = list(res["scheme_relations"])
+    rel = res.relations
+    if res.has("scheme_relations"):
+        schemes = list(res.get("scheme_relations"))
         raise ValueError(
             f"uns[{key!r}] comes from refine on several coarse schemes {schemes}: obs[{key + '_outside_parent'!r}] "
             "then refers to the joint groups; coarse_conflicts supports one coarse scheme"
         )
     if coarse_key is None:
-        coarse_key = res.get("params", {}).get("coarse_key")
-        if not isinstance(coarse_key, str):
+        coarse_key = res.coarse_key
+        if coarse_key is None:
             raise KeyError(f"uns[{key!r}]['params'] names no coarse_key: pass coarse_key= (a column of adata.obs)")
     if coarse_key not in adata.obs.columns:
         raise KeyError(
@@ -85,7 +68,7 @@ def cell_conflicts(
             f"uns[{key!r}]['relations'] ({coarse_names}): pass the coarse_key refine was run on"
         )
     coarse = pd.Categorical(labels, categories=coarse_names).codes.astype(np.int64)
-    probs = np.asarray(adata.obsm[f"{key}_probs"], dtype=np.float64)
+    probs = np.asarray(res.probs, dtype=np.float64)
     relation = np.asarray(rel.to_numpy(), dtype=np.float64)
     if probs.shape != (adata.n_obs, relation.shape[0]):
         raise ValueError(
@@ -99,13 +82,13 @@ def cell_conflicts(
     others[np.arange(len(coarse)), coarse] = -np.inf
     other = others.argmax(axis=1) if len(coarse_names) > 1 else np.full(len(coarse), -1)
     other_prob = per_coarse[np.arange(len(coarse)), other] if len(coarse_names) > 1 else np.zeros(len(coarse))
-    vote_col = f"{key}_neighbour_coarse"
-    if vote_col in adata.obs.columns:  # flagged by the neighbour vote: the neighbours' label is the other class
-        vote = pd.Categorical(adata.obs[vote_col].astype(str), categories=coarse_names).codes.astype(np.int64)
+    if res.has("neighbour_coarse"):  # flagged by the neighbour vote: the neighbours' label is the other class
+        vote_col = res.get("neighbour_coarse").astype(str)
+        vote = pd.Categorical(vote_col, categories=coarse_names).codes.astype(np.int64)
         by_vote = (vote >= 0) & (vote != coarse)
         other = np.where(by_vote, vote, other)
         other_prob = np.where(by_vote, 1.0, other_prob)
-    flagged = adata.obs[f"{key}_outside_parent"].to_numpy().astype(bool)
+    flagged = res.outside_parent
     if min_confidence is not None:
         flagged = flagged & (other_prob >= float(min_confidence))
     return CellConflicts(coarse_key, coarse_names, coarse, flagged, other, other_prob)

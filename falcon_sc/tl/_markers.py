@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import anndata as ad
 import numpy as np
@@ -12,6 +11,8 @@ import scanpy as sc
 from scanpy import logging as logg
 from scipy import sparse
 
+from .._checks import check_bool, check_choice, check_int
+from .._layout import markers_key, read_results, write_markers
 from ..pp._prepare import check_input_kind, resolve_input_kind
 
 #: tests of ``sc.tl.rank_genes_groups`` that give scores, log fold changes and p-values
@@ -108,15 +109,12 @@ def fine_markers(
     >>> fal.pl.fine_markers(adata, n_genes=5)  # doctest: +SKIP
     """
     start = logg.info(f"finding marker genes of the fine classes of {key!r} against their siblings")
-    if not isinstance(adata, ad.AnnData):
-        raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
-    if not isinstance(key, str):
-        raise TypeError(f"key must be a str (the key_added of fal.tl.refine), got {key!r}.")
-    res = falcon_results(adata, key)
+    res = read_results(adata, key, need=("relations", "labels"))
     n_genes = _check_options(adata, key, n_genes, method, layer, use_raw, input_kind, single_child, key_added, inplace)
     use_raw = adata.raw is not None and layer is None if use_raw is None else bool(use_raw)
-    labels = fine_labels(adata, key)
-    parent = parents(res["relations"], key)
+    labels = res.fine_labels()
+    parent = res.parents()
+    relations = res.relations
     unknown = sorted(set(labels) - set(parent))
     if unknown:
         raise ValueError(
@@ -130,7 +128,7 @@ def fine_markers(
     if one_cell:
         logg.warning(f"fine classes with a single cell cannot be tested and have no markers: {', '.join(one_cell)}")
     tables, skipped, alone = [], [], []
-    for coarse in res["relations"].columns.astype(str):
+    for coarse in relations.columns.astype(str):
         kids = [f for f in parent if parent[f] == coarse and counts.get(f, 0) > 0]
         if len(kids) == 1 and single_child == "rest" and counts[kids[0]] >= 2:
             alone.append(kids[0])
@@ -147,11 +145,9 @@ def fine_markers(
             + ", ".join(skipped)
             + ("" if single_child == "rest" else " (single_child='rest' compares them with the other coarse classes)")
         )
-    table = _tidy(tables, res["relations"])
+    table = _tidy(tables, relations)
     if inplace:
-        key_added = f"{key}_markers" if key_added is None else key_added
-        if key_added in adata.uns:
-            logg.warning(f"overwriting adata.uns[{key_added!r}]")
+        key_added = markers_key(key) if key_added is None else key_added
         params = {
             "key": key,
             "method": method,
@@ -163,50 +159,14 @@ def fine_markers(
         }
         if layer is not None:
             params["layer"] = layer
-        adata.uns[key_added] = {"markers": table.copy(), "params": params}
+        write_markers(adata, key_added, table, params)
         logg.info("    finished", time=start, deep=f"added\n    'uns[{key_added!r}]', marker genes (table and params)")
     else:
         logg.info("    finished", time=start)
     return table
 
 
-# ---------------------------------------------------------------------- helpers shared with pl and rename
-def falcon_results(adata: ad.AnnData, key: str) -> Mapping:
-    """``adata.uns[key]`` after checking it holds FALCON results: a ``relations`` table and labels ``obs[key]``."""
-    res = adata.uns.get(key)
-    for missing, what in (
-        (not isinstance(res, Mapping), f"adata.uns[{key!r}]"),
-        (not isinstance(res, Mapping) or not isinstance(res.get("relations"), pd.DataFrame), "its 'relations' table"),
-        (key not in adata.obs.columns, f"adata.obs[{key!r}]"),
-    ):
-        if missing:
-            raise KeyError(
-                f"no FALCON results under key {key!r} ({what} is missing): run fal.tl.refine(adata, coarse_key, "
-                f"n_fine, key_added={key!r}) first, or pass the key_added you used as key="
-            )
-    return res
-
-
-def fine_labels(adata: ad.AnnData, key: str) -> pd.Series:
-    """``obs[key]`` as strings; missing labels are an error."""
-    col = adata.obs[key]
-    if col.isna().any():
-        raise ValueError(
-            f"adata.obs[{key!r}] has {int(col.isna().sum())} cells without a fine label; drop them or rerun refine."
-        )
-    return col.astype(str)
-
-
-def parents(relations: pd.DataFrame, key: str) -> dict[str, str]:
-    """Parent coarse class of each fine class (rows of ``uns[key]["relations"]``, in order)."""
-    values = np.asarray(relations.to_numpy(), dtype=float)
-    orphans = [str(f) for f, row in zip(relations.index, values, strict=True) if not (row > 0).any()]
-    if orphans:
-        raise ValueError(f"adata.uns[{key!r}]['relations'] has fine classes without a parent: {orphans[:10]}.")
-    columns = relations.columns.astype(str)
-    return {str(f): columns[row.argmax()] for f, row in zip(relations.index, values, strict=True)}
-
-
+# ---------------------------------------------------------------------- shared with pl
 def lognorm_expression(
     adata: ad.AnnData, *, layer: str | None, use_raw: bool, input_kind: str = "auto"
 ) -> tuple[ad.AnnData, str]:
@@ -252,22 +212,26 @@ def _quiet():
     return sc.settings.verbosity.override(min(sc.settings.verbosity, sc.Verbosity.warning))
 
 
-def _check_options(adata, key, n_genes, method, layer, use_raw, input_kind, single_child, key_added, inplace):
-    if n_genes is not None:
-        if isinstance(n_genes, bool) or not isinstance(n_genes, int | np.integer):
-            raise TypeError(f"n_genes must be a positive int or None (every gene), got {n_genes!r}.")
-        if n_genes < 1:
-            raise ValueError(f"n_genes={n_genes} must be at least 1 (or None for every gene).")
-        n_genes = int(n_genes)
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} must be one of {', '.join(map(repr, METHODS))}.")
+def _check_options(
+    adata: ad.AnnData,
+    key: str,
+    n_genes: Any,
+    method: Any,
+    layer: Any,
+    use_raw: Any,
+    input_kind: Any,
+    single_child: Any,
+    key_added: Any,
+    inplace: Any,
+) -> int | None:
+    """Check the options of :func:`fine_markers` (before any test runs); return ``n_genes`` as an int or ``None``."""
+    check_int("n_genes", n_genes, 1, allow_none=True)
+    check_choice("method", method, METHODS)
     check_input_kind(input_kind)
-    if single_child not in ("skip", "rest"):
-        raise ValueError(f"single_child={single_child!r} must be 'skip' or 'rest'.")
+    check_choice("single_child", single_child, ("skip", "rest"))
     if layer is not None and layer not in adata.layers:
         raise KeyError(f"layer={layer!r} is not in adata.layers (layers: {list(adata.layers)}).")
-    if use_raw is not None and not isinstance(use_raw, bool | np.bool_):
-        raise TypeError(f"use_raw must be True, False or None, got {use_raw!r}.")
+    check_bool("use_raw", use_raw, allow_none=True)
     if use_raw and adata.raw is None:
         raise ValueError("use_raw=True but adata.raw is not set; pass use_raw=False (adata.X) or layer=.")
     if use_raw and layer is not None:
@@ -276,9 +240,8 @@ def _check_options(adata, key, n_genes, method, layer, use_raw, input_kind, sing
         raise ValueError(f"key_added={key_added!r} must be a non-empty str (or None for f'{{key}}_markers').")
     if key_added == key:
         raise ValueError(f"key_added={key_added!r} would overwrite the FALCON results adata.uns[{key!r}].")
-    if not isinstance(inplace, bool | np.bool_):
-        raise TypeError(f"inplace must be True or False, got {inplace!r}.")
-    return n_genes
+    check_bool("inplace", inplace)
+    return None if n_genes is None else int(n_genes)
 
 
 def _rank(

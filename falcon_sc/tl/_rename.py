@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import anndata as ad
 import pandas as pd
 from scanpy import logging as logg
 
+from .._layout import FalconResults, is_markers_of, read_results
 from .._names import renamed
-from ..models._falcon import FalconModel
-from ._markers import falcon_results
+from ..models import FalconModel
 
 
-def rename(adata: ad.AnnData, mapping: Mapping[str, str], *, key: str = "falcon", model: FalconModel | None = None):
+def rename(
+    adata: ad.AnnData, mapping: Mapping[str, str], *, key: str = "falcon", model: FalconModel | None = None
+) -> None:
     """Give the fine classes found by :func:`~falcon_sc.tl.refine` new names, e.g. biological ones.
 
     ``mapping`` maps current names (``"T cell/1"``) to new ones (``"CD4 naive"``); classes it does not name keep
@@ -74,17 +77,13 @@ def rename(adata: ad.AnnData, mapping: Mapping[str, str], *, key: str = "falcon"
     >>> fal.tl.rename(adata, {"T cell/1": "CD4 T", "T cell/2": "CD8 T"}, model=model)  # doctest: +SKIP
     >>> adata.obs["falcon"].cat.categories  # doctest: +SKIP
     """
-    if not isinstance(adata, ad.AnnData):
-        raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
-    if not isinstance(key, str):
-        raise TypeError(f"key must be a str (the key_added of fal.tl.refine), got {key!r}.")
-    res = falcon_results(adata, key)
-    names = [str(f) for f in res["relations"].index]
+    res = read_results(adata, key, need=("relations", "labels"))
+    names = res.fine_names
     what = f"fine classes of adata.uns[{key!r}]['relations']"
     new = dict(zip(names, renamed(names, mapping, what=what), strict=True))
-    col = adata.obs[key]
+    col = res.labels
     _check_subset(col.cat.categories if isinstance(col.dtype, pd.CategoricalDtype) else col.dropna().unique(), new, key)
-    tables = _tables(adata, key)
+    tables = _tables(res)
     for where, table, _ in tables:
         _check_subset(table, new, key, where)
     rename_model = model is not None and _check_model(model, names, list(new.values()), mapping)
@@ -96,52 +95,33 @@ def rename(adata: ad.AnnData, mapping: Mapping[str, str], *, key: str = "falcon"
         adata.obs[key] = col.map(lambda c: new[str(c)] if pd.notna(c) else c)
     for _, table, setter in tables:
         setter(table.map(lambda v: new[str(v)]))
-    if rename_model:
+    if model is not None and rename_model:
         model.rename(mapping)
     changed = [f"{old!r} -> {nn!r}" for old, nn in new.items() if old != nn]
     logg.info(f"renamed {len(changed)} fine classes of {key!r}: " + ", ".join(changed))
 
 
-def _tables(adata: ad.AnnData, key: str) -> list:
+def _tables(res: FalconResults) -> list[tuple[str, pd.Index | pd.Series, Callable[[pd.Index | pd.Series], None]]]:
     """Every other place naming the fine classes: (where, the names as an Index or Series, a setter of new names)."""
-    res = adata.uns[key]
-    out = []
+    out: list[tuple[str, pd.Index | pd.Series, Callable[[pd.Index | pd.Series], None]]] = []
+    for where, container, name in res.fine_class_tables():
 
-    def index_of(container, name, where):
-        def set_index(index):
+        def set_index(index: pd.Index | pd.Series, container: Any = container, name: str = name) -> None:
             container[name] = container[name].set_axis(index, axis=0)
 
         out.append((where, container[name].index, set_index))
-
-    index_of(res, "relations", f"adata.uns[{key!r}]['relations'].index")
-    if isinstance(res.get("fine_classes"), pd.DataFrame):
-        index_of(res, "fine_classes", f"adata.uns[{key!r}]['fine_classes'].index")
-    for scheme, table in (res.get("scheme_relations") or {}).items():
-        if isinstance(table, pd.DataFrame):
-            index_of(res["scheme_relations"], scheme, f"adata.uns[{key!r}]['scheme_relations'][{scheme!r}].index")
-    for name, entry in adata.uns.items():
-        if not _is_markers_of(entry, key):
+    for entry_name, entry in res.adata.uns.items():
+        if not is_markers_of(entry, res.key):
             continue
 
-        def set_groups(groups, entry=entry):
+        def set_groups(groups: pd.Index | pd.Series, entry: Any = entry) -> None:
             entry["markers"] = entry["markers"].assign(group=groups.to_numpy())
 
-        out.append((f"adata.uns[{name!r}]['markers']['group']", entry["markers"]["group"], set_groups))
+        out.append((f"adata.uns[{entry_name!r}]['markers']['group']", entry["markers"]["group"], set_groups))
     return out
 
 
-def _is_markers_of(entry, key: str) -> bool:
-    """Whether a ``uns`` entry holds :func:`~falcon_sc.tl.fine_markers` results for ``key``."""
-    return (
-        isinstance(entry, Mapping)
-        and isinstance(entry.get("markers"), pd.DataFrame)
-        and "group" in entry["markers"]
-        and isinstance(entry.get("params"), Mapping)
-        and str(entry["params"].get("key")) == key
-    )
-
-
-def _check_subset(values, new: dict[str, str], key: str, where: str | None = None) -> None:
+def _check_subset(values: Iterable[Any], new: dict[str, str], key: str, where: str | None = None) -> None:
     unknown = sorted({str(v) for v in values} - set(new))
     if unknown:
         where = where or f"adata.obs[{key!r}]"
@@ -152,15 +132,16 @@ def _check_subset(values, new: dict[str, str], key: str, where: str | None = Non
         )
 
 
-def _check_model(model, names: list[str], new_names: list[str], mapping) -> bool:
+def _check_model(model: Any, names: list[str], new_names: list[str], mapping: Mapping[str, str]) -> bool:
     """Whether ``model`` is to be renamed: it holds the classes of ``adata`` (yes) or already the new names (no)."""
     if not isinstance(model, FalconModel):
         raise TypeError(f"model must be a FalconModel (or None), got {type(model).__name__}.")
     if not model.is_fitted:
         raise TypeError("model is not fitted: pass the FalconModel that found these fine classes.")
-    current = sorted(map(str, model._fitted.fine_names))
+    model_names = [str(f) for f in model.relations.index]
+    current = sorted(model_names)
     if current == sorted(names):
-        renamed(model._fitted.fine_names, mapping, what="fine classes of the model")
+        renamed(model_names, mapping, what="fine classes of the model")
         return True
     if current == sorted(new_names):  # already renamed (with another AnnData holding these classes)
         return False
