@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING
+
 # the one place the version is written: pyproject.toml reads it ([tool.hatch.version]), saved models store it
 __version__ = "0.1.0"
 
-from . import baselines, bench, data, datasets, metrics, models, pl, pp, tl  # noqa: E402
+from . import baselines, data, datasets, metrics, models, pl, pp, tl  # noqa: E402
 from .models import FalconModel  # noqa: E402
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the bench loads on first use (see __getattr__)
+    from . import bench
+
+#: submodules imported on first attribute access (PEP 562) rather than with the package: the bench needs the
+#: benchmark-only dependencies and measures memory with POSIX facilities, none of which a user of ``tl`` needs
+_LAZY_SUBMODULES = ("bench",)
 
 __all__ = [
     "FalconModel",
@@ -21,3 +32,15 @@ __all__ = [
     "tl",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> ModuleType:
+    """Import the lazily loaded submodules (``falcon_sc.bench``) on first access."""
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")  # the import also sets it as an attribute here
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The package's attributes with the lazily loaded submodules, loaded or not."""
+    return sorted({*globals(), *_LAZY_SUBMODULES})

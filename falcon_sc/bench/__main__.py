@@ -137,13 +137,13 @@ def _add_real(sub: argparse._SubParsersAction) -> None:
 
 def _real(args: argparse.Namespace) -> int:
     """Run ``falcon-bench real``: check the arguments (usage error, status 2), run, print the summary tables."""
-    from .real import REAL_METHODS, _check_counts, real_specs, real_summary_markdown, run_real
-    from .run import _resolve_methods, _split
+    from .real import REAL_METHODS, check_counts, real_specs, real_summary_markdown, run_real
+    from .run import parse_names, resolve_methods
 
-    datasets = None if args.datasets is None else tuple(_split(args.datasets))
+    datasets = None if args.datasets is None else tuple(parse_names(args.datasets))
     try:  # nothing is loaded here: a typo is one line and status 2, not a traceback
-        counts = _check_counts(args.counts)
-        methods = _resolve_methods(",".join(REAL_METHODS) if args.methods is None else args.methods)
+        counts = check_counts(args.counts)
+        methods = resolve_methods(",".join(REAL_METHODS) if args.methods is None else args.methods)
         specs = real_specs(args.split, n_regrouped=args.regrouped, datasets=datasets)
     except ValueError as err:
         return _usage_error(err)
@@ -199,9 +199,9 @@ def _add_counts(sub: argparse._SubParsersAction) -> None:
 def _check_real_args(args: argparse.Namespace) -> tuple[str, ...] | None:
     """``--datasets`` as a tuple (``None``: all); ``ValueError`` for a bad split, number of regroupings or dataset."""
     from . import real
-    from .run import _split
+    from .run import parse_names
 
-    datasets = None if args.datasets is None else tuple(_split(args.datasets))
+    datasets = None if args.datasets is None else tuple(parse_names(args.datasets))
     if not real.real_specs(args.split, n_regrouped=args.regrouped, datasets=datasets):
         raise ValueError(f"--datasets {args.datasets!r} names no dataset; see `falcon-bench list`")
     return datasets
@@ -299,109 +299,111 @@ def _report(df: pd.DataFrame, where: tuple[str, ...], wrote: str) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``falcon-bench``; returns the exit status.
+def _list() -> int:
+    """Run ``falcon-bench list``: the dataset presets, methods, suites and ablation variants."""
+    from ._datasets import DATASETS, DEFAULT_DATASETS
+    from ._methods import METHODS
+    from .real import HELD_OUT_DATASETS, TUNING_DATASETS
 
-    0 on success (some runs of ``run`` may have failed: they are listed on stderr and in ``runs.csv``), 1 when every
-    run failed, 2 for a usage error (an unknown dataset or method name, a missing ``.h5ad`` file, nothing selected).
-    """
-    args = _parser().parse_args(argv)
-    if args.command == "list":
-        from ._datasets import DATASETS, DEFAULT_DATASETS
-        from ._methods import METHODS
-        from .real import HELD_OUT_DATASETS, TUNING_DATASETS
+    print("datasets:")
+    for name, spec in DATASETS.items():
+        batch = f" [batch_key={spec.batch_key}]" if spec.batch_key else ""
+        print(f"  {name:<16} {_plain(spec.description)}{batch}")
+    print("  <path>.h5ad      any file, with --coarse-key/--fine-key/--batch-key")
+    print("methods:")
+    for name, fn in METHODS.items():
+        print(f"  {name:<24} {_first_line(fn.__doc__)}")
+    print("default suite: --dataset default = " + ",".join(DEFAULT_DATASETS))
+    print(
+        "real-cell suite (falcon-bench real): each real dataset with its authors' coarse labels and --regrouped N "
+        "random regroupings of its fine labels"
+    )
+    tuning, held_out = ",".join(TUNING_DATASETS), ",".join(HELD_OUT_DATASETS)
+    print(f"  tuning split: {tuning}; held out (never used for a choice): {held_out}")
+    _list_ablations()
+    return 0
 
-        print("datasets:")
-        for name, spec in DATASETS.items():
-            batch = f" [batch_key={spec.batch_key}]" if spec.batch_key else ""
-            print(f"  {name:<16} {_plain(spec.description)}{batch}")
-        print("  <path>.h5ad      any file, with --coarse-key/--fine-key/--batch-key")
-        print("methods:")
-        for name, fn in METHODS.items():
-            print(f"  {name:<24} {_first_line(fn.__doc__)}")
-        print("default suite: --dataset default = " + ",".join(DEFAULT_DATASETS))
-        print(
-            "real-cell suite (falcon-bench real): each real dataset with its authors' coarse labels and --regrouped N "
-            "random regroupings of its fine labels"
-        )
-        tuning, held_out = ",".join(TUNING_DATASETS), ",".join(HELD_OUT_DATASETS)
-        print(f"  tuning split: {tuning}; held out (never used for a choice): {held_out}")
-        _list_ablations()
-        return 0
-    if args.command == "solver":
-        from falcon_sc.bench.solver import run_solver_bench
 
-        with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_rows", None):
-            print(run_solver_bench())
-        return 0
-    if args.command == "real":
-        return _real(args)
-    if args.command == "ablation":
-        return _ablation(args)
-    if args.command == "counts":
-        return _counts(args)
+def _solver() -> int:
+    """Run ``falcon-bench solver`` and print its table (the exact solver only when PuLP is not installed)."""
+    from .solver import require_pulp, run_solver_bench
 
-    if args.command == "images":
-        from falcon_sc.bench.images import IMAGE_METHODS, run_image_bench, summary
+    try:
+        require_pulp()
+        milp = True
+    except ImportError as err:
+        print(f"falcon-bench: {err} Timing the exact solver only.", file=sys.stderr)
+        milp = False
+    with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_rows", None):
+        print(run_solver_bench(milp=milp))
+    return 0
 
-        methods = list(IMAGE_METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
-        try:
-            df = run_image_bench(
-                args.dataset,
-                [m for m in methods if m],
-                args.seeds,
-                root=args.root,
-                hierarchy=args.hierarchy,
-                split=args.split,
-                width=args.width,
-                n_epochs=args.epochs,
-                checkpoint=args.checkpoint,
-                accelerator=args.accelerator,
-                out=args.out,
-                plots=not args.no_plots,
-            )
-        except (ValueError, OSError) as err:
-            return _usage_error(err)
-        with pd.option_context("display.width", 200, "display.max_columns", None):
-            print(f"{args.dataset}: mean ± sd over seeds {args.seeds}")
-            print(summary(df).to_string())
-        for _, row in df[df["error"] != ""].iterrows():
-            print(f"FAILED {row['method']} / seed {row['seed']}: {row['error']}", file=sys.stderr)
-        if args.out:
-            print(f"wrote {args.out}/runs.csv, summary.md" + ("" if args.no_plots else " and plots"))
-        return 1 if (df["error"] != "").all() else 0
 
-    if args.command == "scale":
-        from falcon_sc.bench.scale import _methods as scale_methods
-        from falcon_sc.bench.scale import run_scale_bench
+def _images(args: argparse.Namespace) -> int:
+    """Run ``falcon-bench images``: a bad dataset, method, split or path is a usage error (status 2)."""
+    from .images import IMAGE_METHODS, run_image_bench, summary
 
-        try:
-            scale_methods(args.methods)
-        except ValueError as err:
-            return _usage_error(err)
-
-        df = run_scale_bench(
-            args.n_cells,
-            args.n_genes,
-            n_batches=args.n_batches,
-            random_state=args.seed,
+    methods = list(IMAGE_METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
+    try:
+        df = run_image_bench(
+            args.dataset,
+            [m for m in methods if m],
+            args.seeds,
+            root=args.root,
+            hierarchy=args.hierarchy,
+            split=args.split,
+            width=args.width,
+            n_epochs=args.epochs,
+            checkpoint=args.checkpoint,
             accelerator=args.accelerator,
-            methods=args.methods,
-            warmup=args.warmup,
+            out=args.out,
+            plots=not args.no_plots,
         )
-        with pd.option_context(
-            "display.width", 250, "display.max_columns", None, "display.max_colwidth", None, "display.precision", 3
-        ):
-            print(df.to_string(index=False))
-        if not pd.isna(df.attrs["ratio"]):
-            print(f"ratio (falcon seconds / leiden_scanpy seconds): {df.attrs['ratio']:.2f}")
-        return 0
+    except (ValueError, OSError) as err:
+        return _usage_error(err)
+    with pd.option_context("display.width", 200, "display.max_columns", None):
+        print(f"{args.dataset}: mean ± sd over seeds {args.seeds}")
+        print(summary(df).to_string())
+    for _, row in df[df["error"] != ""].iterrows():
+        print(f"FAILED {row['method']} / seed {row['seed']}: {row['error']}", file=sys.stderr)
+    if args.out:
+        print(f"wrote {args.out}/runs.csv, summary.md" + ("" if args.no_plots else " and plots"))
+    return 1 if (df["error"] != "").all() else 0
 
-    from .run import METRICS, _resolve_datasets, _resolve_methods, run
+
+def _scale(args: argparse.Namespace) -> int:
+    """Run ``falcon-bench scale``: an unknown method is a usage error (status 2); print the table and the ratio."""
+    from .scale import resolve_scale_methods, run_scale_bench
+
+    try:
+        resolve_scale_methods(args.methods)
+    except ValueError as err:
+        return _usage_error(err)
+    df = run_scale_bench(
+        args.n_cells,
+        args.n_genes,
+        n_batches=args.n_batches,
+        random_state=args.seed,
+        accelerator=args.accelerator,
+        methods=args.methods,
+        warmup=args.warmup,
+    )
+    with pd.option_context(
+        "display.width", 250, "display.max_columns", None, "display.max_colwidth", None, "display.precision", 3
+    ):
+        print(df.to_string(index=False))
+    if not pd.isna(df.attrs["ratio"]):
+        print(f"ratio (falcon seconds / leiden_scanpy seconds): {df.attrs['ratio']:.2f}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run ``falcon-bench run``: names resolved first (usage error, status 2), run, print the table."""
+    from .run import METRICS, resolve_datasets, resolve_methods, run
 
     try:  # names are resolved (nothing loaded) up front: a typo is one line and status 2, not a traceback
-        specs = _resolve_datasets(args.dataset, args.coarse_key, args.fine_key, args.batch_key)
-        resolved = _resolve_methods(args.methods)
+        specs = resolve_datasets(args.dataset, args.coarse_key, args.fine_key, args.batch_key)
+        resolved = resolve_methods(args.methods)
     except (ValueError, OSError) as err:
         return _usage_error(err)
     if not specs:
@@ -424,6 +426,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.float_format", "{:.3f}".format):
         print(df[cols].to_string(index=False))
     return _report(df, ("dataset", "method", "seed"), f"wrote {args.out}/runs.csv, summary.md and plots")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``falcon-bench``; returns the exit status.
+
+    0 on success (some runs of ``run`` may have failed: they are listed on stderr and in ``runs.csv``), 1 when every
+    run failed, 2 for a usage error (an unknown dataset, method or split name, a missing ``.h5ad`` file, nothing
+    selected). The command line draws its figures into files only, so it selects matplotlib's non-interactive
+    ``Agg`` backend; the library functions (``falcon_sc.bench.run`` ...) leave the backend as the user set it.
+    """
+    args = _parser().parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    commands = {
+        "list": lambda: _list(),
+        "solver": lambda: _solver(),
+        "real": lambda: _real(args),
+        "ablation": lambda: _ablation(args),
+        "counts": lambda: _counts(args),
+        "images": lambda: _images(args),
+        "scale": lambda: _scale(args),
+        "run": lambda: _run(args),
+    }
+    return commands[args.command]()
 
 
 if __name__ == "__main__":

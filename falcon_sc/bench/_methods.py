@@ -66,7 +66,7 @@ def falcon(
     adata: AnnData, coarse_key: str, n_fine: int, *, batch_key: str | None, seed: int, fine_key: str | None = None
 ) -> BaselineResult:
     """FALCON: :func:`falcon_sc.tl.refine` with its defaults on a copy of ``adata``."""
-    return _refine(adata, coarse_key, n_fine, batch_key=batch_key, seed=seed)
+    return refine_copy(adata, coarse_key, n_fine, batch_key=batch_key, seed=seed)
 
 
 def falcon_oracle_relation(
@@ -87,14 +87,18 @@ def falcon_oracle_relation(
     prior = {str(k): int(v) for k, v in counts.items()}
     if isinstance(n_fine, Mapping):  # known counts: the prior holds them already, refine takes the total with it
         n_fine = sum(prior.values())
-    return _refine(
+    return refine_copy(
         adata, coarse_key, n_fine, batch_key=batch_key, seed=seed, children_prior=prior, learn_relation=False
     )
 
 
-def _refine(
+def refine_copy(
     adata: AnnData, coarse_key: str, n_fine: int, *, batch_key: str | None, seed: int, **kwargs
 ) -> BaselineResult:
+    """:func:`falcon_sc.tl.refine` on a copy of ``adata`` (``kwargs`` passed on), as a :class:`BaselineResult`.
+
+    ``info["warm_start_labels"]`` holds the warm start's labels; ``adata`` of the result is the annotated copy.
+    """
     from falcon_sc import tl
 
     work = adata.copy()

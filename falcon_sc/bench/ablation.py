@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from . import real
-from ._methods import Method, _refine
+from ._methods import Method, refine_copy
 from .real import COUNTS, REAL_METRICS
 
 
@@ -135,7 +135,7 @@ def variant_method(kwargs: Mapping[str, Any], refine_defaults: Mapping[str, Any]
     options = {**(refine_defaults or {}), **kwargs}
 
     def method(adata, coarse_key, n_fine, *, batch_key, seed, fine_key=None):
-        return _refine(adata, coarse_key, n_fine, batch_key=batch_key, seed=seed, **options)
+        return refine_copy(adata, coarse_key, n_fine, batch_key=batch_key, seed=seed, **options)
 
     method.__doc__ = f"FALCON: refine with {options or 'its defaults'}"
     return method

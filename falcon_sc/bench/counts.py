@@ -81,6 +81,8 @@ def allotments(adata, coarse_key: str, total: int, *, batch_key: str | None = No
     space = inputs.neighbour_space
     neighbors = within_class_neighbors(space, codes, N_NEIGHBORS, random_state=random_state)
     _, relation = graph_clusters(space, neighbors, codes, total, random_state=random_state)
+    if inputs.prepared is None:  # fitted on adata itself (no use_rep), so FeatureTransform prepared it
+        raise RuntimeError("FeatureTransform.fit returned no prepared inputs; the 'variance' prior needs their PCs")
     shared = inputs.prepared.embedding  # the global PCs, as refine's "variance" prior
     counts = {
         "graph": relation.sum(axis=0),

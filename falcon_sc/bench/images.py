@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from falcon_sc._checks import check_choice
 from falcon_sc.core.views import ViewConfig
 
 from .run import COLUMNS, METRICS, WARM_METRICS, PeakMemory, plot_metrics, summary_markdown
@@ -65,6 +66,9 @@ PUBLISHED: dict[str, str] = {
 }
 """FALCON's published accuracy / ARI (%, mean of 3 runs) on the paper's benchmarks (``docs/images.md``)."""
 
+IMAGE_SPLITS: tuple[str, ...] = ("train", "val", "test", "all")
+"""Splits of :func:`load_image_dataset` (``digits`` has none: ``"train"`` and ``"all"`` both mean every image)."""
+
 
 def load_image_dataset(
     name: str, root: str | Path | None = None, *, hierarchy: str | Path | None = None, split: str = "train"
@@ -74,12 +78,19 @@ def load_image_dataset(
     Raises
     ------
     ValueError
-        An unknown name, or a missing ``root`` / ``hierarchy`` for a dataset read from disk.
+        An unknown name or split (:data:`IMAGE_SPLITS`; ``digits`` takes ``"train"`` or ``"all"`` only), or a
+        missing ``root`` / ``hierarchy`` for a dataset read from disk.
     """
     from falcon_sc import datasets
 
     if name not in IMAGE_DATASETS:
         raise ValueError(f"unknown image dataset {name!r}: available {list(IMAGE_DATASETS)}")
+    check_choice("split", split, IMAGE_SPLITS)
+    if name == "digits" and split not in ("train", "all"):
+        raise ValueError(
+            f"split={split!r}: digits has no {split} split (every method fits and is scored on all 1,797 images); "
+            "use split='train' (the default) or 'all'."
+        )
     settings = IMAGE_DATASETS[name]
     if settings.needs_root and root is None:
         raise ValueError(f"--dataset {name} is read from local files: give --root PATH (see docs/datasets.md).")

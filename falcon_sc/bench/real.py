@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from falcon_sc._checks import check_choice, check_int
+
 REAL_DATASETS: tuple[str, ...] = ("pbmc3k", "zeisel", "kang", "pbmc68k", "moncada")
 """Every labelled real dataset the bench knows (see :mod:`falcon_sc.datasets`)."""
 
@@ -117,13 +119,12 @@ def regroup(fine_classes: list[str], rng: np.random.Generator, *, max_children: 
     """
     if len(fine_classes) < 3:
         raise ValueError(f"regroup needs at least 3 fine classes, got {len(fine_classes)}")
-    if max_children < 2:
-        raise ValueError(f"max_children={max_children} must be at least 2")
+    check_int("max_children", max_children, 2)
     n = len(fine_classes)
     while True:
         sizes: list[int] = []
         while sum(sizes) < n:
-            sizes.append(int(min(rng.integers(1, max_children + 1), n - sum(sizes))))
+            sizes.append(min(int(rng.integers(1, max_children + 1)), n - sum(sizes)))
         if len(sizes) >= 2 and max(sizes) >= 2:
             break
     order = rng.permutation(n)
@@ -226,14 +227,12 @@ def real_specs(
     from ._datasets import DATASETS, DatasetSpec
 
     pools = {"tuning": TUNING_DATASETS, "held_out": HELD_OUT_DATASETS, "all": REAL_DATASETS}
-    if split not in pools:
-        raise ValueError(f"split={split!r} must be one of {sorted(pools)}")
+    check_choice("split", split, tuple(pools))
     chosen = pools[split] if datasets is None else tuple(datasets)
     unknown = [d for d in chosen if d not in pools[split]]
     if unknown:
         raise ValueError(f"datasets {unknown} are not in the {split!r} split {list(pools[split])}")
-    if isinstance(n_regrouped, bool) or not isinstance(n_regrouped, int) or n_regrouped < 0:
-        raise ValueError(f"n_regrouped={n_regrouped!r} must be a non-negative int")
+    check_int("n_regrouped", n_regrouped, 0)
     specs = []
     for d in chosen:
         for k in range(n_regrouped + 1):
@@ -249,7 +248,7 @@ def real_specs(
     return specs
 
 
-def _check_counts(counts: str | Iterable[str]) -> tuple[str, ...]:
+def check_counts(counts: str | Iterable[str]) -> tuple[str, ...]:
     """``counts`` as a tuple of :data:`COUNTS` modes (a comma separated string is split); ``ValueError`` otherwise."""
     modes = tuple(c.strip() for c in counts.split(",") if c.strip()) if isinstance(counts, str) else tuple(counts)
     if not modes or any(m not in COUNTS for m in modes) or len(set(modes)) < len(modes):
@@ -310,13 +309,13 @@ def run_real(
         The rows of :func:`~falcon_sc.bench.run` with the columns ``split`` (``"tuning"``/``"held_out"``),
         ``source`` (the real dataset), ``regrouped`` (bool) and ``counts`` (``"learned"``/``"given"``) added.
     """
-    from .run import _resolve_methods, run
+    from .run import resolve_methods, run
 
-    modes = _check_counts(counts)
+    modes = check_counts(counts)
     specs = real_specs(split, n_regrouped=n_regrouped, datasets=None if datasets is None else tuple(datasets))
     if not specs:
         raise ValueError(f"datasets={datasets!r} selects no dataset of the {split!r} split")
-    resolved = _resolve_methods(methods)
+    resolved = resolve_methods(methods)
     if not resolved:
         raise ValueError(f"methods={methods!r} names no method")
     out_dir = Path(out) if out is not None else None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 import traceback
@@ -75,10 +74,28 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _maxrss() -> int:
-    """High-water resident set size of this process in bytes (``getrusage``)."""
+def _maxrss() -> int | None:
+    """High-water resident set size of this process in bytes; ``None`` where it cannot be read.
+
+    ``resource.getrusage`` on POSIX systems; elsewhere (Windows) the peak working set from ``psutil`` when it is
+    installed. ``resource`` is imported here, not with the module: it does not exist on Windows.
+    """
+    try:
+        import resource
+    except ImportError:
+        return _peak_working_set()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def _peak_working_set() -> int | None:
+    """Peak working set of this process in bytes from ``psutil`` (Windows); ``None`` without it."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    peak = getattr(psutil.Process().memory_info(), "peak_wset", None)
+    return None if peak is None else int(peak)
 
 
 class PeakMemory:
@@ -89,13 +106,17 @@ class PeakMemory:
     the end, so it is exact and covers numpy/scipy/torch buffers that ``tracemalloc`` does not see (``source`` is
     ``"vmhwm"``). Where that is not possible, it equals ``maxrss_delta_mb`` (``source`` is ``"maxrss"``).
     ``maxrss_delta_mb``: growth of the process high-water mark from ``resource.getrusage`` (never reset): zero when
-    the block stays below a peak reached earlier in the process, e.g. by a larger dataset.
+    the block stays below a peak reached earlier in the process, e.g. by a larger dataset. Without ``resource``
+    (Windows) the high-water mark is ``psutil``'s peak working set when ``psutil`` is installed; with neither, both
+    values are NaN and ``source`` is ``"unavailable"`` (the tables show them as missing).
     """
 
     def __init__(self) -> None:
         self.peak_mb = float("nan")
         self.maxrss_delta_mb = float("nan")
         self.source = ""
+        self._start_maxrss: int | None = None
+        self._start_rss: int | None = None
 
     def __enter__(self) -> PeakMemory:
         self._start_maxrss = _maxrss()
@@ -104,16 +125,26 @@ class PeakMemory:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.maxrss_delta_mb = (_maxrss() - self._start_maxrss) / 2**20
+        end_maxrss = _maxrss()
+        if end_maxrss is not None and self._start_maxrss is not None:
+            self.maxrss_delta_mb = (end_maxrss - self._start_maxrss) / 2**20
         hwm = _proc_status_kib("VmHWM") if self.source == "vmhwm" else None
         if hwm is not None and self._start_rss is not None:
             self.peak_mb = max(hwm - self._start_rss, 0) / 1024
         else:
-            self.source = "maxrss"
+            self.source = "maxrss" if end_maxrss is not None else "unavailable"
             self.peak_mb = self.maxrss_delta_mb
 
 
-def _split(names: str, everything: Sequence[str] = ()) -> list[str]:
+def parse_names(names: str, everything: Sequence[str] = ()) -> list[str]:
+    """Split a comma separated list of names; ``"all"`` or ``"default"`` stands for ``everything`` (when given).
+
+    Examples
+    --------
+    >>> from falcon_sc.bench.run import parse_names
+    >>> parse_names(" a, ,b ,all", everything=("x", "y"))
+    ['a', 'b', 'x', 'y']
+    """
     out: list[str] = []
     for n in (n.strip() for n in names.split(",")):
         if n in ("all", "default") and everything:
@@ -123,12 +154,17 @@ def _split(names: str, everything: Sequence[str] = ()) -> list[str]:
     return out
 
 
-def _resolve_datasets(
+def resolve_datasets(
     datasets: Any, coarse_key: str | None, fine_key: str | None, batch_key: str | None
 ) -> list[DatasetSpec]:
+    """The datasets of :func:`run` as :class:`DatasetSpec` objects, nothing loaded.
+
+    Names are resolved by :func:`~falcon_sc.bench.get_dataset` (``ValueError`` for an unknown one,
+    ``FileNotFoundError`` for a missing ``.h5ad``); AnnData objects get the given ``obs`` keys.
+    """
     keys = {"coarse_key": coarse_key, "fine_key": fine_key, "batch_key": batch_key}
     if isinstance(datasets, str):
-        datasets = _split(datasets, DEFAULT_DATASETS)
+        datasets = parse_names(datasets, DEFAULT_DATASETS)
     elif isinstance(datasets, DatasetSpec | AnnData):
         datasets = [datasets]
     if isinstance(datasets, Mapping):
@@ -159,9 +195,10 @@ def _resolve_datasets(
     return specs
 
 
-def _resolve_methods(methods: Any) -> dict[str, Method]:
+def resolve_methods(methods: Any) -> dict[str, Method]:
+    """The methods of :func:`run` by name: names (``ValueError`` for an unknown one), callables or a mapping."""
     if isinstance(methods, str):
-        methods = _split(methods, list(METHODS))
+        methods = parse_names(methods, list(METHODS))
     elif callable(methods):
         methods = [methods]
     if isinstance(methods, Mapping):
@@ -234,16 +271,18 @@ def _run_one(
 
 
 def _relation_figure(annotated: AnnData, fine_key: str, path: Path) -> None:
-    """Learned relation next to the true one (:func:`falcon_sc.pl.relations`), saved to ``path``."""
-    import matplotlib
+    """Learned relation next to the true one (:func:`falcon_sc.pl.relations`), saved to ``path``.
 
-    matplotlib.use("Agg")
+    The figure is closed after saving; the matplotlib backend is left as it is (the command line selects ``Agg``).
+    """
     import matplotlib.pyplot as plt
+    from matplotlib.axes import Axes
 
     from falcon_sc import pl
 
-    pl.relations(annotated, key="falcon", true_key=fine_key, show=False, save=path)
-    plt.close("all")
+    drawn = pl.relations(annotated, key="falcon", true_key=fine_key, show=False, save=path)
+    if drawn is not None:
+        plt.close(drawn.figure if isinstance(drawn, Axes) else drawn)
 
 
 def run(
@@ -304,8 +343,8 @@ def run(
     """
     from falcon_sc.metrics import evaluate
 
-    specs = _resolve_datasets(datasets, coarse_key, fine_key, batch_key)
-    meths = _resolve_methods(methods)
+    specs = resolve_datasets(datasets, coarse_key, fine_key, batch_key)
+    meths = resolve_methods(methods)
     seed_list = _resolve_seeds(seeds)
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
@@ -489,10 +528,7 @@ def plot_metrics(df: pd.DataFrame, out: str | os.PathLike) -> list[Path]:
     -------
     The paths written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no figure manager, the backend is left as it is
 
     out = Path(out)
     ok = df[df["error"] == ""]
@@ -506,7 +542,8 @@ def plot_metrics(df: pd.DataFrame, out: str | os.PathLike) -> list[Path]:
         sd = ok.pivot_table(index="dataset", columns="method", values=c, aggfunc="std")
         mean = mean.reindex(index=datasets, columns=methods)
         sd = sd.reindex(index=datasets, columns=methods).fillna(0.0)
-        fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(datasets) * max(1, len(methods)) / 2 + 2), 3.5))
+        fig = Figure(figsize=(max(4.0, 1.2 * len(datasets) * max(1, len(methods)) / 2 + 2), 3.5))
+        ax = fig.subplots()
         for j, m in enumerate(methods):
             ax.bar(
                 x + (j - (len(methods) - 1) / 2) * width,
@@ -523,6 +560,5 @@ def plot_metrics(df: pd.DataFrame, out: str | os.PathLike) -> list[Path]:
         fig.tight_layout()
         path = out / f"{c}.png"
         fig.savefig(path, dpi=120)
-        plt.close(fig)
         paths.append(path)
     return paths

@@ -16,7 +16,8 @@ SCALE_METHODS = ("leiden_scanpy", "falcon")
 (:func:`falcon_sc.baselines.leiden_scanpy`) first, then :func:`falcon_sc.tl.refine`."""
 
 
-def _methods(methods: str | Sequence[str]) -> list[str]:
+def resolve_scale_methods(methods: str | Sequence[str]) -> list[str]:
+    """Method names of :func:`run_scale_bench` in run order; ``ValueError`` for an unknown or repeated one."""
     names = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else [str(m) for m in methods]
     names = [m for m in names if m]
     names = list(SCALE_METHODS) if names in ([], ["all"], ["both"]) else names
@@ -75,7 +76,7 @@ def run_scale_bench(
     """
     from falcon_sc import datasets, metrics
 
-    names = _methods(methods)
+    names = resolve_scale_methods(methods)
     if warmup:
         small = datasets.simulate(
             n_cells=5000, n_genes=min(n_genes, 500), n_batches=n_batches, random_state=random_state

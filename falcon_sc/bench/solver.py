@@ -9,11 +9,23 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from falcon_sc._checks import check_int
 from falcon_sc.core.relation import relation_objective, solve_relation
 
-__all__ = ["run_solver_bench"]
+__all__ = ["require_pulp", "run_solver_bench"]
 
 logger = logging.getLogger(__name__)
+
+
+def require_pulp() -> None:
+    """``ImportError`` naming the ``bench`` extra unless PuLP (the CBC MILP path) is installed."""
+    try:
+        import pulp  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            "the MILP relation solver (method='milp') needs PuLP, an optional dependency: "
+            "pip install 'falcon_sc[bench]' (or run the solver bench with milp=False)."
+        ) from err
 
 
 def run_solver_bench(
@@ -38,7 +50,7 @@ def run_solver_bench(
     seed
         Seed of the random cost matrix.
     milp
-        Also time the MILP (CBC) path.
+        Also time the MILP (CBC) path; it needs PuLP (``pip install 'falcon_sc[bench]'``).
     milp_time_limit
         CBC time limit in seconds for each MILP run.
 
@@ -48,8 +60,9 @@ def run_solver_bench(
         One row per method with columns ``method``, ``n_fine``, ``n_coarse``, ``seconds_median``, ``seconds_min``,
         ``objective`` and ``matches_exact`` (objective equal to the exact one within ``1e-9`` relative).
     """
-    if repeats < 1:
-        raise ValueError(f"`repeats` must be >= 1; got {repeats}.")
+    check_int("repeats", repeats, 1)
+    if milp:
+        require_pulp()
     cost = np.random.default_rng(seed).random((n_fine, n_coarse))
     methods: list[Literal["exact", "milp"]] = ["exact", "milp"] if milp else ["exact"]
     rows = []

@@ -54,7 +54,7 @@ def fake_refine(monkeypatch):
         coarse = adata.obs[coarse_key].astype(str).to_numpy()
         return BaselineResult(labels=np.char.add(coarse, "/0"), relation={f"{c}/0": c for c in set(coarse)})
 
-    monkeypatch.setattr(ablation_module, "_refine", refine)
+    monkeypatch.setattr(ablation_module, "refine_copy", refine)
     return calls
 
 

@@ -82,7 +82,7 @@ def test_regroup_is_deterministic_for_a_seed():
 
 @pytest.mark.parametrize(
     ("classes", "max_children", "message"),
-    [(["a", "b"], 6, "at least 3 fine classes"), (list("abcd"), 1, "max_children=1 must be at least 2")],
+    [(["a", "b"], 6, "at least 3 fine classes"), (list("abcd"), 1, "max_children=1 must be an int >= 2")],
 )
 def test_regroup_errors(classes, max_children, message):
     with pytest.raises(ValueError, match=message):
@@ -136,7 +136,7 @@ def test_real_specs_names_and_split():
         ({"split": "train"}, "split='train' must be one of"),
         ({"split": "tuning", "datasets": ("pbmc68k",)}, r"\['pbmc68k'\] are not in the 'tuning' split"),
         ({"split": "all", "datasets": ("pbmc4k",)}, r"\['pbmc4k'\] are not in the 'all' split"),
-        ({"split": "tuning", "n_regrouped": -1}, "n_regrouped=-1 must be a non-negative int"),
+        ({"split": "tuning", "n_regrouped": -1}, "n_regrouped=-1 must be an int >= 0"),
     ],
 )
 def test_real_specs_errors(kwargs, message):

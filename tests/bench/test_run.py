@@ -11,7 +11,21 @@ from falcon_sc.bench import DATASETS, METHODS, run, summary_markdown
 from falcon_sc.bench.__main__ import main
 from falcon_sc.bench._methods import relations_to_dict
 
-from .test_baselines import N_FINE, nested_blobs
+from ..test_baselines import N_FINE, nested_blobs
+
+
+@pytest.fixture
+def svg_backend():
+    """Switch matplotlib to the ``svg`` backend for the test (a library call must leave it so), then restore it."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    before = matplotlib.get_backend()
+    plt.close("all")
+    matplotlib.use("svg")
+    yield
+    plt.close("all")
+    matplotlib.use(before)
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +35,12 @@ def toy() -> AnnData:
     return adata
 
 
-def test_run_writes_report(toy: AnnData, tmp_path) -> None:
+def test_run_writes_report(toy: AnnData, tmp_path, svg_backend) -> None:
+    import matplotlib
+    import matplotlib.pyplot as plt
+
     df = run({"toy": toy}, ["kmeans_within", "leiden_within"], seeds=1, out=tmp_path, progress=False)
+    assert matplotlib.get_backend() == "svg" and plt.get_fignums() == []  # the bar charts leave both alone
     assert len(df) == 2 and (df["error"] == "").all()
     assert set(df["method"]) == {"kmeans_within", "leiden_within"}
     assert (df["n_fine_true"] == N_FINE).all() and (df["n_fine_pred"] == N_FINE).all()
@@ -132,8 +150,13 @@ def test_oracle_relation_gets_the_true_children(toy: AnnData, monkeypatch) -> No
         METHODS["falcon_oracle_relation"](toy, "coarse", N_FINE, batch_key=None, seed=0, fine_key=None)
 
 
-def test_oracle_relation_end_to_end(toy: AnnData, tmp_path) -> None:
+def test_oracle_relation_end_to_end(toy: AnnData, tmp_path, svg_backend) -> None:
+    import matplotlib
+    import matplotlib.pyplot as plt
+
     df = run({"toy": toy}, ["falcon_oracle_relation", "erm"], seeds=1, progress=False, out=tmp_path)
+    # the library draws its figures into files: the user's backend stays, no figure is left open
+    assert matplotlib.get_backend() == "svg" and plt.get_fignums() == []
     assert (df["error"] == "").all(), df["error"].tolist()
     assert (df["relation_edit_distance"] == 0).all()
     assert (df["accuracy"] > 0.9).all()
@@ -159,10 +182,10 @@ def test_fine_key_only_reaches_methods_that_ask_for_it(toy: AnnData) -> None:
 
 def test_default_suite_names() -> None:
     from falcon_sc.bench import DEFAULT_DATASETS
-    from falcon_sc.bench.run import _resolve_datasets, _resolve_methods
+    from falcon_sc.bench.run import resolve_datasets, resolve_methods
 
-    assert list(_resolve_methods("all")) == list(METHODS)
-    assert [s.name for s in _resolve_datasets("default", None, None, None)] == list(DEFAULT_DATASETS)
+    assert list(resolve_methods("all")) == list(METHODS)
+    assert [s.name for s in resolve_datasets("default", None, None, None)] == list(DEFAULT_DATASETS)
     assert {"pbmc68k", "sim_imbalanced", "sim_batches"} <= set(DEFAULT_DATASETS)
 
 
@@ -325,3 +348,56 @@ def test_scale_bench_unknown_method() -> None:
 
     with pytest.raises(ValueError, match="nope"):
         run_scale_bench(100, 50, methods="falcon,nope")
+
+
+def test_peak_memory_measures_an_allocation() -> None:
+    from falcon_sc.bench import PeakMemory
+
+    with PeakMemory() as mem:
+        block = np.ones(40 * 2**20 // 8)  # 40 MiB, touched
+        block.sum()
+    assert mem.source in ("vmhwm", "maxrss")
+    assert mem.peak_mb >= 30 or mem.source == "maxrss"  # maxrss only grows above an earlier peak of the process
+
+
+@pytest.mark.parametrize("psutil_peak", [None, 123 * 2**20], ids=["nothing", "psutil"])
+def test_peak_memory_without_resource(monkeypatch, psutil_peak) -> None:
+    """Without ``resource`` and ``/proc`` (Windows): psutil's peak working set when installed, NaN otherwise."""
+    import importlib
+    import sys
+    import types
+
+    run_module = importlib.import_module("falcon_sc.bench.run")  # the module; falcon_sc.bench.run is the function
+
+    monkeypatch.setitem(sys.modules, "resource", None)  # `import resource` raises ImportError
+    monkeypatch.setattr(run_module, "_proc_status_kib", lambda field: None)
+    if psutil_peak is None:
+        monkeypatch.setitem(sys.modules, "psutil", None)
+    else:
+        info = types.SimpleNamespace(peak_wset=psutil_peak)
+        fake = types.SimpleNamespace(Process=lambda: types.SimpleNamespace(memory_info=lambda: info))
+        monkeypatch.setitem(sys.modules, "psutil", fake)
+    with run_module.PeakMemory() as mem:
+        pass
+    if psutil_peak is None:
+        assert mem.source == "unavailable" and np.isnan(mem.peak_mb) and np.isnan(mem.maxrss_delta_mb)
+    else:
+        assert mem.source == "maxrss" and mem.peak_mb == 0.0 and mem.maxrss_delta_mb == 0.0
+
+
+def test_solver_bench_without_pulp(monkeypatch, capsys) -> None:
+    import sys
+
+    from falcon_sc.bench.solver import require_pulp, run_solver_bench
+
+    monkeypatch.setitem(sys.modules, "pulp", None)
+    with pytest.raises(ImportError, match=r"pip install 'falcon_sc\[bench\]'"):
+        require_pulp()
+    with pytest.raises(ImportError, match="falcon_sc\\[bench\\]"):
+        run_solver_bench(n_fine=6, n_coarse=2, repeats=1)
+    assert list(run_solver_bench(n_fine=6, n_coarse=2, repeats=1, milp=False)["method"]) == ["exact"]
+    monkeypatch.setattr("falcon_sc.bench.solver.run_solver_bench", lambda milp: pd.DataFrame({"milp": [milp]}))
+    assert main(["solver"]) == 0  # the command line times the exact solver alone and says why
+    captured = capsys.readouterr()
+    assert "falcon_sc[bench]" in captured.err and "exact solver only" in captured.err
+    assert "False" in captured.out

@@ -14,7 +14,7 @@ from falcon_sc.bench import DATASETS, METHODS
 from falcon_sc.bench.__main__ import main
 from falcon_sc.bench._datasets import DatasetSpec
 
-from .test_baselines import nested_blobs
+from ..test_baselines import nested_blobs
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +118,39 @@ def test_module_entry_point_without_traceback(tmp_path):
             line for line in proc.stderr.splitlines() if line.startswith("falcon-bench: error: unknown dataset 'nope'")
         )
     ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--split", "bogus"], "split='bogus' must be one of 'train', 'val', 'test', 'all'"),
+        (["--split", "test"], "digits has no test split"),
+        (["--dataset", "cifar100", "--root", ".", "--split", "bogus"], "split='bogus'"),
+    ],
+    ids=["unknown-split", "digits-has-no-test-split", "unknown-split-cifar"],
+)
+def test_images_bad_split_is_a_usage_error(capsys, argv, named):
+    """Issue 17: ``falcon-bench images --split bogus`` ran the digits and exited 0."""
+    assert main(["images", "--seeds", "1", *argv]) == 2
+    assert named in _one_error_line(capsys)
+
+
+def test_images_bad_split_exits_non_zero_from_the_shell():
+    cmd = [sys.executable, "-m", "falcon_sc.bench", "images", "--split", "bogus"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "falcon-bench: error: split='bogus'" in proc.stderr
+
+
+def test_library_split_check_runs_before_loading(monkeypatch):
+    from falcon_sc import datasets
+    from falcon_sc.bench.images import load_image_dataset, run_image_bench
+
+    def never(*args, **kwargs):
+        raise AssertionError("the dataset was loaded before the split was checked")
+
+    monkeypatch.setattr(datasets, "digits", never)
+    with pytest.raises(ValueError, match="split='val'"):
+        run_image_bench("digits", split="val")
+    with pytest.raises(ValueError, match="split=None"):
+        load_image_dataset("digits", split=None)  # type: ignore[arg-type]
