@@ -1,9 +1,15 @@
-"""Hierarchical negative-binomial simulator of counts with coarse and fine cell types."""
+"""Hierarchical negative-binomial simulator of counts with coarse and fine cell types.
+
+:func:`simulate` checks its arguments once (:class:`SimSettings`), then draws in a fixed order from four independent
+random streams: the class hierarchy and sizes (:func:`class_hierarchy`), the gene programs (:func:`gene_programs`),
+the cells (:func:`draw_cells`) and the counts, chunk by chunk (:func:`draw_counts`); :func:`to_anndata` assembles the
+result. The order of the draws is part of the output: a fixed seed gives the same data in every version.
+"""
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import anndata as ad
@@ -11,28 +17,10 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from .._checks import check_choice, check_int, check_number
 from ._utils import finalise
 
 _CHUNK = 4096  # cells generated per dense block (fixed: the output must not depend on it)
-
-
-def _check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None, strict=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(float(value)):
-        raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
-    number = float(value)
-    if low is not None and (number <= low if strict else number < low):
-        raise ValueError(f"`{name}` must be {'>' if strict else '>='} {low}, got {value!r}.")
-    if high is not None and number > high:
-        raise ValueError(f"`{name}` must be <= {high}, got {value!r}.")
-    return number
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"`{name}` must be an integer, got {value!r}.")
-    if value < low:
-        raise ValueError(f"`{name}` must be >= {low}, got {value!r}.")
-    return int(value)
 
 
 def _allocate(n: int, p: np.ndarray, minimum: int) -> np.ndarray:
@@ -128,6 +116,317 @@ def _class_sizes(
         else:
             sizes[members] = _allocate(n_c, w[members], minimum)
     return w, sizes, rare_fine
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    """The checked arguments of :func:`simulate` (see there); ``rare_coarse`` is ``None`` unless given."""
+
+    n_cells: int
+    n_genes: int
+    children: tuple[int, ...]
+    imbalance: float
+    min_cells_per_class: int
+    size_sd: float
+    n_rare: int
+    rare_coarse: tuple[int, ...] | None
+    rare_fraction: float
+    rare_min_cells: int
+    coarse_effect: float
+    coarse_de_frac: float
+    fine_effect: float
+    fine_de_frac: float
+    state_effect: float
+    state_de_frac: float
+    n_batches: int
+    batch_effect: float
+    batch_de_frac: float
+    batch_library_shift: float
+    library_size: float
+    library_sd: float
+    dispersion: float
+    dropout: float
+    random_state: int
+
+    @property
+    def n_fine(self) -> int:
+        """Total number of fine classes."""
+        return sum(self.children)
+
+
+#: arguments of :func:`simulate` that are numbers: (low, high, open_low) of :func:`~falcon_sc._checks.check_number`
+_NUMBERS: dict[str, tuple[float | None, float | None, bool]] = {
+    "imbalance": (0, None, False),
+    "size_sd": (0, 5, False),
+    "rare_fraction": (0, 0.5, True),
+    "coarse_effect": (0, None, False),
+    "fine_effect": (0, None, False),
+    "batch_effect": (0, None, False),
+    "state_effect": (0, None, False),
+    "state_de_frac": (0, 1, True),
+    "batch_library_shift": (0, None, False),
+    "coarse_de_frac": (0, 1, True),
+    "fine_de_frac": (0, 1, True),
+    "batch_de_frac": (0, 1, True),
+    "library_size": (0, None, True),
+    "library_sd": (0, None, False),
+    "dispersion": (0, None, True),
+    "dropout": (0, None, False),
+}
+
+#: arguments of :func:`simulate` that are ints, with their minimum
+_INTS: dict[str, int] = {
+    "n_cells": 1,
+    "n_genes": 10,
+    "min_cells_per_class": 1,
+    "rare_min_cells": 1,
+    "n_rare": 0,
+    "n_batches": 1,
+    "random_state": 0,
+}
+
+
+def _int_sequence(name: str, value: Any, minimum: int) -> tuple[int, ...]:
+    """``value`` as a tuple of ints >= ``minimum``: ``TypeError`` unless a (non-string) sequence of ints."""
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
+        raise TypeError(f"{name}={value!r} must be a sequence of ints, got {type(value).__name__}.")
+    for i, item in enumerate(value):
+        check_int(f"{name}[{i}]", item, minimum)
+    return tuple(int(item) for item in value)
+
+
+def _check_rare(children: tuple[int, ...], n_rare: int, rare_coarse: Any) -> tuple[int, tuple[int, ...] | None]:
+    """The number of rare children and the coarse classes given for them (``None``: the largest, chosen later)."""
+    multi = [c for c, k in enumerate(children) if k >= 2]
+    if rare_coarse is None:
+        if n_rare > len(multi):
+            raise ValueError(
+                f"n_rare={n_rare} is too large: only {len(multi)} coarse classes have two or more children to hold "
+                "a rare child."
+            )
+        return n_rare, None
+    chosen = _int_sequence("rare_coarse", rare_coarse, 0)
+    bad = [c for c in chosen if c >= len(children) or children[c] < 2]
+    if bad:
+        raise ValueError(
+            f"rare_coarse={list(chosen)} must name coarse classes with two or more children (indices {multi}); "
+            f"{bad} do not."
+        )
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"rare_coarse={list(chosen)} has repeated coarse classes.")
+    if n_rare not in (0, len(chosen)):
+        raise ValueError(f"n_rare={n_rare} disagrees with rare_coarse={list(chosen)} ({len(chosen)} classes).")
+    return len(chosen), chosen
+
+
+def check_settings(**arguments: Any) -> SimSettings:
+    """Check the arguments of :func:`simulate` (``TypeError`` for a wrong type, ``ValueError`` out of range).
+
+    Every argument is checked before any random draw; the errors name the argument and the value found.
+    """
+    for name, minimum in _INTS.items():
+        check_int(name, arguments[name], minimum)
+    for name, (low, high, open_low) in _NUMBERS.items():
+        check_number(name, arguments[name], low=low, high=high, open_low=open_low)
+    if float(arguments["dropout"]) >= 1:
+        raise ValueError(f"dropout={arguments['dropout']!r} must be a finite number in [0, 1).")
+    children = _int_sequence("children", arguments["children"], 1)
+    if not children:
+        raise ValueError("children=() must name at least one coarse class (its number of fine classes).")
+    n_rare, rare_coarse = _check_rare(children, int(arguments["n_rare"]), arguments["rare_coarse"])
+    values = {name: int(arguments[name]) for name in _INTS}
+    values.update({name: float(arguments[name]) for name in _NUMBERS})
+    settings = SimSettings(**{**values, "children": children, "n_rare": n_rare, "rare_coarse": rare_coarse})
+    needed = (settings.n_fine - n_rare) * settings.min_cells_per_class + n_rare * settings.rare_min_cells
+    if settings.n_cells < needed:
+        raise ValueError(
+            f"n_cells={settings.n_cells} is too small: {settings.n_fine} fine classes need at least "
+            f"{needed} cells (min_cells_per_class={settings.min_cells_per_class}"
+            + (f", {n_rare} rare with rare_min_cells={settings.rare_min_cells})." if n_rare else ").")
+        )
+    return settings
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """Coarse and fine classes of a simulation: parent of each fine class, names, sizes, the rare fine classes."""
+
+    fine_parent: np.ndarray
+    coarse_names: list[str]
+    fine_names: list[str]
+    sizes: np.ndarray
+    rare_fine: list[int]
+
+
+def class_hierarchy(settings: SimSettings, rng: np.random.Generator, rng_sizes: np.random.Generator) -> Hierarchy:
+    """The fine classes of every coarse class and their sizes (draws from ``rng``, and ``rng_sizes`` when used)."""
+    s = settings
+    n_coarse = len(s.children)
+    fine_parent = np.repeat(np.arange(n_coarse), s.children)
+    coarse_names = [f"C{c}" for c in range(n_coarse)]
+    fine_names = [f"C{c}.f{j}" for c in range(n_coarse) for j in range(s.children[c])]
+    z_coarse = rng.standard_normal(n_coarse)
+    z_fine = rng.standard_normal(s.n_fine)
+    weights = np.exp(s.imbalance * (z_coarse[fine_parent] + z_fine))
+    rare_fine: list[int] = []
+    if s.size_sd > 0 or s.n_rare > 0:
+        weights, sizes, rare_fine = _class_sizes(
+            s.n_cells,
+            weights,
+            fine_parent,
+            rng_sizes,
+            size_sd=s.size_sd,
+            n_rare=s.n_rare,
+            rare_coarse=None if s.rare_coarse is None else list(s.rare_coarse),
+            rare_fraction=s.rare_fraction,
+            minimum=s.min_cells_per_class,
+            rare_minimum=s.rare_min_cells,
+        )
+    else:
+        sizes = _allocate(s.n_cells, weights, s.min_cells_per_class)
+    return Hierarchy(fine_parent, coarse_names, fine_names, sizes, rare_fine)
+
+
+@dataclass(frozen=True)
+class Programs:
+    """Gene programs of a simulation (log scale): base expression, coarse / fine / batch / state effects."""
+
+    base: np.ndarray
+    lfc_coarse: np.ndarray
+    lfc_fine: np.ndarray
+    lfc_batch: np.ndarray
+    lib_shift: np.ndarray
+    lfc_state: np.ndarray
+    phi: np.ndarray
+    profiles: np.ndarray  # log expression per (fine class, batch): (n_fine * n_batches, n_genes)
+
+
+def gene_programs(settings: SimSettings, rng: np.random.Generator, fine_parent: np.ndarray) -> Programs:
+    """Draw the gene programs, one row per fine class (coarse + fine), batch and coarse class (state)."""
+    s = settings
+    n_genes, n_fine, n_coarse = s.n_genes, s.n_fine, len(s.children)
+    base = rng.gamma(0.6, 1.0 / 0.3, n_genes) + 1e-3
+    log_base = np.log(base / base.sum())
+    lfc_coarse = _effects(rng, n_genes, s.coarse_de_frac, s.coarse_effect, n_coarse)
+    # fine markers are drawn from the more expressed half of the genes, so that their strength varies less
+    expressed = np.flatnonzero(base >= np.median(base))
+    lfc_fine = _effects(rng, n_genes, s.fine_de_frac, s.fine_effect, n_fine, expressed)
+    lfc_fine[np.asarray(s.children)[fine_parent] == 1] = 0.0  # a single child is its coarse class
+    class_log = log_base + lfc_coarse[fine_parent] + lfc_fine
+    phi = s.dispersion * rng.lognormal(0.0, 0.5, n_genes)
+    if s.n_batches > 1:
+        lfc_batch = _effects(rng, n_genes, s.batch_de_frac, s.batch_effect, s.n_batches)
+        lib_shift = rng.normal(0.0, s.batch_library_shift, s.n_batches)
+    else:
+        lfc_batch = np.zeros((1, n_genes))
+        lib_shift = np.zeros(1)
+    # continuous within-type state (e.g. activation): one gene program per coarse class, cell score in [0, 1]
+    lfc_state = _effects(rng, n_genes, s.state_de_frac, s.state_effect, n_coarse, expressed)
+    profiles = (class_log[:, None, :] + lfc_batch[None, :, :]).reshape(n_fine * s.n_batches, n_genes)
+    return Programs(base, lfc_coarse, lfc_fine, lfc_batch, lib_shift, lfc_state, phi, profiles)
+
+
+@dataclass(frozen=True)
+class Cells:
+    """Per cell: fine class index, batch index, library size and state score."""
+
+    fine_idx: np.ndarray
+    batch_idx: np.ndarray
+    library: np.ndarray
+    state: np.ndarray
+
+
+def draw_cells(settings: SimSettings, rng: np.random.Generator, sizes: np.ndarray, lib_shift: np.ndarray) -> Cells:
+    """Shuffle the cells of every class and draw their batches, library sizes and state scores."""
+    s = settings
+    n_cells = s.n_cells
+    fine_idx = rng.permutation(np.repeat(np.arange(s.n_fine), sizes))
+    batch_idx = rng.integers(0, s.n_batches, n_cells) if s.n_batches > 1 else np.zeros(n_cells, dtype=np.int64)
+    lib = np.exp(np.log(s.library_size) + lib_shift[batch_idx] + s.library_sd * rng.standard_normal(n_cells))
+    state = rng.random(n_cells) if s.state_effect > 0 else np.zeros(n_cells)
+    return Cells(fine_idx, batch_idx, lib, state)
+
+
+def draw_counts(
+    settings: SimSettings, programs: Programs, cells: Cells, fine_parent: np.ndarray, seed: np.random.SeedSequence
+) -> sparse.csr_matrix:
+    """Negative-binomial counts (optionally zero-inflated), chunk by chunk directly into CSR float32.
+
+    Every chunk of :data:`_CHUNK` cells has a random stream of its own, spawned from ``seed``.
+    """
+    s = settings
+    n_cells, n_batches = s.n_cells, s.n_batches
+    prof = programs.profiles
+    expr = np.exp(prof - prof.max(axis=1, keepdims=True))  # unnormalised profiles
+    state_genes = np.flatnonzero((programs.lfc_state != 0).any(axis=0))
+    lfc_state_sub = programs.lfc_state[:, state_genes]
+    phi = programs.phi
+    shape = 1.0 / phi
+    fine_idx, batch_idx, lib, state = cells.fine_idx, cells.batch_idx, cells.library, cells.state
+    n_chunks = -(-n_cells // _CHUNK)
+    chunk_seeds = seed.spawn(n_chunks)
+    blocks = []
+    for b in range(n_chunks):
+        sl = slice(b * _CHUNK, min((b + 1) * _CHUNK, n_cells))
+        r = np.random.default_rng(chunk_seeds[b])
+        mu = expr[fine_idx[sl] * n_batches + batch_idx[sl]]
+        if s.state_effect > 0:
+            mu[:, state_genes] *= np.exp(state[sl, None] * lfc_state_sub[fine_parent[fine_idx[sl]]])
+        mu *= (lib[sl] / mu.sum(axis=1))[:, None]
+        gam = r.standard_gamma(shape, size=mu.shape)
+        gam *= phi
+        gam *= mu
+        del mu
+        counts = r.poisson(gam)
+        del gam
+        if s.dropout > 0:
+            counts[r.random(counts.shape) < s.dropout] = 0
+        blocks.append(_dense_to_csr(counts))
+        del counts
+    X = sparse.vstack(blocks, format="csr", dtype=np.float32) if len(blocks) > 1 else blocks[0]
+    X.sort_indices()
+    return X
+
+
+def to_anndata(
+    settings: SimSettings, hierarchy: Hierarchy, programs: Programs, cells: Cells, X: sparse.csr_matrix
+) -> ad.AnnData:
+    """The AnnData of :func:`simulate`: counts, ``obs``/``var`` annotations and ``uns["falcon_dataset"]``."""
+    s, h = settings, hierarchy
+    obs = pd.DataFrame(
+        {
+            "coarse": pd.Categorical.from_codes(h.fine_parent[cells.fine_idx], categories=h.coarse_names),
+            "fine": pd.Categorical.from_codes(cells.fine_idx, categories=h.fine_names),
+        },
+        index=pd.Index([f"cell{i}" for i in range(s.n_cells)]),
+    )
+    if s.n_batches > 1:
+        obs["batch"] = pd.Categorical.from_codes(cells.batch_idx, categories=[f"B{j}" for j in range(s.n_batches)])
+    obs["library_size"] = cells.library
+    obs["state"] = cells.state
+    batch_de = (programs.lfc_batch != 0).any(axis=0) if s.n_batches > 1 else np.zeros(s.n_genes, dtype=bool)
+    var = pd.DataFrame(
+        {
+            "base_mean": programs.base,
+            "coarse_de": (programs.lfc_coarse != 0).any(axis=0),
+            "fine_de": (programs.lfc_fine != 0).any(axis=0),
+            "batch_de": batch_de,
+        },
+        index=pd.Index([f"gene{g}" for g in range(s.n_genes)]),
+    )
+    adata = ad.AnnData(X=X, obs=obs, var=var)
+    relation = {h.fine_names[k]: h.coarse_names[h.fine_parent[k]] for k in range(s.n_fine)}
+    finalise(adata, "simulate", "falcon_sc.datasets.simulate (hierarchical negative-binomial simulator)", relation)
+    adata.uns["falcon_dataset"]["rare"] = [h.fine_names[k] for k in h.rare_fine]
+    adata.uns["falcon_dataset"]["params"] = _uns_params(settings, [int(h.fine_parent[k]) for k in h.rare_fine])
+    return adata
+
+
+def _uns_params(settings: SimSettings, rare_coarse: list[int]) -> dict[str, Any]:
+    """``uns["falcon_dataset"]["params"]``: the arguments in signature order, ``rare_coarse`` as simulated."""
+    params = asdict(settings)
+    params.update(children=list(settings.children), rare_coarse=rare_coarse)
+    return params
 
 
 def simulate(
@@ -245,202 +544,42 @@ def simulate(
     >>> fal.datasets.true_relation(adata)["C2.f1"]
     'C2'
     """
-    n_cells = _check_int("n_cells", n_cells, 1)
-    n_genes = _check_int("n_genes", n_genes, 10)
-    if isinstance(children, str | bytes) or not isinstance(children, Sequence | np.ndarray) or len(children) == 0:
-        raise ValueError(f"`children` must be a non-empty sequence of positive integers, got {children!r}.")
-    children = [_check_int("children", k, 1) for k in children]
-    imbalance = _check_number("imbalance", imbalance, low=0)
-    min_cells_per_class = _check_int("min_cells_per_class", min_cells_per_class, 1)
-    size_sd = _check_number("size_sd", size_sd, low=0, high=5)
-    rare_fraction = _check_number("rare_fraction", rare_fraction, low=0, high=0.5, strict=True)
-    rare_min_cells = _check_int("rare_min_cells", rare_min_cells, 1)
-    n_rare = _check_int("n_rare", n_rare, 0)
-    multi = [c for c, k in enumerate(children) if k >= 2]
-    if rare_coarse is not None:
-        if isinstance(rare_coarse, str | bytes) or not isinstance(rare_coarse, Sequence | np.ndarray):
-            raise ValueError(f"`rare_coarse` must be a sequence of coarse class indices, got {rare_coarse!r}.")
-        rare_coarse = [_check_int("rare_coarse", c, 0) for c in rare_coarse]
-        bad = [c for c in rare_coarse if c >= len(children) or children[c] < 2]
-        if bad:
-            raise ValueError(
-                f"`rare_coarse` must name coarse classes with two or more children (indices {multi}), got {bad}."
-            )
-        if len(set(rare_coarse)) != len(rare_coarse):
-            raise ValueError(f"`rare_coarse` has repeated coarse classes: {rare_coarse}.")
-        if n_rare not in (0, len(rare_coarse)):
-            raise ValueError(f"`n_rare`={n_rare} disagrees with `rare_coarse` ({len(rare_coarse)} classes).")
-        n_rare = len(rare_coarse)
-    elif n_rare > len(multi):
-        raise ValueError(
-            f"`n_rare`={n_rare} is too large: only {len(multi)} coarse classes have two or more children to hold a "
-            "rare child."
-        )
-    coarse_effect = _check_number("coarse_effect", coarse_effect, low=0)
-    fine_effect = _check_number("fine_effect", fine_effect, low=0)
-    batch_effect = _check_number("batch_effect", batch_effect, low=0)
-    state_effect = _check_number("state_effect", state_effect, low=0)
-    state_de_frac = _check_number("state_de_frac", state_de_frac, low=0, high=1, strict=True)
-    batch_library_shift = _check_number("batch_library_shift", batch_library_shift, low=0)
-    coarse_de_frac = _check_number("coarse_de_frac", coarse_de_frac, low=0, high=1, strict=True)
-    fine_de_frac = _check_number("fine_de_frac", fine_de_frac, low=0, high=1, strict=True)
-    batch_de_frac = _check_number("batch_de_frac", batch_de_frac, low=0, high=1, strict=True)
-    n_batches = _check_int("n_batches", n_batches, 1)
-    library_size = _check_number("library_size", library_size, low=0, strict=True)
-    library_sd = _check_number("library_sd", library_sd, low=0)
-    dispersion = _check_number("dispersion", dispersion, low=0, strict=True)
-    dropout = _check_number("dropout", dropout, low=0)
-    if dropout >= 1:
-        raise ValueError(f"`dropout` must be < 1, got {dropout!r}.")
-    if isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral) or random_state < 0:
-        raise ValueError(f"`random_state` must be a non-negative integer, got {random_state!r}.")
-    n_fine = sum(children)
-    needed = (n_fine - n_rare) * min_cells_per_class + n_rare * rare_min_cells
-    if n_cells < needed:
-        raise ValueError(
-            f"`n_cells`={n_cells} is too small: {n_fine} fine classes need at least "
-            f"{needed} cells (min_cells_per_class={min_cells_per_class}"
-            + (f", {n_rare} rare with rare_min_cells={rare_min_cells})." if n_rare else ").")
-        )
-
-    seq = np.random.SeedSequence(int(random_state))
+    settings = check_settings(
+        n_cells=n_cells,
+        n_genes=n_genes,
+        children=children,
+        imbalance=imbalance,
+        min_cells_per_class=min_cells_per_class,
+        size_sd=size_sd,
+        n_rare=n_rare,
+        rare_coarse=rare_coarse,
+        rare_fraction=rare_fraction,
+        rare_min_cells=rare_min_cells,
+        coarse_effect=coarse_effect,
+        coarse_de_frac=coarse_de_frac,
+        fine_effect=fine_effect,
+        fine_de_frac=fine_de_frac,
+        state_effect=state_effect,
+        state_de_frac=state_de_frac,
+        n_batches=n_batches,
+        batch_effect=batch_effect,
+        batch_de_frac=batch_de_frac,
+        batch_library_shift=batch_library_shift,
+        library_size=library_size,
+        library_sd=library_sd,
+        dispersion=dispersion,
+        dropout=dropout,
+        random_state=random_state,
+    )
+    seq = np.random.SeedSequence(settings.random_state)
     # the first three streams are those of earlier versions: the output for the old arguments is unchanged
     ss_params, ss_cells, ss_counts, ss_sizes = seq.spawn(4)
     rng = np.random.default_rng(ss_params)
-
-    # ---- hierarchy and class sizes
-    n_coarse = len(children)
-    fine_parent = np.repeat(np.arange(n_coarse), children)
-    coarse_names = [f"C{c}" for c in range(n_coarse)]
-    fine_names = [f"C{c}.f{j}" for c in range(n_coarse) for j in range(children[c])]
-    z_coarse = rng.standard_normal(n_coarse)
-    z_fine = rng.standard_normal(n_fine)
-    weights = np.exp(imbalance * (z_coarse[fine_parent] + z_fine))
-    rare_fine: list[int] = []
-    if size_sd > 0 or n_rare > 0:
-        weights, sizes, rare_fine = _class_sizes(
-            n_cells,
-            weights,
-            fine_parent,
-            np.random.default_rng(ss_sizes),
-            size_sd=size_sd,
-            n_rare=n_rare,
-            rare_coarse=rare_coarse,
-            rare_fraction=rare_fraction,
-            minimum=min_cells_per_class,
-            rare_minimum=rare_min_cells,
-        )
-    else:
-        sizes = _allocate(n_cells, weights, min_cells_per_class)
-
-    # ---- gene programs (log scale), one row per fine class
-    base = rng.gamma(0.6, 1.0 / 0.3, n_genes) + 1e-3
-    log_base = np.log(base / base.sum())
-    lfc_coarse = _effects(rng, n_genes, coarse_de_frac, coarse_effect, n_coarse)
-    # fine markers are drawn from the more expressed half of the genes, so that their strength varies less
-    expressed = np.flatnonzero(base >= np.median(base))
-    lfc_fine = _effects(rng, n_genes, fine_de_frac, fine_effect, n_fine, expressed)
-    lfc_fine[np.asarray(children)[fine_parent] == 1] = 0.0  # a single child is its coarse class
-    class_log = log_base + lfc_coarse[fine_parent] + lfc_fine
-    phi = dispersion * rng.lognormal(0.0, 0.5, n_genes)
-    if n_batches > 1:
-        lfc_batch = _effects(rng, n_genes, batch_de_frac, batch_effect, n_batches)
-        lib_shift = rng.normal(0.0, batch_library_shift, n_batches)
-    else:
-        lfc_batch = np.zeros((1, n_genes))
-        lib_shift = np.zeros(1)
-    # continuous within-type state (e.g. activation): one gene program per coarse class, cell score in [0, 1]
-    lfc_state = _effects(rng, n_genes, state_de_frac, state_effect, n_coarse, expressed)
-    # log expression profiles per (fine class, batch), (n_fine * n_batches, n_genes)
-    prof = (class_log[:, None, :] + lfc_batch[None, :, :]).reshape(n_fine * n_batches, n_genes)
-
-    # ---- cells
-    rng_cells = np.random.default_rng(ss_cells)
-    fine_idx = rng_cells.permutation(np.repeat(np.arange(n_fine), sizes))
-    batch_idx = rng_cells.integers(0, n_batches, n_cells) if n_batches > 1 else np.zeros(n_cells, dtype=np.int64)
-    lib = np.exp(np.log(library_size) + lib_shift[batch_idx] + library_sd * rng_cells.standard_normal(n_cells))
-    state = rng_cells.random(n_cells) if state_effect > 0 else np.zeros(n_cells)
-
-    # ---- counts, chunk by chunk directly into CSR
-    expr = np.exp(prof - prof.max(axis=1, keepdims=True))  # unnormalised profiles
-    state_genes = np.flatnonzero((lfc_state != 0).any(axis=0))
-    lfc_state_sub = lfc_state[:, state_genes]
-    shape = 1.0 / phi
-    n_chunks = -(-n_cells // _CHUNK)
-    chunk_seeds = ss_counts.spawn(n_chunks)
-    blocks = []
-    for b in range(n_chunks):
-        sl = slice(b * _CHUNK, min((b + 1) * _CHUNK, n_cells))
-        r = np.random.default_rng(chunk_seeds[b])
-        mu = expr[fine_idx[sl] * n_batches + batch_idx[sl]]
-        if state_effect > 0:
-            mu[:, state_genes] *= np.exp(state[sl, None] * lfc_state_sub[fine_parent[fine_idx[sl]]])
-        mu *= (lib[sl] / mu.sum(axis=1))[:, None]
-        gam = r.standard_gamma(shape, size=mu.shape)
-        gam *= phi
-        gam *= mu
-        del mu
-        counts = r.poisson(gam)
-        del gam
-        if dropout > 0:
-            counts[r.random(counts.shape) < dropout] = 0
-        blocks.append(_dense_to_csr(counts))
-        del counts
-    X = sparse.vstack(blocks, format="csr", dtype=np.float32) if len(blocks) > 1 else blocks[0]
-    X.sort_indices()
-
-    obs = pd.DataFrame(
-        {
-            "coarse": pd.Categorical.from_codes(fine_parent[fine_idx], categories=coarse_names),
-            "fine": pd.Categorical.from_codes(fine_idx, categories=fine_names),
-        },
-        index=pd.Index([f"cell{i}" for i in range(n_cells)]),
-    )
-    if n_batches > 1:
-        obs["batch"] = pd.Categorical.from_codes(batch_idx, categories=[f"B{j}" for j in range(n_batches)])
-    obs["library_size"] = lib
-    obs["state"] = state
-    var = pd.DataFrame(
-        {
-            "base_mean": base,
-            "coarse_de": (lfc_coarse != 0).any(axis=0),
-            "fine_de": (lfc_fine != 0).any(axis=0),
-            "batch_de": (lfc_batch != 0).any(axis=0) if n_batches > 1 else np.zeros(n_genes, dtype=bool),
-        },
-        index=pd.Index([f"gene{g}" for g in range(n_genes)]),
-    )
-    adata = ad.AnnData(X=X, obs=obs, var=var)
-    relation = {fine_names[k]: coarse_names[fine_parent[k]] for k in range(n_fine)}
-    finalise(adata, "simulate", "falcon_sc.datasets.simulate (hierarchical negative-binomial simulator)", relation)
-    adata.uns["falcon_dataset"]["rare"] = [fine_names[k] for k in rare_fine]
-    adata.uns["falcon_dataset"]["params"] = {
-        "n_cells": n_cells,
-        "n_genes": n_genes,
-        "children": list(children),
-        "imbalance": imbalance,
-        "min_cells_per_class": min_cells_per_class,
-        "size_sd": size_sd,
-        "n_rare": n_rare,
-        "rare_coarse": [int(fine_parent[k]) for k in rare_fine],
-        "rare_fraction": rare_fraction,
-        "rare_min_cells": rare_min_cells,
-        "coarse_effect": coarse_effect,
-        "coarse_de_frac": coarse_de_frac,
-        "fine_effect": fine_effect,
-        "fine_de_frac": fine_de_frac,
-        "state_effect": state_effect,
-        "state_de_frac": state_de_frac,
-        "n_batches": n_batches,
-        "batch_effect": batch_effect,
-        "batch_de_frac": batch_de_frac,
-        "batch_library_shift": batch_library_shift,
-        "library_size": library_size,
-        "library_sd": library_sd,
-        "dispersion": dispersion,
-        "dropout": dropout,
-        "random_state": int(random_state),
-    }
-    return adata
+    hierarchy = class_hierarchy(settings, rng, np.random.default_rng(ss_sizes))
+    programs = gene_programs(settings, rng, hierarchy.fine_parent)
+    cells = draw_cells(settings, np.random.default_rng(ss_cells), hierarchy.sizes, programs.lib_shift)
+    X = draw_counts(settings, programs, cells, hierarchy.fine_parent, ss_counts)
+    return to_anndata(settings, hierarchy, programs, cells, X)
 
 
 #: Named simulator settings, see :func:`simulate_preset`.
@@ -495,8 +634,7 @@ def simulate_preset(name: str, *, random_state: int = 0, **overrides: Any) -> ad
     >>> adata.obs["batch"].cat.categories.tolist()
     ['B0', 'B1', 'B2']
     """
-    if name not in PRESETS:
-        raise ValueError(f"`name` must be one of {sorted(PRESETS)}, got {name!r}.")
+    check_choice("name", name, tuple(PRESETS))
     adata = simulate(**{**PRESETS[name], **overrides}, random_state=random_state)
     adata.uns["falcon_dataset"]["name"] = f"simulate:{name}"
     return adata
