@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-import anndata as ad
 import numpy as np
 from scipy import sparse
 
-from ._prepare import Prepared
+from ._normalise import Prepared
 
 
 @dataclass
@@ -54,64 +52,3 @@ def unit_rows(X: np.ndarray) -> np.ndarray:
     if np.ndim(X) != 2:
         raise ValueError(f"X must be a 2-d array (rows to scale), got shape {np.shape(X)}.")
     return X / np.clip(np.linalg.norm(X, axis=1, keepdims=True), 1e-12, None)
-
-
-def cell_features(
-    adata: ad.AnnData,
-    coarse: np.ndarray,
-    *,
-    layer: str | None = None,
-    use_rep: str | None = None,
-    input_kind: Literal["auto", "counts", "normalized", "lognorm"] = "auto",
-    batch_key: str | None = None,
-    n_top_genes: int = 2000,
-    n_comps: int = 50,
-    n_comps_within: int = 10,
-    model_input: Literal["pca", "hvg"] = "pca",
-    random_state: int = 0,
-) -> CellFeatures:
-    """Network inputs and neighbour space of every cell; ``adata`` is not modified.
-
-    With ``use_rep`` both are ``adata.obsm[use_rep]``. Otherwise :func:`prepare` gives global principal components
-    of the scaled HVGs; with ``n_comps_within > 0`` components computed inside each coarse class are appended to the
-    network input (``model_input="pca"``) and the neighbour space is the concatenation of the unit-length global and
-    within-class components (cosine = mean of the two cosines). :meth:`FeatureTransform.fit` also returns the
-    fitted transform, to compute the same inputs for new cells.
-
-    Parameters
-    ----------
-    adata
-        Cells x genes.
-    coarse
-        Integer coarse class per cell.
-    layer, use_rep, input_kind, batch_key, n_top_genes, n_comps, n_comps_within, model_input, random_state
-        As in :func:`falcon_sc.tl.refine`.
-
-    Returns
-    -------
-    :class:`CellFeatures`: network inputs, neighbour space and the :class:`Prepared` preprocessing.
-
-    Examples
-    --------
-    >>> import falcon_sc as fal
-    >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
-    >>> coarse = adata.obs["coarse"].cat.codes.to_numpy()
-    >>> feats = fal.pp.cell_features(adata, coarse, n_top_genes=100, n_comps=10, n_comps_within=5)
-    >>> feats.features.shape  # 10 global + 5 within-class components
-    (300, 15)
-    """
-    from ._transform import FeatureTransform
-
-    return FeatureTransform.fit(
-        adata,
-        coarse,
-        layer=layer,
-        use_rep=use_rep,
-        input_kind=input_kind,
-        batch_key=batch_key,
-        n_top_genes=n_top_genes,
-        n_comps=n_comps,
-        n_comps_within=n_comps_within,
-        model_input=model_input,
-        random_state=random_state,
-    )[1]

@@ -11,23 +11,35 @@ import pandas as pd
 from scanpy import logging as logg
 from scipy import sparse
 
-from ._features import CellFeatures, unit_rows
-from ._prepare import (
-    ScaledPCA,
-    WithinClassPCA,
-    _batch_codes,
-    _check_codes,
-    _matrix,
-    batch_stats_table,
+from .._checks import check_bool, check_choice, check_int
+from ._checks import (
+    check_codes,
     check_input_kind,
-    fit_within_class_pca,
-    prepare,
-    resolve_input_kind,
-    within_class_scores,
+    expression_matrix,
+    matrix_source,
+    obs_batch_codes,
 )
+from ._features import CellFeatures, unit_rows
+from ._input_kind import resolve_input_kind
+from ._normalise import Prepared, prepare
+from ._pca import ScaledPCA, WithinClassPCA, batch_stats_table, fit_within_class_pca, within_class_scores
 
 #: fewest genes of the fitted gene list that new cells must have (share)
 MIN_SHARED_GENES = 0.5
+#: allowed values of ``model_input``
+MODEL_INPUTS = ("pca", "hvg")
+
+
+def _check_prepared(prepared: Any, n_obs: int) -> Prepared:
+    """``prepared`` as a :class:`Prepared` of ``n_obs`` cells with its fitted components; an error otherwise."""
+    if not isinstance(prepared, Prepared):
+        raise TypeError(f"prepared must be the Prepared output of falcon_sc.pp.prepare, got {type(prepared).__name__}.")
+    if prepared.pca is None or prepared.embedding.shape[0] != n_obs:
+        raise ValueError(
+            f"prepared must come from falcon_sc.pp.prepare on this adata ({n_obs} cells), got one of "
+            f"{prepared.embedding.shape[0]} cells{'' if prepared.pca is not None else ' without fitted components'}."
+        )
+    return prepared
 
 
 @dataclass
@@ -91,34 +103,71 @@ class FeatureTransform:
         n_comps_within: int = 10,
         model_input: Literal["pca", "hvg"] = "pca",
         random_state: int = 0,
+        values_checked: bool = False,
+        prepared: Prepared | None = None,
     ) -> tuple[FeatureTransform, CellFeatures]:
-        """Fit on ``adata`` (never modified) and return the transform with the inputs of the fitted cells."""
+        """Fit on ``adata`` (never modified) and return the transform with the inputs of the fitted cells.
+
+        Parameters
+        ----------
+        adata
+            Cells x genes.
+        coarse
+            Integer coarse class code per cell.
+        n_coarse
+            Number of coarse classes (default: the largest code + 1); one within-class PCA is fitted per class.
+        layer, use_rep, input_kind, batch_key, n_top_genes, n_comps, n_comps_within, model_input, random_state
+            As in :func:`falcon_sc.tl.refine`.
+        values_checked
+            ``True`` when the caller has already run :func:`~falcon_sc.pp.check_values` on the expression matrix
+            (``adata.X`` or ``layer``): :func:`prepare` then skips its full scan for NaN, infinite and negative
+            values, so the matrix is scanned once per call of ``refine``.
+        prepared
+            The output of :func:`prepare` on this ``adata`` with the same ``layer``, ``batch_key``,
+            ``n_top_genes``, ``n_comps``, ``input_kind`` and ``random_state``, to reuse instead of preparing the
+            matrix again (e.g. ``CellFeatures.prepared`` of an earlier fit that differed only in ``n_comps_within``
+            or ``coarse``). The caller answers for the settings being the same.
+
+        Returns
+        -------
+        The fitted transform and the :class:`CellFeatures` of the cells of ``adata``.
+        """
         if not isinstance(adata, ad.AnnData):
             raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
-        coarse = _check_codes("coarse", coarse, adata.n_obs, "cell of adata")
-        if model_input not in ("pca", "hvg"):
-            raise ValueError(f"model_input={model_input!r} must be 'pca' or 'hvg'.")
+        coarse = check_codes("coarse", coarse, adata.n_obs, "cell of adata")
+        check_choice("model_input", model_input, MODEL_INPUTS)
         if use_rep is not None and use_rep not in adata.obsm:
             raise KeyError(f"use_rep={use_rep!r} is not a key of adata.obsm (keys: {list(adata.obsm)}).")
         check_input_kind(input_kind)
+        check_int("n_comps_within", n_comps_within, 0)
+        check_int("n_coarse", n_coarse, 1, allow_none=True)
+        check_bool("values_checked", values_checked)
         if use_rep is not None and input_kind != "auto":
             raise ValueError(
                 f"input_kind={input_kind!r} describes the expression matrix; it cannot be combined with use_rep= "
                 "(leave input_kind='auto')."
             )
         if use_rep is not None:
+            if prepared is not None:
+                raise ValueError(
+                    "prepared= holds a preprocessed expression matrix; it cannot be combined with use_rep=."
+                )
             rep = np.asarray(adata.obsm[use_rep], dtype=np.float32)
             logg.info(f"    using adata.obsm[{use_rep!r}] ({rep.shape[1]} dimensions)")
             return cls(use_rep=use_rep), CellFeatures(features=rep, neighbour_space=rep)
-        prepared = prepare(
-            adata,
-            layer=layer,
-            batch_key=batch_key,
-            n_top_genes=n_top_genes,
-            n_comps=n_comps,
-            input_kind=input_kind,
-            random_state=random_state,
-        )
+        if prepared is None:
+            prepared = prepare(
+                adata,
+                layer=layer,
+                batch_key=batch_key,
+                n_top_genes=n_top_genes,
+                n_comps=n_comps,
+                input_kind=input_kind,
+                random_state=random_state,
+                values_checked=values_checked,
+            )
+        else:
+            prepared = _check_prepared(prepared, adata.n_obs)
         batch_names = (
             [str(b) for b in pd.Categorical(adata.obs[batch_key]).categories] if batch_key is not None else ["all"]
         )
@@ -132,42 +181,35 @@ class FeatureTransform:
             batch_names=batch_names,
             pca=prepared.pca,
         )
-        features = prepared.embedding if model_input == "pca" else prepared.lognorm
-        neighbour_space = prepared.embedding
-        if n_comps_within > 0:
-            n_coarse = int(coarse.max()) + 1 if n_coarse is None else n_coarse
-            transform.within = fit_within_class_pca(
-                prepared.lognorm, coarse, prepared.batches, n_comps_within, n_coarse
-            )
-            within = within_class_scores(transform.within, prepared.lognorm, coarse, prepared.batches, n_comps_within)
-            neighbour_space = np.hstack([unit_rows(prepared.embedding), unit_rows(within)])
-            if model_input == "pca":
-                features = np.hstack([prepared.embedding, within])
-        return transform, CellFeatures(features=features, neighbour_space=neighbour_space, prepared=prepared)
+        return transform, transform._fit_within(prepared, coarse, n_coarse)
 
-    def expression(self, adata: ad.AnnData, *, input_kind: str = "auto", layer: str | None = None):
+    def _fit_within(self, prepared: Prepared, coarse: np.ndarray, n_coarse: int | None) -> CellFeatures:
+        """Fit the within-class components (``n_comps_within > 0``) and assemble the inputs of the fitted cells."""
+        features = prepared.embedding if self.model_input == "pca" else prepared.lognorm
+        neighbour_space = prepared.embedding
+        if self.n_comps_within > 0:
+            n_coarse = int(coarse.max()) + 1 if n_coarse is None else n_coarse
+            self.within = fit_within_class_pca(
+                prepared.lognorm, coarse, prepared.batches, self.n_comps_within, n_coarse
+            )
+            within = within_class_scores(self.within, prepared.lognorm, coarse, prepared.batches, self.n_comps_within)
+            neighbour_space = np.hstack([unit_rows(prepared.embedding), unit_rows(within)])
+            if self.model_input == "pca":
+                features = np.hstack([prepared.embedding, within])
+        return CellFeatures(features=features, neighbour_space=neighbour_space, prepared=prepared)
+
+    def expression(self, adata: ad.AnnData, *, input_kind: str = "auto", layer: str | None = None) -> Any:
         """Log-normalised values of the fitted genes for new cells (missing genes are 0, with a warning).
 
         The input kind is detected on the new cells (or given); counts and normalised values are scaled to 1e4 per
-        cell over all their genes and ``log1p``-transformed, as at fit time.
+        cell over all their genes and ``log1p``-transformed, as at fit time. Returns a float32 CSR matrix for sparse
+        input, a float32 array otherwise.
         """
         layer = self.layer if layer is None else layer
         check_input_kind(input_kind)
-        X = _matrix(adata, layer)
-        names = pd.Index(adata.var_names.astype(str))
-        present = names.get_indexer(self.genes)
-        n_shared = int((present >= 0).sum())
-        if n_shared < MIN_SHARED_GENES * len(self.genes):
-            raise ValueError(
-                f"only {n_shared} of the model's {len(self.genes)} genes are in adata.var_names; the new cells must "
-                "be measured on (mostly) the same genes, named the same way (e.g. both gene symbols)."
-            )
-        if n_shared < len(self.genes):
-            logg.warning(
-                f"{len(self.genes) - n_shared} of the model's {len(self.genes)} genes are missing from the new "
-                "cells; they are filled with 0"
-            )
-        source = f"layers[{layer!r}]" if layer is not None else "X"
+        X = expression_matrix(adata, layer)
+        present = self._gene_columns(adata)
+        source = matrix_source(layer)
         kind, _, why = resolve_input_kind(X, input_kind, source=source)
         cols = np.where(present >= 0, present, 0)
         keep = (present >= 0).astype(np.float32)
@@ -188,6 +230,23 @@ class FeatureTransform:
             out = out * keep[None, :]
         return out.astype(np.float32)
 
+    def _gene_columns(self, adata: ad.AnnData) -> np.ndarray:
+        """Column of each fitted gene in ``adata`` (-1 when missing); an error when fewer than half are present."""
+        names = pd.Index(adata.var_names.astype(str))
+        present = names.get_indexer(self.genes)
+        n_shared = int((present >= 0).sum())
+        if n_shared < MIN_SHARED_GENES * len(self.genes):
+            raise ValueError(
+                f"only {n_shared} of the model's {len(self.genes)} genes are in adata.var_names; the new cells must "
+                "be measured on (mostly) the same genes, named the same way (e.g. both gene symbols)."
+            )
+        if n_shared < len(self.genes):
+            logg.warning(
+                f"{len(self.genes) - n_shared} of the model's {len(self.genes)} genes are missing from the new "
+                "cells; they are filled with 0"
+            )
+        return present
+
     def batch_codes(self, adata: ad.AnnData) -> np.ndarray:
         """Fitted batch code per new cell; unseen batches get -1, -2, ... (one per new batch name)."""
         if self.batch_key is None:
@@ -196,7 +255,7 @@ class FeatureTransform:
             raise KeyError(
                 f"the model was fitted with batch_key={self.batch_key!r}; the new cells need that column in obs."
             )
-        _batch_codes(adata, self.batch_key)  # same checks as at fit time (missing values)
+        obs_batch_codes(adata, self.batch_key)  # same checks as at fit time (missing values)
         values = adata.obs[self.batch_key].astype(str).to_numpy()
         lookup = {b: i for i, b in enumerate(self.batch_names)}
         unseen = sorted(set(values) - set(lookup))
@@ -210,8 +269,11 @@ class FeatureTransform:
 
     def transform(
         self, adata: ad.AnnData, coarse: np.ndarray, *, input_kind: str = "auto", layer: str | None = None
-    ) -> np.ndarray:
-        """Network inputs of new cells, given each cell's coarse class code (as fitted)."""
+    ) -> Any:
+        """Network inputs of new cells, given each cell's coarse class code (as fitted).
+
+        A float32 array, or a float32 CSR matrix for ``model_input="hvg"`` on sparse input.
+        """
         if self.use_rep is not None:
             if self.use_rep not in adata.obsm:
                 raise KeyError(f"the model was fitted on obsm[{self.use_rep!r}]; the new cells need it too.")
@@ -272,3 +334,62 @@ class FeatureTransform:
         ]
         keys = ("use_rep", "layer", "batch_key", "model_input", "n_comps_within", "input_kind", "batch_names")
         return cls(genes=arrays["genes"], pca=pca, within=within, **{k: settings[k] for k in keys})
+
+
+def cell_features(
+    adata: ad.AnnData,
+    coarse: np.ndarray,
+    *,
+    layer: str | None = None,
+    use_rep: str | None = None,
+    input_kind: Literal["auto", "counts", "normalized", "lognorm"] = "auto",
+    batch_key: str | None = None,
+    n_top_genes: int = 2000,
+    n_comps: int = 50,
+    n_comps_within: int = 10,
+    model_input: Literal["pca", "hvg"] = "pca",
+    random_state: int = 0,
+) -> CellFeatures:
+    """Network inputs and neighbour space of every cell; ``adata`` is not modified.
+
+    With ``use_rep`` both are ``adata.obsm[use_rep]``. Otherwise :func:`prepare` gives global principal components
+    of the scaled HVGs; with ``n_comps_within > 0`` components computed inside each coarse class are appended to the
+    network input (``model_input="pca"``) and the neighbour space is the concatenation of the unit-length global and
+    within-class components (cosine = mean of the two cosines). :meth:`FeatureTransform.fit` also returns the
+    fitted transform, to compute the same inputs for new cells.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes.
+    coarse
+        Integer coarse class per cell.
+    layer, use_rep, input_kind, batch_key, n_top_genes, n_comps, n_comps_within, model_input, random_state
+        As in :func:`falcon_sc.tl.refine`.
+
+    Returns
+    -------
+    :class:`CellFeatures`: network inputs, neighbour space and the :class:`Prepared` preprocessing.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+    >>> coarse = adata.obs["coarse"].cat.codes.to_numpy()
+    >>> feats = fal.pp.cell_features(adata, coarse, n_top_genes=100, n_comps=10, n_comps_within=5)
+    >>> feats.features.shape  # 10 global + 5 within-class components
+    (300, 15)
+    """
+    return FeatureTransform.fit(
+        adata,
+        coarse,
+        layer=layer,
+        use_rep=use_rep,
+        input_kind=input_kind,
+        batch_key=batch_key,
+        n_top_genes=n_top_genes,
+        n_comps=n_comps,
+        n_comps_within=n_comps_within,
+        model_input=model_input,
+        random_state=random_state,
+    )[1]

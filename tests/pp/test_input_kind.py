@@ -10,7 +10,7 @@ from scipy import sparse
 import falcon_sc as fal
 from falcon_sc import metrics
 from falcon_sc.pp import cell_features, detect_input_kind, prepare
-from falcon_sc.pp._prepare import resolve_input_kind
+from falcon_sc.pp._input_kind import resolve_input_kind
 
 from ..conftest import FAST, scanpy_log, simulate
 
@@ -98,22 +98,43 @@ def test_detect_refuses_negative_and_non_finite_values(fmt):
 
 
 @pytest.mark.parametrize(
-    ("X", "kwargs", "match"),
+    ("X", "kwargs", "error", "match"),
     [
-        (np.ones(5), {}, "X must be a 2-d cells x genes matrix.*shape \\(5,\\)"),
-        ([[1, 2], [3, 4]], {}, "X must be a 2-d cells x genes matrix.*list"),
-        (np.ones((3, 3)), {"n_probe": 0}, "n_probe=0 must be a positive int"),
-        (np.ones((3, 3)), {"n_probe": 2.5}, "n_probe=2.5"),
+        (np.ones(5), {}, ValueError, "X must be a 2-d cells x genes matrix.*shape \\(5,\\)"),
+        ([[1, 2], [3, 4]], {}, ValueError, "X must be a 2-d cells x genes matrix.*list"),
+        (np.ones((3, 3)), {"n_probe": 0}, ValueError, "n_probe=0 must be an int >= 1"),
+        (np.ones((3, 3)), {"n_probe": 2.5}, TypeError, "n_probe=2.5 must be an int, got float"),
+        (np.ones((3, 3)), {"n_probe": True}, TypeError, "n_probe=True must be an int, got bool"),
     ],
 )
-def test_detect_refuses_bad_arguments(X, kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_detect_refuses_bad_arguments(X, kwargs, error, match):
+    """Scalar arguments in the package's style: ``TypeError`` for the wrong type, ``ValueError`` out of range."""
+    with pytest.raises(error, match=match):
         detect_input_kind(X, **kwargs)
+
+
+def test_detect_accepts_a_numpy_int_n_probe():
+    assert detect_input_kind(_counts(), n_probe=np.int64(50)) == "counts"
 
 
 def test_prepare_refuses_a_matrix():
     with pytest.raises(TypeError, match="adata must be an AnnData, got ndarray"):
         prepare(_counts())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"n_top_genes": 1}, ValueError, "n_top_genes=1 must be an int >= 2"),
+        ({"n_top_genes": 50.0}, TypeError, "n_top_genes=50.0 must be an int, got float"),
+        ({"n_comps": 1}, ValueError, "n_comps=1 must be an int >= 2"),
+        ({"n_comps": "5"}, TypeError, "n_comps='5' must be an int, got str"),
+        ({"values_checked": 1}, TypeError, "values_checked=1 must be True or False"),
+    ],
+)
+def test_prepare_refuses_bad_scalars(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        prepare(_adata(_counts()), **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------ override
@@ -174,6 +195,19 @@ def test_override_on_negative_values_errors(override):
 def test_lognorm_override_on_large_values_errors():
     with pytest.raises(ValueError, match="input_kind='lognorm'.*input_kind='normalized'"):
         prepare(_adata(_tpm(_counts())), input_kind="lognorm")
+
+
+def test_values_checked_skips_only_the_full_scan():
+    X = np.random.default_rng(0).poisson(2.0, size=(2500, 20)).astype(np.float32)
+    probed = np.random.default_rng(0).choice(X.shape[0], size=2000, replace=False)
+    X[np.setdiff1d(np.arange(X.shape[0]), probed)[0], 3] = np.nan  # a row the probe does not see
+    with pytest.raises(ValueError, match="adata.X holds 1 NaN values"):
+        resolve_input_kind(X)
+    # the caller says it checked X: the full scan is skipped; the probed rows are still checked
+    assert resolve_input_kind(X, values_checked=True)[0] == "counts"
+    X[probed[0], 0] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        resolve_input_kind(X, values_checked=True)
 
 
 def test_lognorm_probe_missing_large_rows_errors():

@@ -5,7 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from falcon_sc.pp import FeatureTransform, ScaledPCA, batch_scaled_pca, cell_features, unit_rows, within_class_pca
+import falcon_sc.pp._input_kind as input_kind_module
+import falcon_sc.pp._transform as transform_module
+from falcon_sc.pp import (
+    FeatureTransform,
+    ScaledPCA,
+    batch_scaled_pca,
+    cell_features,
+    prepare,
+    unit_rows,
+    within_class_pca,
+)
 
 from ..conftest import simulate
 
@@ -72,19 +82,36 @@ ZEROS = np.zeros(30, dtype=np.int64)
         (lambda: batch_scaled_pca(X_SMALL, ZEROS[:5], 2), "batches must hold one code per row of X \\(30\\)"),
         (lambda: batch_scaled_pca(X_SMALL, ZEROS.astype(float), 2), "batches must hold non-negative integer codes"),
         (lambda: batch_scaled_pca(X_SMALL, ZEROS - 1, 2), "batches .* minimum -1"),
-        (lambda: batch_scaled_pca(X_SMALL, ZEROS, 0), "n_comps=0 must be a positive int"),
+        (lambda: batch_scaled_pca(X_SMALL, ZEROS, 0), "n_comps=0 must be an int >= 1"),
         (lambda: batch_scaled_pca(X_SMALL[0], ZEROS, 2), "X must be a 2-d cells x genes matrix"),
         (lambda: ScaledPCA.fit(X_SMALL, ZEROS[:3], 2), "batches must hold one code per row of X"),
         (lambda: within_class_pca(X_SMALL, ZEROS[:5], ZEROS, 2), "groups must hold one code per row of X"),
         (lambda: within_class_pca(X_SMALL, ZEROS, ZEROS[:3], 2), "batches must hold one code per row of X"),
         (lambda: within_class_pca(X_SMALL, ZEROS.astype(str), ZEROS, 2), "groups must hold non-negative integer"),
-        (lambda: within_class_pca(X_SMALL, ZEROS, ZEROS, 0), "n_comps=0"),
+        (lambda: within_class_pca(X_SMALL, ZEROS, ZEROS, 0), "n_comps=0 must be an int >= 1"),
         (lambda: unit_rows(np.ones(3)), "X must be a 2-d array"),
     ],
 )
 def test_matrix_functions_refuse_bad_inputs(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: batch_scaled_pca(X_SMALL, ZEROS, 2.0), "n_comps=2.0 must be an int, got float"),
+        (lambda: ScaledPCA.fit(X_SMALL, ZEROS, True), "n_comps=True must be an int, got bool"),
+        (lambda: within_class_pca(X_SMALL, ZEROS, ZEROS, "3"), "n_comps='3' must be an int, got str"),
+    ],
+)
+def test_matrix_functions_refuse_non_int_n_comps_with_a_type_error(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
+def test_numpy_int_n_comps_is_accepted():
+    np.testing.assert_array_equal(batch_scaled_pca(X_SMALL, ZEROS, np.int64(3)), batch_scaled_pca(X_SMALL, ZEROS, 3))
 
 
 def test_feature_fit_refuses_bad_inputs(batched):
@@ -94,10 +121,76 @@ def test_feature_fit_refuses_bad_inputs(batched):
             fit(adata, coarse[:10])
         with pytest.raises(KeyError, match="use_rep='X_nope' is not a key of adata.obsm"):
             fit(adata, coarse, use_rep="X_nope")
-        with pytest.raises(ValueError, match="model_input='raw' must be 'pca' or 'hvg'"):
+        with pytest.raises(ValueError, match="model_input='raw' must be one of 'pca', 'hvg'"):
             fit(adata, coarse, model_input="raw")
         with pytest.raises(TypeError, match="adata must be an AnnData"):
             fit(adata.X, coarse)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"n_comps_within": -1}, ValueError, "n_comps_within=-1 must be an int >= 0"),
+        ({"n_comps_within": 2.5}, TypeError, "n_comps_within=2.5 must be an int, got float"),
+        ({"n_coarse": 0}, ValueError, "n_coarse=0 must be an int >= 1"),
+        ({"values_checked": "yes"}, TypeError, "values_checked='yes' must be True or False"),
+        ({"prepared": "p"}, TypeError, "prepared must be the Prepared output of falcon_sc.pp.prepare, got str"),
+    ],
+)
+def test_feature_fit_refuses_bad_scalars(batched, kwargs, error, match):
+    adata, coarse = batched
+    with pytest.raises(error, match=match):
+        FeatureTransform.fit(adata, coarse, **kwargs)
+
+
+def _count_value_scans(monkeypatch):
+    """Count the full scans of the expression matrix for bad values (``check_values`` as ``prepare`` reaches it)."""
+    calls = []
+    original = input_kind_module.check_values
+
+    def counted(*args, **kwargs):
+        calls.append(args[1] if len(args) > 1 else kwargs.get("source"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(input_kind_module, "check_values", counted)
+    return calls
+
+
+def test_values_checked_skips_the_scan_and_changes_nothing_else(batched, monkeypatch):
+    adata, coarse = batched
+    kwargs = dict(batch_key="batch", n_top_genes=100, n_comps=10, n_comps_within=5)
+    calls = _count_value_scans(monkeypatch)
+    _, scanned = FeatureTransform.fit(adata, coarse, **kwargs)
+    assert calls == ["X"]  # one full scan per fit
+    _, trusted = FeatureTransform.fit(adata, coarse, values_checked=True, **kwargs)
+    assert calls == ["X"]  # none more
+    np.testing.assert_array_equal(trusted.features, scanned.features)
+    np.testing.assert_array_equal(trusted.neighbour_space, scanned.neighbour_space)
+    prepare(adata, n_top_genes=100, n_comps=10, values_checked=True)
+    assert calls == ["X"]
+
+
+def test_prepared_is_reused_instead_of_preparing_again(batched, monkeypatch):
+    adata, coarse = batched
+    kwargs = dict(batch_key="batch", n_top_genes=100, n_comps=10)
+    first_t, first = FeatureTransform.fit(adata, coarse, n_comps_within=0, **kwargs)
+    fresh_t, fresh = FeatureTransform.fit(adata, coarse, n_comps_within=5, **kwargs)
+
+    def no_prepare(*args, **kwargs):
+        raise AssertionError("prepare must not run when prepared= is given")
+
+    monkeypatch.setattr(transform_module, "prepare", no_prepare)
+    reused_t, reused = FeatureTransform.fit(adata, coarse, n_comps_within=5, prepared=first.prepared, **kwargs)
+    assert reused.prepared is first.prepared
+    np.testing.assert_array_equal(reused.features, fresh.features)
+    np.testing.assert_array_equal(reused.neighbour_space, fresh.neighbour_space)
+    assert reused_t.state()[0] == fresh_t.state()[0]
+    with pytest.raises(ValueError, match="prepared must come from falcon_sc.pp.prepare on this adata \\(10 cells\\)"):
+        FeatureTransform.fit(adata[:10], coarse[:10], prepared=first.prepared, **kwargs)
+    adata = adata.copy()
+    adata.obsm["X_emb"] = first.prepared.embedding
+    with pytest.raises(ValueError, match="prepared= .* cannot be combined with use_rep="):
+        FeatureTransform.fit(adata, coarse, use_rep="X_emb", prepared=first.prepared)
 
 
 def test_unfitted_transform_is_a_clear_error(batched):

@@ -1,0 +1,152 @@
+"""Checks of the inputs of ``pp``: the expression matrix, its values, per-row codes and the input kind."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from .._checks import check_choice
+
+#: allowed values of ``input_kind`` (``"auto"`` detects the kind from the data)
+INPUT_KINDS = ("auto", "counts", "normalized", "lognorm")
+
+#: elements per chunk of the full scan of a dense matrix (:func:`check_values`)
+_SCAN_ELEMENTS = 1 << 22
+
+
+def expression_matrix(adata: ad.AnnData, layer: str | None) -> Any:
+    """``adata.X``, or ``adata.layers[layer]``; a ``KeyError`` naming the available layers when it is missing."""
+    if layer is None:
+        return adata.X
+    if layer not in adata.layers:
+        raise KeyError(
+            f"layer={layer!r} not found in adata.layers (available: {list(adata.layers)}); "
+            "pass one of them or None for adata.X."
+        )
+    return adata.layers[layer]
+
+
+def matrix_source(layer: str | None) -> str:
+    """Name of the expression matrix in messages: ``"X"`` or ``"layers['name']"``."""
+    return f"layers[{layer!r}]" if layer is not None else "X"
+
+
+def check_matrix(X: Any, name: str = "X") -> int:
+    """Number of rows of a cells x genes matrix (2-d array or sparse); a ``ValueError`` naming it otherwise."""
+    shape = getattr(X, "shape", None)
+    if shape is None or len(shape) != 2:
+        what = f"shape {tuple(shape)}" if shape is not None else type(X).__name__
+        raise ValueError(f"{name} must be a 2-d cells x genes matrix (numpy array or scipy sparse), got {what}.")
+    return int(shape[0])
+
+
+def check_codes(name: str, codes: Any, n_rows: int, rows: str = "row of X") -> np.ndarray:
+    """``codes`` as an array of one non-negative integer code per row of the matrix; a ``ValueError`` otherwise."""
+    arr = np.asarray(codes)
+    if arr.ndim != 1 or arr.shape[0] != n_rows:
+        raise ValueError(f"{name} must hold one code per {rows} ({n_rows}), got shape {arr.shape}.")
+    if arr.dtype.kind not in "iu" or (arr.size and arr.min() < 0):
+        raise ValueError(
+            f"{name} must hold non-negative integer codes (e.g. pandas.Categorical(...).codes), got dtype {arr.dtype}"
+            + (f" with minimum {arr.min()}" if arr.dtype.kind in "iu" else "")
+            + "."
+        )
+    return arr
+
+
+def obs_batch_codes(adata: ad.AnnData, batch_key: str | None) -> np.ndarray:
+    """Integer batch code per cell from ``adata.obs[batch_key]`` (category order; all 0 without ``batch_key``)."""
+    if batch_key is None:
+        return np.zeros(adata.n_obs, dtype=np.int64)
+    if batch_key not in adata.obs:
+        raise KeyError(f"batch_key={batch_key!r} is not a column of adata.obs; pass an existing column or None.")
+    col = adata.obs[batch_key]
+    if col.isna().any():
+        raise ValueError(f"batch_key={batch_key!r} has missing values; fill them before calling.")
+    return pd.Categorical(col).codes.astype(np.int64)
+
+
+def check_input_kind(input_kind: Any) -> None:
+    """Raise a ``ValueError`` naming ``input_kind`` unless it is one of :data:`INPUT_KINDS`."""
+    check_choice("input_kind", input_kind, INPUT_KINDS)
+
+
+def _value_counts(vals: np.ndarray) -> tuple[int, int, int]:
+    """Numbers of NaN, infinite and negative entries of ``vals`` (fast path: one min and one max)."""
+    if vals.size == 0:
+        return 0, 0, 0
+    lo, hi = vals.min(), vals.max()
+    if vals.dtype.kind in "biu":
+        return 0, 0, int((vals < 0).sum()) if lo < 0 else 0
+    if np.isfinite(lo) and np.isfinite(hi) and lo >= 0:
+        return 0, 0, 0
+    return int(np.isnan(vals).sum()), int(np.isinf(vals).sum()), int((vals < 0).sum())
+
+
+def _value_chunks(X: Any) -> Iterable[np.ndarray]:
+    """The stored values of ``X`` in pieces: sparse, its ``data``; dense, row chunks (never a second copy of ``X``)."""
+    if sparse.issparse(X):
+        if X.format not in ("csr", "csc", "coo", "bsr"):
+            X = X.tocsr()
+        return [np.asarray(X.data)]
+    step = max(1, _SCAN_ELEMENTS // max(1, X.shape[1])) if len(X.shape) == 2 else max(1, X.shape[0])
+    return (np.asarray(X[start : start + step]) for start in range(0, X.shape[0], step))
+
+
+def check_values(X: Any, source: str = "X") -> None:
+    """Raise a ``ValueError`` when ``X`` holds NaN, infinite or negative values, counted over the whole matrix.
+
+    Every stored value is checked (sparse: the stored ``data``; dense: row chunks, never a second copy of ``X``),
+    unlike :func:`~falcon_sc.pp.detect_input_kind`, which probes some rows. Counts, normalised and log-normalised
+    values are all finite and non-negative.
+
+    Parameters
+    ----------
+    X
+        Cells x genes, dense or sparse.
+    source
+        Name of the matrix in the message, e.g. ``"X"`` or ``"layers['counts']"``.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not numeric, or holds NaN, infinite or negative values (the message gives how many).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import falcon_sc as fal
+    >>> fal.pp.check_values(np.array([[0.0, 1.5], [2.0, 3.0]]))  # clean: nothing happens
+    >>> fal.pp.check_values(np.array([[0.0, np.nan], [-1.0, 3.0]]))
+    Traceback (most recent call last):
+    ...
+    ValueError: adata.X holds 1 NaN values (and 1 negative); expression values must be finite: ...
+    """
+    if X is None:
+        raise ValueError(f"adata.{source} is None: there is no expression matrix; pass layer=... or use_rep=....")
+    n_nan = n_inf = n_neg = 0
+    for vals in _value_chunks(X):
+        if vals.dtype.kind not in "biuf":
+            raise ValueError(
+                f"adata.{source} holds {vals.dtype} values; the expression matrix must be numeric (counts, normalised "
+                "or log-normalised values)."
+            )
+        a, b, c = _value_counts(vals)
+        n_nan, n_inf, n_neg = n_nan + a, n_inf + b, n_neg + c
+    if n_nan or n_inf:
+        what = " and ".join(f"{n:,} {kind}" for n, kind in ((n_nan, "NaN"), (n_inf, "infinite")) if n)
+        more = f" (and {n_neg:,} negative)" if n_neg else ""
+        raise ValueError(
+            f"adata.{source} holds {what} values{more}; expression values must be finite: replace them (e.g. by 0) "
+            "or pass another layer=..., or an embedding via use_rep=...."
+        )
+    if n_neg:
+        raise ValueError(
+            f"adata.{source} holds {n_neg:,} negative values (it looks scaled/centred). Pass raw counts, normalised or "
+            "log-normalised values via layer=..., or an existing embedding via use_rep=...."
+        )

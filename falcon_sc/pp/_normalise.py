@@ -1,0 +1,171 @@
+"""Expression matrix -> model input: normalise by the input kind, select highly variable genes, batch-aware PCA."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scanpy as sc
+from scanpy import logging as logg
+from scipy import sparse
+
+from .._checks import check_bool, check_int
+from ._checks import expression_matrix, matrix_source, obs_batch_codes
+from ._input_kind import resolve_input_kind
+from ._pca import ScaledPCA
+
+
+@dataclass
+class Prepared:
+    """Model-ready views of an expression matrix.
+
+    Attributes
+    ----------
+    embedding
+        Cells x ``n_comps`` PCA of the scaled (per batch) log-normalised HVGs, float32.
+    lognorm
+        Cells x HVG log-normalised matrix (sparse stays sparse), float32.
+    genes
+        Names of the selected genes.
+    input_kind
+        ``"counts"``, ``"normalized"`` or ``"lognorm"``: the kind the input was processed as (the ``input_kind``
+        override, or the detected kind).
+    batches
+        Integer batch code per cell.
+    input_kind_detected
+        The kind :func:`detect_input_kind` found in the input.
+    pca
+        The fitted per-batch scaling and loadings that gave ``embedding``.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+    >>> prepared = fal.pp.prepare(adata, n_top_genes=100, n_comps=10)
+    >>> prepared.embedding.shape, prepared.lognorm.shape, prepared.input_kind
+    ((300, 10), (300, 100), 'counts')
+    """
+
+    embedding: np.ndarray
+    lognorm: sparse.csr_matrix | np.ndarray
+    genes: pd.Index
+    input_kind: str
+    batches: np.ndarray
+    input_kind_detected: str | None = None
+    pca: ScaledPCA | None = None
+
+
+def _log_normalised(tmp: ad.AnnData, kind: str, source: str, how: str) -> None:
+    """Normalise ``tmp`` in place by its input kind: counts and normalised values to 1e4 per cell + log1p."""
+    if kind == "counts":
+        logg.info(f"    {source} holds raw counts ({how}): normalize_total(1e4) + log1p")
+        sc.pp.normalize_total(tmp, target_sum=1e4)
+        sc.pp.log1p(tmp)
+    elif kind == "normalized":
+        logg.info(
+            f"    {source} holds normalised, not logged values (TPM/CPM-like; {how}): rescaled to 1e4 per cell + log1p"
+        )
+        sc.pp.normalize_total(tmp, target_sum=1e4)
+        sc.pp.log1p(tmp)
+    else:
+        logg.info(f"    {source} holds log-normalised values ({how}): used as they are")
+
+
+def prepare(
+    adata: ad.AnnData,
+    *,
+    layer: str | None = None,
+    batch_key: str | None = None,
+    n_top_genes: int = 2000,
+    n_comps: int = 50,
+    input_kind: Literal["auto", "counts", "normalized", "lognorm"] = "auto",
+    random_state: int = 0,
+    values_checked: bool = False,
+) -> Prepared:
+    """Turn counts, normalised or log-normalised values into model inputs, leaving ``adata`` untouched.
+
+    Counts get ``normalize_total(1e4)`` + ``log1p``; normalised, not logged values (CPM, TPM, ``normalize_total``
+    output) are rescaled to 1e4 per cell (``normalize_total(1e4)``, which puts them on the scale of normalised
+    counts) + ``log1p``; log-normalised values are used as they are. Highly variable genes are then selected
+    (``seurat`` flavour on the log data, per batch when ``batch_key`` is given); genes are centred and scaled within
+    each batch and projected on their top principal components.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix; never modified.
+    layer
+        Layer holding the expression values; ``None`` uses ``adata.X``.
+    batch_key
+        Column of ``adata.obs`` with batches/donors.
+    n_top_genes
+        Number of highly variable genes (all genes when there are fewer).
+    n_comps
+        Number of principal components.
+    input_kind
+        What the matrix holds: ``"auto"`` detects it (:func:`detect_input_kind`); ``"counts"``, ``"normalized"``
+        (normalised, not logged) or ``"lognorm"`` (``log1p`` of normalised values) override the detection.
+    random_state
+        Seed for the probe of the input kind.
+    values_checked
+        ``True`` when the caller has already run :func:`check_values` on the matrix ``layer`` names: the full scan
+        for NaN, infinite and negative values is not repeated (only the probed rows are checked again). With the
+        default ``False`` every value is checked here.
+
+    Returns
+    -------
+    :class:`Prepared` with the embedding, the log-normalised HVG matrix and the input kind (used and detected).
+
+    Raises
+    ------
+    TypeError
+        If ``adata`` is not an AnnData, or ``n_top_genes``/``n_comps`` not ints.
+    ValueError
+        If ``n_top_genes`` or ``n_comps`` is below 2, or the matrix holds NaN, infinite or negative values.
+
+    Examples
+    --------
+    >>> import falcon_sc as fal
+    >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+    >>> prepared = fal.pp.prepare(adata, n_top_genes=100, n_comps=10)
+    >>> prepared.embedding.shape, len(prepared.genes), prepared.input_kind_detected
+    ((300, 10), 100, 'counts')
+    >>> adata.shape  # untouched
+    (300, 200)
+    """
+    if not isinstance(adata, ad.AnnData):
+        raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+    check_int("n_top_genes", n_top_genes, 2)
+    check_int("n_comps", n_comps, 2)
+    check_bool("values_checked", values_checked)
+    X = expression_matrix(adata, layer)
+    batches = obs_batch_codes(adata, batch_key)
+    source = matrix_source(layer)
+    kind, detected, why = resolve_input_kind(
+        X, input_kind, source=source, random_state=random_state, values_checked=values_checked
+    )
+    how = f"{why}, detected" if kind == detected else f"input_kind={input_kind!r}"
+    X = sparse.csr_matrix(X, dtype=np.float32) if sparse.issparse(X) else np.asarray(X, dtype=np.float32)
+    tmp = ad.AnnData(X=X.copy(), obs=pd.DataFrame({"batch": pd.Categorical(batches)}, index=adata.obs_names))
+    tmp.var_names = adata.var_names
+    _log_normalised(tmp, kind, source, how)
+    if tmp.n_vars > n_top_genes:
+        sc.pp.highly_variable_genes(
+            tmp, n_top_genes=n_top_genes, flavor="seurat", batch_key="batch" if batch_key is not None else None
+        )
+        tmp = tmp[:, tmp.var["highly_variable"].to_numpy()]
+    pca = ScaledPCA.fit(tmp.X, batches, n_comps)
+    emb = pca.transform(tmp.X, batches)
+    lognorm = tmp.X if not sparse.issparse(tmp.X) else sparse.csr_matrix(tmp.X)
+    return Prepared(
+        embedding=emb,
+        lognorm=lognorm,
+        genes=tmp.var_names.copy(),
+        input_kind=kind,
+        batches=batches,
+        input_kind_detected=detected,
+        pca=pca,
+    )
