@@ -207,6 +207,10 @@ def test_sela_rejects_unknown_marginals(blobs: AnnData) -> None:
         ("ancor", {"momentum": 1.0}, "momentum"),
         ("gml", {"queue_min": 0}, "queue_min"),
         ("wcl", {"weak_weight": -1.0}, "weak_weight"),
+        ("wcl", {"dim": 0}, "dim"),
+        ("scan_c", {"confidence": 1.0}, "confidence"),
+        ("sela", {"n_label_updates": 0}, "n_label_updates"),
+        ("gml", {"momentum": 1.0}, r"momentum=1.0 must be a finite number in \[0, 1\)"),
     ],
 )
 def test_neural_baselines_check_their_options(blobs: AnnData, name: str, kwargs: dict, match: str, monkeypatch) -> None:

@@ -24,7 +24,7 @@ import torch
 from anndata import AnnData
 from torch import nn
 
-from .._checks import check_int
+from .._checks import check_int, check_number
 from .._validate import resolve_device
 from ..core.neighbors import within_class_neighbors
 from ..core.training import Features, LoopConfig, epochs_for_steps, map_rows
@@ -530,9 +530,11 @@ def kmeans_result(data: NeuralData, embedding: np.ndarray, seed: int, info: dict
     return res
 
 
-def check_range(name: str, value: float, low: float, high: float = np.inf, *, closed_low: bool = True) -> None:
-    """Raise a ``ValueError`` naming ``name`` unless ``low <= value < high`` (``low < value`` if not ``closed_low``)."""
-    ok = (value >= low if closed_low else value > low) and value < high
-    if not ok:
-        bounds = f"{'[' if closed_low else '('}{low}, {high})"
-        raise ValueError(f"{name}={value!r} must be in {bounds}")
+def check_below_one(name: str, value: float, *, open_low: bool = False) -> None:
+    """A number in ``[0, 1)`` (``(0, 1)`` with ``open_low``): a momentum, a fraction of the steps, a threshold.
+
+    :func:`~falcon_sc._checks.check_number`'s checks and messages, with 1 itself refused as well.
+    """
+    check_number(name, value, low=0.0, high=1.0, open_low=open_low)
+    if value >= 1.0:
+        raise ValueError(f"{name}={value!r} must be a finite number in {'(' if open_low else '['}0, 1).")

@@ -10,15 +10,16 @@ import torch.nn.functional as F
 from anndata import AnnData
 from torch import nn
 
+from .._checks import check_int, check_number
 from .._docs import baseline_inputs, doc_params, image_example, image_options, neural_options
 from ..core.contrastive import angular_normalise, info_nce
 from ..core.ema import EMATeacher
 from ..core.queue import KeyQueue
-from ..core.training import map_rows, train_minibatches
+from ..core.training import TrainingPlan, map_rows, train_minibatches
 from ..core.views import ViewConfig
 from ..models.mlp import projection_head
 from ._common import BaselineResult
-from ._neural import check_range, coarse_tensor, kmeans_result, loop_config, neural_data, unit_embedding
+from ._neural import ViewSource, check_below_one, coarse_tensor, kmeans_result, loop_config, neural_data, unit_embedding
 
 
 @doc_params(
@@ -79,10 +80,10 @@ def ancor(
     >>> sorted(set(res.relation.values()))
     ['curve', 'loop', 'stroke']
     """
-    check_range("dim", dim, 1)
-    check_range("temperature", temperature, 0.0, closed_low=False)
-    check_range("queue_size", queue_size, 1)
-    check_range("momentum", momentum, 0.0, 1.0)
+    check_int("dim", dim, 1)
+    check_number("temperature", temperature, low=0.0, open_low=True)
+    check_int("queue_size", queue_size, 1)
+    check_below_one("momentum", momentum)
     data = neural_data(
         adata,
         coarse_key,
@@ -96,9 +97,8 @@ def ancor(
         checkpoint=checkpoint,
         n_steps=n_steps,
     )
-    y = coarse_tensor(data)
     views = data.views()
-    net = nn.ModuleDict(
+    net = AncorNetwork(
         {
             "body": data.body(),
             "embed": projection_head(data.body_width, dim),
@@ -107,32 +107,75 @@ def ancor(
     ).to(data.device)
     key_encoder = EMATeacher(net, momentum)
     queue = KeyQueue(min(queue_size, data.n_obs), dim, data.device)
+    plan = AncorPlan(net, key_encoder, queue, coarse_tensor(data), views, temperature=temperature)
+    train_minibatches(net, data.features, plan, loop_config(data, desc="ancor"), data.rng)
+    net.eval()
+    embedding = map_rows(lambda x: unit_embedding(net, x), data.features)
+    return kmeans_result(data, embedding, random_state)
 
-    def step(idx: np.ndarray, x: torch.Tensor, _: int) -> dict[str, torch.Tensor]:
-        yb = y[torch.as_tensor(idx, device=data.device)]
-        x_q, x_k = views.pair(idx, x)
-        q = unit_embedding(net, x_q)
+
+class AncorNetwork(nn.ModuleDict):
+    """ANCOR's modules (``body``, projection ``embed``, coarse ``classifier``) and its forward."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unit-length query ``q`` and the coarse logits of ``q``."""
+        q = unit_embedding(self, x)
+        return q, self["classifier"](q)
+
+
+class AncorPlan(TrainingPlan):
+    """ANCOR's training: coarse cross-entropy + angular InfoNCE against the momentum encoder's queued keys.
+
+    Parameters
+    ----------
+    net
+        The network (the momentum encoder follows it).
+    key_encoder
+        Momentum copy of ``net`` that encodes the keys.
+    queue
+        Queued keys (negatives) and their coarse classes.
+    coarse
+        Coarse class per cell (tensor on the device).
+    views
+        Positive pairs.
+    temperature
+        InfoNCE temperature.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        key_encoder: EMATeacher,
+        queue: KeyQueue,
+        coarse: torch.Tensor,
+        views: ViewSource,
+        *,
+        temperature: float,
+    ) -> None:
+        self.model = self.network = net
+        self.key_encoder, self.queue, self.coarse, self.views = key_encoder, queue, coarse, views
+        self.temperature = temperature
+
+    def training_step(self, idx: np.ndarray, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """Coarse cross-entropy of the query and InfoNCE inside each coarse class of the minibatch."""
+        yb = self.coarse[torch.as_tensor(idx, device=self.coarse.device)]
+        x_q, x_k = self.views.pair(idx, x)
+        q, coarse_logits = self.network(x_q)
         with torch.no_grad():
-            k = unit_embedding(key_encoder.model, x_k)
-        W = net.get_parameter("classifier.weight")
-        ce = F.cross_entropy(net["classifier"](q), yb)
-        keys, labels = queue.contents()
+            k = unit_embedding(self.key_encoder.model, x_k)
+        W = self.model.get_parameter("classifier.weight")
+        ce = F.cross_entropy(coarse_logits, yb)
+        keys, labels = self.queue.contents()
         q_a, k_a, keys_a = angular_normalise(q, W, yb), angular_normalise(k, W, yb), angular_normalise(keys, W, labels)
         contrast = q.new_zeros(())
         for c in torch.unique(yb):  # negatives: queued keys of the same coarse class only
             rows = yb == c
-            contrast = contrast + rows.float().mean() * info_nce(q_a[rows], k_a[rows], keys_a[labels == c], temperature)
-        queue.push(k, yb)
+            contrast = contrast + rows.float().mean() * info_nce(
+                q_a[rows], k_a[rows], keys_a[labels == c], self.temperature
+            )
+        self.queue.push(k, yb)
         return {"loss": ce + contrast, "coarse": ce, "contrast": contrast}
 
-    train_minibatches(
-        net,
-        data.features,
-        step,
-        loop_config(data, desc="ancor"),
-        data.rng,
-        after_step=lambda _: key_encoder.update(net),
-    )
-    net.eval()
-    embedding = map_rows(lambda x: unit_embedding(net, x), data.features)
-    return kmeans_result(data, embedding, random_state)
+    def on_train_batch_end(self, step: int) -> None:
+        """Move the momentum encoder towards the network."""
+        self.key_encoder.update(self.model)

@@ -10,15 +10,16 @@ import torch.nn.functional as F
 from anndata import AnnData
 from torch import nn
 
+from .._checks import check_int, check_number
 from .._docs import baseline_inputs, doc_params, image_example, image_options, neural_options
 from ..core.contrastive import class_kde_log_likelihood, logit_adjusted_cross_entropy
 from ..core.ema import EMATeacher
 from ..core.queue import KeyQueue
-from ..core.training import map_rows, train_minibatches
+from ..core.training import TrainingPlan, map_rows, train_minibatches
 from ..core.views import ViewConfig
 from ..models.mlp import projection_head
 from ._common import BaselineResult
-from ._neural import check_range, coarse_tensor, kmeans_result, loop_config, neural_data, unit_embedding
+from ._neural import ViewSource, check_below_one, coarse_tensor, kmeans_result, loop_config, neural_data, unit_embedding
 
 
 @doc_params(
@@ -87,12 +88,12 @@ def gml(
     >>> sorted(set(res.relation.values()))
     ['curve', 'loop', 'stroke']
     """
-    check_range("dim", dim, 1)
-    check_range("temperature", temperature, 0.0, closed_low=False)
-    check_range("classifier_scale", classifier_scale, 0.0, closed_low=False)
-    check_range("queue_total", queue_total, 1)
-    check_range("queue_min", queue_min, 1)
-    check_range("momentum", momentum, 0.0, 1.0)
+    check_int("dim", dim, 1)
+    check_number("temperature", temperature, low=0.0, open_low=True)
+    check_number("classifier_scale", classifier_scale, low=0.0, open_low=True)
+    check_int("queue_total", queue_total, 1)
+    check_int("queue_min", queue_min, 1)
+    check_below_one("momentum", momentum)
     data = neural_data(
         adata,
         coarse_key,
@@ -106,35 +107,87 @@ def gml(
         checkpoint=checkpoint,
         n_steps=n_steps,
     )
-    y = coarse_tensor(data)
     counts = np.bincount(data.coarse, minlength=data.n_coarse)
     prior = counts / counts.sum()
     log_prior = torch.as_tensor(np.log(np.clip(prior, 1e-12, None)), dtype=torch.float32, device=data.device)
     lengths = np.minimum(counts, np.maximum(queue_min, np.round(prior * min(queue_total, data.n_obs)))).astype(int)
     queues = [KeyQueue(int(n), dim, data.device) for n in lengths]
     views = data.views()
-    net = nn.ModuleDict({"body": data.body(), "embed": projection_head(data.body_width, dim)}).to(data.device)
+    net = GMLNetwork({"body": data.body(), "embed": projection_head(data.body_width, dim)}).to(data.device)
     classes = nn.Parameter(torch.randn(data.n_coarse, dim, device=data.device) * 0.01)
     net.register_parameter("class_weights", classes)
     teacher = EMATeacher(net, momentum)
-
-    def step(idx: np.ndarray, x: torch.Tensor, _: int) -> dict[str, torch.Tensor]:
-        yb = y[torch.as_tensor(idx, device=data.device)]
-        x_q, x_k = views.pair(idx, x)
-        z = unit_embedding(net, x_q)
-        with torch.no_grad():
-            k = unit_embedding(teacher.model, x_k)
-        cosine = z @ F.normalize(net.get_parameter("class_weights"), dim=1).T
-        cls = logit_adjusted_cross_entropy(classifier_scale * cosine, yb, log_prior)
-        for c, queue in enumerate(queues):
-            queue.push(k[yb == c])
-        log_s = class_kde_log_likelihood(z, [q.contents()[0] for q in queues], temperature)
-        likelihood = logit_adjusted_cross_entropy(log_s, yb, log_prior)
-        return {"loss": cls + likelihood, "classifier": cls, "likelihood": likelihood}
-
-    train_minibatches(
-        net, data.features, step, loop_config(data, desc="gml"), data.rng, after_step=lambda _: teacher.update(net)
+    plan = GMLPlan(
+        net, teacher, queues, coarse_tensor(data), views, log_prior, temperature=temperature, scale=classifier_scale
     )
+    train_minibatches(net, data.features, plan, loop_config(data, desc="gml"), data.rng)
     net.eval()
     embedding = map_rows(net["body"], data.features)
     return kmeans_result(data, embedding, random_state)
+
+
+class GMLNetwork(nn.ModuleDict):
+    """GML's modules (``body``, projection ``embed``) and coarse class weights ``class_weights``, and its forward."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unit-length embedding ``z`` and its cosine to each coarse class weight."""
+        z = unit_embedding(self, x)
+        return z, z @ F.normalize(self.get_parameter("class_weights"), dim=1).T
+
+
+class GMLPlan(TrainingPlan):
+    """GML's training: logit-adjusted cosine classifier + Gaussian mixture likelihood against class-wise queues.
+
+    Parameters
+    ----------
+    net
+        The network (the teacher follows it).
+    teacher
+        Momentum copy of ``net`` whose embeddings fill the queues.
+    queues
+        One queue of teacher embeddings per coarse class.
+    coarse
+        Coarse class per cell (tensor on the device).
+    views
+        Positive pairs.
+    log_prior
+        Log coarse class frequencies (the logit adjustment).
+    temperature
+        Kernel bandwidth of the likelihood.
+    scale
+        Scale of the cosine classifier's logits.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        teacher: EMATeacher,
+        queues: list[KeyQueue],
+        coarse: torch.Tensor,
+        views: ViewSource,
+        log_prior: torch.Tensor,
+        *,
+        temperature: float,
+        scale: float,
+    ) -> None:
+        self.model = self.network = net
+        self.teacher, self.queues, self.coarse, self.views, self.log_prior = teacher, queues, coarse, views, log_prior
+        self.temperature, self.scale = temperature, scale
+
+    def training_step(self, idx: np.ndarray, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """Classifier and likelihood terms of the minibatch ``idx``."""
+        yb = self.coarse[torch.as_tensor(idx, device=self.coarse.device)]
+        x_q, x_k = self.views.pair(idx, x)
+        z, cosine = self.network(x_q)
+        with torch.no_grad():
+            k = unit_embedding(self.teacher.model, x_k)
+        cls = logit_adjusted_cross_entropy(self.scale * cosine, yb, self.log_prior)
+        for c, queue in enumerate(self.queues):
+            queue.push(k[yb == c])
+        log_s = class_kde_log_likelihood(z, [q.contents()[0] for q in self.queues], self.temperature)
+        likelihood = logit_adjusted_cross_entropy(log_s, yb, self.log_prior)
+        return {"loss": cls + likelihood, "classifier": cls, "likelihood": likelihood}
+
+    def on_train_batch_end(self, step: int) -> None:
+        """Move the teacher towards the network."""
+        self.teacher.update(self.model)

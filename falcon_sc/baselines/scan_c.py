@@ -8,13 +8,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from anndata import AnnData
+from torch import nn
 
+from .._checks import check_number
 from .._docs import baseline_inputs, doc_params, image_example, image_options, neural_options
 from ..core import losses
-from ..core.training import train_minibatches
+from ..core.training import TrainingPlan, train_minibatches
 from ..core.views import ViewConfig
 from ._common import BaselineResult
-from ._neural import check_range, children_logits, coarse_tensor, head_result, loop_config, neural_data, total_steps
+from ._neural import (
+    NeuralData,
+    ViewSource,
+    check_below_one,
+    children_logits,
+    coarse_tensor,
+    head_result,
+    loop_config,
+    neural_data,
+    total_steps,
+)
 
 
 @doc_params(
@@ -72,9 +84,9 @@ def scan_c(
     >>> sorted(set(res.relation.values()))
     ['curve', 'loop', 'stroke']
     """
-    check_range("entropy_weight", entropy_weight, 0.0)
-    check_range("self_label_fraction", self_label_fraction, 0.0, 1.0)
-    check_range("confidence", confidence, 0.0, 1.0, closed_low=False)
+    check_number("entropy_weight", entropy_weight, low=0.0)
+    check_below_one("self_label_fraction", self_label_fraction)
+    check_below_one("confidence", confidence, open_low=True)
     data = neural_data(
         adata,
         coarse_key,
@@ -88,31 +100,66 @@ def scan_c(
         checkpoint=checkpoint,
         n_steps=n_steps,
     )
-    M = torch.as_tensor(data.relation(), device=data.device)
-    y = coarse_tensor(data)
     views = data.views()
-    model = data.network(M.shape[0])
+    model = data.network(data.relation().shape[0])
     cfg = loop_config(data, desc="scan_c")
     cluster_steps = int(round((1.0 - self_label_fraction) * total_steps(data, cfg)))
+    plan = SCANPlan(data, model, views, cluster_steps, entropy_weight=entropy_weight, confidence=confidence)
+    train_minibatches(model, data.features, plan, cfg, data.rng)
+    fine = children_logits(data, model).argmax(axis=1)
+    return head_result(data, fine, info={"allotment": data.alloc.tolist()})
 
-    def step(idx: np.ndarray, x: torch.Tensor, n_step: int) -> dict[str, torch.Tensor]:
-        mask = losses.children_mask(M, y[torch.as_tensor(idx, device=data.device)])
-        logits = model(views.jitter(x)).masked_fill(~mask, -1e9)
-        if n_step <= cluster_steps:
+
+class SCANPlan(TrainingPlan):
+    """SCAN-C's training: neighbour consistency + entropy for ``cluster_steps`` steps, then confident self-labels.
+
+    Parameters
+    ----------
+    data
+        The dataset.
+    model
+        The classifier (one output per fine class of :meth:`NeuralData.relation`).
+    views
+        Noisy views and within-class neighbours.
+    cluster_steps
+        Steps of the clustering phase (the rest self-label).
+    entropy_weight
+        Weight of the within-class entropy term.
+    confidence
+        Threshold of the self-labels.
+    """
+
+    def __init__(
+        self,
+        data: NeuralData,
+        model: nn.Module,
+        views: ViewSource,
+        cluster_steps: int,
+        *,
+        entropy_weight: float,
+        confidence: float,
+    ) -> None:
+        self.data, self.network, self.views, self.cluster_steps = data, model, views, cluster_steps
+        self.relation = torch.as_tensor(data.relation(), device=data.device)
+        self.coarse = coarse_tensor(data)
+        self.entropy_weight, self.confidence = entropy_weight, confidence
+
+    def training_step(self, idx: np.ndarray, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """The SCAN loss while clustering, cross-entropy on the confident self-labels after."""
+        yb = self.coarse[torch.as_tensor(idx, device=self.data.device)]
+        mask = losses.children_mask(self.relation, yb)
+        net = self.network
+        logits = net(self.views.jitter(x)).masked_fill(~mask, -1e9)
+        if step <= self.cluster_steps:
             p = torch.softmax(logits, dim=1)
-            p_nb = torch.softmax(
-                model(views.jitter(data.features.rows(views.neighbour(idx)))).masked_fill(~mask, -1e9), 1
-            )
+            rows = self.data.features.rows(self.views.neighbour(idx))
+            p_nb = torch.softmax(net(self.views.jitter(rows)).masked_fill(~mask, -1e9), 1)
             consistency = losses.neighbour_consistency(p, p_nb[:, None, :])
-            entropy = losses.within_coarse_entropy_gap(p, mask, y[torch.as_tensor(idx, device=data.device)], M)
-            return {"loss": consistency + entropy_weight * entropy, "consistency": consistency, "entropy": entropy}
+            entropy = losses.within_coarse_entropy_gap(p, mask, yb, self.relation)
+            return {"loss": consistency + self.entropy_weight * entropy, "consistency": consistency, "entropy": entropy}
         with torch.no_grad():
-            target = torch.softmax(model(x).masked_fill(~mask, -1e9), dim=1)
-            keep = target.max(dim=1).values > confidence
+            target = torch.softmax(net(x).masked_fill(~mask, -1e9), dim=1)
+            keep = target.max(dim=1).values > self.confidence
         if not bool(keep.any()):
             return {"loss": logits.sum() * 0.0}
         return {"loss": F.cross_entropy(logits[keep], target[keep].argmax(dim=1))}
-
-    train_minibatches(model, data.features, step, cfg, data.rng)
-    fine = children_logits(data, model).argmax(axis=1)
-    return head_result(data, fine, info={"allotment": data.alloc.tolist()})

@@ -8,15 +8,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from anndata import AnnData
+from torch import nn
 
+from .._checks import check_choice, check_int, check_number
 from .._docs import baseline_inputs, doc_params, image_example, image_options, neural_options
 from ..core import losses
 from ..core.contrastive import sinkhorn_labels
 from ..core.prior import kmeans_within_relation
-from ..core.training import train_minibatches
+from ..core.training import TrainingPlan, train_minibatches
 from ..core.views import ViewConfig
 from ._common import BaselineResult
-from ._neural import check_range, children_logits, coarse_tensor, head_result, loop_config, neural_data, total_steps
+from ._neural import (
+    NeuralData,
+    ViewSource,
+    children_logits,
+    coarse_tensor,
+    head_result,
+    loop_config,
+    neural_data,
+    total_steps,
+)
 
 
 @doc_params(
@@ -75,11 +86,9 @@ def sela(
     >>> sorted(set(res.relation.values()))
     ['curve', 'loop', 'stroke']
     """
-    if marginals not in ("kmeans", "uniform"):
-        raise ValueError(f"marginals={marginals!r}: use 'kmeans' or 'uniform'")
-    if n_label_updates < 1:
-        raise ValueError(f"n_label_updates={n_label_updates} must be at least 1")
-    check_range("lam", lam, 0.0, closed_low=False)
+    check_choice("marginals", marginals, ("kmeans", "uniform"))
+    check_int("n_label_updates", n_label_updates, 1)
+    check_number("lam", lam, low=0.0, open_low=True)
     data = neural_data(
         adata,
         coarse_key,
@@ -101,33 +110,74 @@ def sela(
     else:
         labels = np.array([data.rng.choice(np.flatnonzero(parent == c)) for c in data.coarse])
         shares = np.ones(len(parent))
-    M = torch.as_tensor(relation, device=data.device)
-    y = coarse_tensor(data)
     views = data.views()
     model = data.network(len(parent))
     cfg = loop_config(data, desc="sela")
     every = max(1, total_steps(data, cfg) // n_label_updates)
-    target = torch.as_tensor(labels, device=data.device)
-
-    def step(idx: np.ndarray, x: torch.Tensor, _: int) -> dict[str, torch.Tensor]:
-        tidx = torch.as_tensor(idx, device=data.device)
-        mask = losses.children_mask(M, y[tidx])
-        logits = model(views.jitter(x)).masked_fill(~mask, -1e9)
-        return {"loss": F.cross_entropy(logits, target[tidx])}
-
-    def relabel(n_step: int) -> None:
-        if n_step % every:
-            return
-        logits = children_logits(data, model)
-        model.train()
-        new = target.cpu().numpy().copy()
-        for c in range(data.n_coarse):
-            cells, kids = np.flatnonzero(data.coarse == c), np.flatnonzero(parent == c)
-            if len(kids) > 1 and cells.size:
-                log_p = torch.log_softmax(torch.as_tensor(logits[np.ix_(cells, kids)]), dim=1).numpy()
-                new[cells] = kids[sinkhorn_labels(log_p, shares[kids], lam=lam)]
-        target.copy_(torch.as_tensor(new, device=data.device))
-
-    train_minibatches(model, data.features, step, cfg, data.rng, after_step=relabel)
+    plan = SeLaPlan(data, model, views, labels, shares, lam=lam, every=every)
+    train_minibatches(model, data.features, plan, cfg, data.rng)
     fine = children_logits(data, model).argmax(axis=1)
     return head_result(data, fine, info={"allotment": data.alloc.tolist(), "marginals": marginals})
+
+
+class SeLaPlan(TrainingPlan):
+    """SeLa's training: cross-entropy on a noisy view against pseudo-labels, re-solved every ``every`` steps.
+
+    Parameters
+    ----------
+    data
+        The dataset.
+    model
+        The classifier (one output per fine class of :meth:`NeuralData.relation`).
+    views
+        The views the student trains on.
+    labels
+        Initial pseudo-label (fine class) per cell.
+    shares
+        Transport marginal of each fine class (relative sizes).
+    lam
+        Sharpness of the transport.
+    every
+        Steps between label updates.
+    """
+
+    def __init__(
+        self,
+        data: NeuralData,
+        model: nn.Module,
+        views: ViewSource,
+        labels: np.ndarray,
+        shares: np.ndarray,
+        *,
+        lam: float,
+        every: int,
+    ) -> None:
+        self.data, self.model, self.network, self.views = data, model, model, views
+        relation = data.relation()
+        self.parent = relation.argmax(axis=1)
+        self.relation = torch.as_tensor(relation, device=data.device)
+        self.coarse = coarse_tensor(data)
+        self.target = torch.as_tensor(labels, device=data.device)
+        self.shares, self.lam, self.every = shares, lam, every
+
+    def training_step(self, idx: np.ndarray, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """Cross-entropy of the view's logits, restricted to the cell's coarse class, against its pseudo-label."""
+        tidx = torch.as_tensor(idx, device=self.data.device)
+        mask = losses.children_mask(self.relation, self.coarse[tidx])
+        logits = self.network(self.views.jitter(x)).masked_fill(~mask, -1e9)
+        return {"loss": F.cross_entropy(logits, self.target[tidx])}
+
+    def on_train_batch_end(self, step: int) -> None:
+        """Every ``every`` steps: new pseudo-labels, the optimal transport of each coarse class onto its children."""
+        if step % self.every:
+            return
+        data = self.data
+        logits = children_logits(data, self.model)
+        self.model.train()
+        new = self.target.cpu().numpy().copy()
+        for c in range(data.n_coarse):
+            cells, kids = np.flatnonzero(data.coarse == c), np.flatnonzero(self.parent == c)
+            if len(kids) > 1 and cells.size:
+                log_p = torch.log_softmax(torch.as_tensor(logits[np.ix_(cells, kids)]), dim=1).numpy()
+                new[cells] = kids[sinkhorn_labels(log_p, self.shares[kids], lam=self.lam)]
+        self.target.copy_(torch.as_tensor(new, device=data.device))

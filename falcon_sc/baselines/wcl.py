@@ -10,13 +10,14 @@ import torch.nn.functional as F
 from anndata import AnnData
 from torch import nn
 
+from .._checks import check_int, check_number
 from .._docs import baseline_inputs, doc_params, image_example, image_options, neural_options
 from ..core.contrastive import nearest_neighbour_components, nt_xent, supervised_contrastive
-from ..core.training import map_rows, train_minibatches
+from ..core.training import TrainingPlan, map_rows, train_minibatches
 from ..core.views import ViewConfig
 from ..models.mlp import projection_head
 from ._common import BaselineResult
-from ._neural import check_range, coarse_tensor, kmeans_result, loop_config, neural_data
+from ._neural import ViewSource, coarse_tensor, kmeans_result, loop_config, neural_data
 
 
 @doc_params(
@@ -79,10 +80,10 @@ def wcl(
     >>> sorted(set(res.relation.values()))
     ['curve', 'loop', 'stroke']
     """
-    check_range("dim", dim, 1)
-    check_range("temperature", temperature, 0.0, closed_low=False)
-    check_range("weak_weight", weak_weight, 0.0)
-    check_range("coarse_weight", coarse_weight, 0.0)
+    check_int("dim", dim, 1)
+    check_number("temperature", temperature, low=0.0, open_low=True)
+    check_number("weak_weight", weak_weight, low=0.0)
+    check_number("coarse_weight", coarse_weight, low=0.0)
     data = neural_data(
         adata,
         coarse_key,
@@ -96,9 +97,8 @@ def wcl(
         checkpoint=checkpoint,
         n_steps=n_steps,
     )
-    y = coarse_tensor(data)
     views = data.views()
-    net = nn.ModuleDict(
+    net = WCLNetwork(
         {
             "body": data.body(),
             "instance": projection_head(data.body_width, dim),
@@ -106,27 +106,48 @@ def wcl(
             "classifier": nn.Linear(data.body_width, data.n_coarse),
         }
     ).to(data.device)
+    plan = WCLPlan(
+        coarse_tensor(data), views, temperature=temperature, weak_weight=weak_weight, coarse_weight=coarse_weight
+    )
+    train_minibatches(net, data.features, plan, loop_config(data, desc="wcl"), data.rng)
+    net.eval()
+    return kmeans_result(data, map_rows(net["body"], data.features), random_state)
 
-    def step(idx: np.ndarray, x: torch.Tensor, _: int) -> dict[str, torch.Tensor]:
-        yb = y[torch.as_tensor(idx, device=data.device)]
-        x1, x2 = views.pair(idx, x)
-        h1, h2 = net["body"](x1), net["body"](x2)
-        instance = nt_xent(
-            F.normalize(net["instance"](h1), dim=1), F.normalize(net["instance"](h2), dim=1), temperature
-        )
-        v1, v2 = F.normalize(net["weak"](h1), dim=1), F.normalize(net["weak"](h2), dim=1)
+
+class WCLNetwork(nn.ModuleDict):
+    """WCL's modules (``body``, projection heads ``instance`` and ``weak``, coarse ``classifier``) and its forward."""
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Unit-length instance and weak projections of both views, and the coarse logits of the first."""
+        h1, h2 = self["body"](x1), self["body"](x2)
+        z1, z2 = F.normalize(self["instance"](h1), dim=1), F.normalize(self["instance"](h2), dim=1)
+        v1, v2 = F.normalize(self["weak"](h1), dim=1), F.normalize(self["weak"](h2), dim=1)
+        return z1, z2, v1, v2, self["classifier"](h1)
+
+
+class WCLPlan(TrainingPlan):
+    """WCL's training: NT-Xent + swapped weak-label SupCon + coarse cross-entropy on two views of each cell."""
+
+    def __init__(
+        self, coarse: torch.Tensor, views: ViewSource, *, temperature: float, weak_weight: float, coarse_weight: float
+    ) -> None:
+        self.coarse, self.views = coarse, views
+        self.temperature, self.weak_weight, self.coarse_weight = temperature, weak_weight, coarse_weight
+
+    def training_step(self, idx: np.ndarray, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """The three WCL terms of the minibatch ``idx``."""
+        yb = self.coarse[torch.as_tensor(idx, device=self.coarse.device)]
+        z1, z2, v1, v2, logits = self.network(*self.views.pair(idx, x))
+        instance = nt_xent(z1, z2, self.temperature)
         groups = yb.cpu().numpy()
         same1, same2 = (_same_component(v.detach().cpu().numpy(), groups, v.device) for v in (v1, v2))
         weak = 0.5 * (
-            supervised_contrastive(v1, v2, same2, temperature) + supervised_contrastive(v2, v1, same1, temperature)
+            supervised_contrastive(v1, v2, same2, self.temperature)
+            + supervised_contrastive(v2, v1, same1, self.temperature)
         )
-        coarse = F.cross_entropy(net["classifier"](h1), yb)
-        loss = instance + weak_weight * weak + coarse_weight * coarse
+        coarse = F.cross_entropy(logits, yb)
+        loss = instance + self.weak_weight * weak + self.coarse_weight * coarse
         return {"loss": loss, "instance": instance, "weak": weak, "coarse": coarse}
-
-    train_minibatches(net, data.features, step, loop_config(data, desc="wcl"), data.rng)
-    net.eval()
-    return kmeans_result(data, map_rows(net["body"], data.features), random_state)
 
 
 def _same_component(v: np.ndarray, groups: np.ndarray, device: torch.device) -> torch.Tensor:

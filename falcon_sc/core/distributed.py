@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+import tempfile
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+from .trainer import FalconConfig, FalconResult, train_falcon
+
+if TYPE_CHECKING:
+    from lightning_fabric import Fabric
 
 
 def spawn(fn: Callable[..., Any], n_processes: int, *args: Any, accelerator: str = "cpu", **kwargs: Any) -> Any:
@@ -24,33 +33,27 @@ def spawn(fn: Callable[..., Any], n_processes: int, *args: Any, accelerator: str
     return fabric.launch(fn, *args, **kwargs)
 
 
-def falcon_worker(fabric, out_path: str, model: torch.nn.Module, X, coarse, neighbors, n_coarse, cfg, **kwargs):
+def falcon_worker(
+    fabric: Fabric,
+    out_path: str,
+    model: torch.nn.Module,
+    X: Any,
+    coarse: np.ndarray,
+    neighbors: np.ndarray,
+    n_coarse: int | list[int],
+    cfg: FalconConfig,
+    **kwargs: Any,
+) -> None:
     """One rank of a distributed :func:`~falcon_sc.core.trainer.train_falcon` run (see :func:`train_falcon_ddp`).
 
     Rank 0 writes the result to ``out_path`` (tensors and plain values, read back with ``weights_only=True``):
     results sent through the launcher's queue either block its pipe (pickled arrays) or vanish with the worker
     (shared-memory tensors).
     """
-    from .trainer import train_falcon
-
     result = train_falcon(model, X, coarse, neighbors, n_coarse, cfg, fabric=fabric, **kwargs)
-    children = np.array([r["children"] for r in result.history], dtype=np.float32)
-    mine = torch.cat([torch.as_tensor(result.relation, dtype=torch.float32).ravel(), torch.as_tensor(children).ravel()])
-    every = fabric.all_gather(mine.to(fabric.device)).cpu()
+    agree = _ranks_agree(fabric, result)
     if fabric.global_rank == 0:
-        arrays = {k: torch.from_numpy(np.ascontiguousarray(getattr(result, k))) for k in _ARRAYS}
-        warm = getattr(result, "warm_probs", None)
-        torch.save(
-            {
-                **arrays,
-                "warm_probs": None if warm is None else torch.from_numpy(np.ascontiguousarray(warm)),
-                "warm_state": result.warm_state,
-                "teacher": {k: v.cpu() for k, v in result.model.state_dict().items()},
-                "history": result.history,
-                "ranks_agree": bool((every == every[0]).all()),
-            },
-            out_path,
-        )
+        torch.save(_payload(result, agree), out_path)
     fabric.barrier()
     # close the process group here: gloo threads left running at interpreter exit could abort a rank
     # ("terminate called without an active exception", about 1 run in 10 before)
@@ -58,37 +61,71 @@ def falcon_worker(fabric, out_path: str, model: torch.nn.Module, X, coarse, neig
         torch.distributed.destroy_process_group()
 
 
-_ARRAYS = ("probs", "embedding", "relation")
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def train_falcon_ddp(n_processes: int, model: torch.nn.Module, *args: Any, accelerator: str = "cpu", **kwargs: Any):
+def _ranks_agree(fabric: Fabric, result: FalconResult) -> bool:
+    """Whether every rank holds the same relations at the end and had the same children after every epoch."""
+    children = np.array([r["children"] for r in result.history], dtype=np.float32)
+    parts = [torch.as_tensor(r, dtype=torch.float32).ravel() for r in result.relations]
+    mine = torch.cat([*parts, torch.as_tensor(children).ravel()]).to(fabric.device)
+    every = fabric.all_gather(mine)
+    if not isinstance(every, torch.Tensor):
+        raise TypeError(f"all_gather of a tensor gave {type(every).__name__}")
+    return bool((every == every[0]).all())
+
+
+def _payload(result: FalconResult, ranks_agree: bool) -> dict[str, Any]:
+    """What rank 0 writes: the result's arrays as tensors, the teacher's weights and plain values."""
+    return {
+        "probs": _tensor(result.probs),
+        "embedding": _tensor(result.embedding),
+        "relation": _tensor(result.relation),
+        "relations": [_tensor(r) for r in result.relations],
+        "warm_probs": None if result.warm_probs is None else _tensor(result.warm_probs),
+        "warm_state": result.warm_state,
+        "teacher": None if result.model is None else {k: v.cpu() for k, v in result.model.state_dict().items()},
+        "history": result.history,
+        "ranks_agree": ranks_agree,
+    }
+
+
+@dataclass
+class DistributedResult(FalconResult):
+    """A :class:`~falcon_sc.core.trainer.FalconResult` of several processes.
+
+    ``ranks_agree``: whether every rank held the same relations at the end and the same children counts after every
+    epoch.
+    """
+
+    ranks_agree: bool = False
+
+
+def train_falcon_ddp(
+    n_processes: int, model: torch.nn.Module, *args: Any, accelerator: str = "cpu", **kwargs: Any
+) -> DistributedResult:
     """:func:`~falcon_sc.core.trainer.train_falcon` in ``n_processes`` DDP processes; rank 0's result.
 
     Each rank trains on its share of every epoch's minibatches (its own neighbour draws), the relation cost is summed
-    over the ranks' teacher predictions, rank 0 solves it and broadcasts ``M``. Returns a
-    :class:`~falcon_sc.core.trainer.FalconResult` with an extra attribute ``ranks_agree``: whether every rank held
-    the same relation at the end and the same children counts after every epoch.
+    over the ranks' teacher predictions, rank 0 solves it and broadcasts ``M``. Returns a :class:`DistributedResult`
+    (a :class:`~falcon_sc.core.trainer.FalconResult` with one relation per coarse scheme and ``ranks_agree``).
     """
-    import copy
-    import tempfile
-    from pathlib import Path
-
-    from .trainer import FalconResult
-
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "result.pt")
         spawn(falcon_worker, n_processes, path, model, *args, accelerator=accelerator, **kwargs)
         out = torch.load(path, map_location="cpu", weights_only=True)
     teacher = copy.deepcopy(model).cpu()
-    teacher.load_state_dict(out["teacher"])
-    result = FalconResult(
+    if out["teacher"] is not None:
+        teacher.load_state_dict(out["teacher"])
+    return DistributedResult(
         probs=out["probs"].numpy(),
         embedding=out["embedding"].numpy(),
         relation=out["relation"].numpy(),
+        relations=[r.numpy() for r in out["relations"]],
         history=out["history"],
         model=teacher.eval(),
         warm_probs=None if out["warm_probs"] is None else out["warm_probs"].numpy(),
         warm_state=out["warm_state"],
+        ranks_agree=out["ranks_agree"],
     )
-    result.ranks_agree = out["ranks_agree"]  # type: ignore[attr-defined]
-    return result

@@ -36,6 +36,6 @@ class EMATeacher:
         d = min(self.decay, (1.0 + self.n_updates) / (10.0 + self.n_updates))
         for t, s in zip(self.model.parameters(), student.parameters(), strict=True):
             t.mul_(d).add_(s.detach(), alpha=1.0 - d)
-        for t, s in zip(self.model.buffers(), student.buffers(), strict=True):
-            t.copy_(s)
+        for buf, src in zip(self.model.buffers(), student.buffers(), strict=True):
+            buf.copy_(src)
         self.n_updates += 1

@@ -1,8 +1,10 @@
 """The one minibatch training loop every network in falcon_sc is trained with (FALCON and the neural baselines).
 
-A method supplies a ``step`` function that turns a minibatch into losses; the loop owns the epochs, minibatch
-order, densifying sparse rows, the optimiser and learning-rate schedule, the device, the progress bar and the
-per-epoch history.
+A method supplies a :class:`TrainingPlan` in the manner of Lightning's ``LightningModule`` and scvi-tools' training
+plans: :meth:`~TrainingPlan.training_step` turns a minibatch into losses, hooks run after each optimiser step and
+after each epoch, and :meth:`~TrainingPlan.state_dict` / :meth:`~TrainingPlan.load_state_dict` are the method's part
+of a checkpoint. The loop owns the epochs, minibatch order, densifying sparse rows, the optimiser and learning-rate
+schedule, the device, the progress bar and the per-epoch history.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import numpy as np
 import torch
@@ -19,8 +22,28 @@ from scipy import sparse
 from torch import nn
 from tqdm import tqdm  # the text bar honours `delay` everywhere (the notebook widget fallback does not)
 
-StepFn = Callable[[np.ndarray, torch.Tensor, int], dict[str, torch.Tensor]]
-"""``step(idx, x, step_number) -> {"loss": tensor, other logged terms...}``."""
+from .._checks import Anything, Bool, Choice, Int, Real, check_choice, check_int, param, validate
+
+if TYPE_CHECKING:
+    from lightning_fabric import Fabric
+
+Precision = Literal["32-true", "bf16-mixed", "16-mixed"]
+PRECISIONS: tuple[Precision, ...] = ("32-true", "bf16-mixed", "16-mixed")
+OPTIMIZERS = ("adam", "sgd")
+
+
+class SampleSource(Protocol):
+    """A lazy source of samples (e.g. :class:`falcon_sc.data.ImageFiles`): read one request at a time."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Samples x the shape of one sample."""
+
+    def load(self, idx: np.ndarray) -> np.ndarray:
+        """The samples ``idx`` as one array."""
+
+    def subset(self, idx: np.ndarray) -> SampleSource:
+        """A source of the samples ``idx`` only."""
 
 
 class Features:
@@ -33,7 +56,9 @@ class Features:
     (images stored as ``N x C x H x W`` give ``C x H x W`` rows).
     """
 
-    def __init__(self, X, device: torch.device | str = "cpu") -> None:
+    data: torch.Tensor | sparse.csr_matrix | SampleSource
+
+    def __init__(self, X: Any, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
         if isinstance(X, Features):
             X = X.data
@@ -47,7 +72,7 @@ class Features:
             self.data = torch.as_tensor(np.asarray(X, dtype=np.float32), device=self.device)
 
     @staticmethod
-    def is_source(X) -> bool:
+    def is_source(X: Any) -> bool:
         """Whether ``X`` is a lazy sample source: ``shape`` and a callable ``load(idx)`` (not an array)."""
         return callable(getattr(X, "load", None)) and hasattr(X, "shape") and not isinstance(X, np.ndarray)
 
@@ -66,7 +91,7 @@ class Features:
         if isinstance(self.data, torch.Tensor):
             return self.data[torch.as_tensor(idx, device=self.device)]
         idx = idx.cpu().numpy() if isinstance(idx, torch.Tensor) else np.asarray(idx)
-        if sparse.issparse(self.data):
+        if isinstance(self.data, sparse.csr_matrix):
             return torch.as_tensor(self.data[idx].toarray(), device=self.device)
         batch = torch.from_numpy(np.ascontiguousarray(self.data.load(idx), dtype=np.float32))
         if self.device.type == "cuda":
@@ -77,7 +102,7 @@ class Features:
         """The rows ``idx`` as a new :class:`Features` on the same device."""
         if isinstance(self.data, torch.Tensor):
             return Features(self.data[torch.as_tensor(idx, device=self.device)], self.device)
-        if sparse.issparse(self.data):
+        if isinstance(self.data, sparse.csr_matrix):
             return Features(self.data[np.asarray(idx)], self.device)
         return Features(self.data.subset(np.asarray(idx)), self.device)
 
@@ -88,14 +113,28 @@ class Features:
             yield idx, self.rows(idx)
 
 
-@dataclass
-class LoopConfig:
-    """Optimisation settings of :func:`train_minibatches`.
+def redefault(base: type, name: str, default: Any) -> Any:
+    """The field ``name`` of the parameter class ``base`` with another default; its declared constraint is kept.
+
+    For a subclass whose default differs (:class:`~falcon_sc.core.trainer.FalconConfig`'s ``lr`` and
+    ``batch_size``): the field and its constraint stay declared once, in ``base``.
+    """
+    declared = {f.name: f for f in fields(base)}
+    if name not in declared:
+        raise AttributeError(f"{base.__name__} declares no field {name!r}.")
+    return field(default=default, metadata=declared[name].metadata)
+
+
+@dataclass(kw_only=True)
+class OptimSettings:
+    """Optimisation settings of the training loop, each declared once with its constraint.
+
+    :class:`LoopConfig` (the loop of every network) and :class:`~falcon_sc.core.trainer.FalconConfig` (FALCON's
+    training) both extend it; FalconConfig changes some defaults (:func:`redefault`) but no declaration. Checked on
+    construction.
 
     Attributes
     ----------
-    n_epochs
-        Passes over the data (each a fresh random order).
     batch_size
         Minibatch size (capped at the number of samples).
     optimizer
@@ -103,66 +142,122 @@ class LoopConfig:
     lr, momentum, weight_decay
         Optimiser settings.
     lr_milestones
-        Fractions of ``n_epochs`` after which the learning rate is multiplied by ``lr_gamma``.
+        Fractions of the epochs after which the learning rate is multiplied by ``lr_gamma``.
     lr_gamma
         Learning-rate decay factor at each milestone.
-    max_steps
-        Stop after this many minibatches (``None``: run all epochs).
     show_progress
         tqdm bar over minibatches.
+    precision
+        Lightning precision, ``"32-true"`` or ``"bf16-mixed"`` (CUDA; ``"16-mixed"`` also works there).
+    checkpoint_path
+        File the loop state (network, optimiser, schedule, epoch, history, random state and the plan's state) is
+        written to after every epoch, by rank 0; ``None``: no checkpoints.
+    resume
+        Continue from ``checkpoint_path`` when it exists (its epochs are not run again).
+    """
+
+    batch_size: int = param(256, Int(1))
+    optimizer: str = param("adam", Choice(OPTIMIZERS))
+    lr: float = param(1e-3, Real(0.0, open_low=True))
+    momentum: float = param(0.9, Real(0.0))
+    weight_decay: float = param(0.0, Real(0.0))
+    lr_milestones: tuple[float, ...] = param((), Anything())
+    lr_gamma: float = param(0.1, Real(0.0))
+    show_progress: bool = param(False, Bool())
+    precision: str = param("32-true", Choice(PRECISIONS))
+    checkpoint_path: str | None = param(None, Anything())
+    resume: bool = param(False, Bool())
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.resume and self.checkpoint_path is None:
+            raise ValueError("resume=True needs checkpoint_path (the file to resume from).")
+
+    def optim_settings(self) -> dict[str, Any]:
+        """The fields of :class:`OptimSettings` and their values (to build a :class:`LoopConfig` from a subclass)."""
+        return {f.name: getattr(self, f.name) for f in fields(OptimSettings)}
+
+
+@dataclass
+class LoopConfig(OptimSettings):
+    """Settings of :func:`train_minibatches`: the :class:`OptimSettings` (keyword-only) plus the loop's own.
+
+    Attributes
+    ----------
+    n_epochs
+        Passes over the data (each a fresh random order).
+    max_steps
+        Stop after this many minibatches (``None``: run all epochs).
     desc
         Label of the bar.
     n_threads
         CPU threads torch may use while training (``None``: :func:`cpu_threads` decides from the model size).
-    precision
-        Lightning precision, ``"32-true"`` or ``"bf16-mixed"`` (CUDA; ``"16-mixed"`` also works there).
-    checkpoint_path
-        File the loop state (network, optimiser, schedule, epoch, history, random state and the method's own
-        state) is written to after every epoch, by rank 0; ``None``: no checkpoints.
-    resume
-        Continue from ``checkpoint_path`` when it exists (its epochs are not run again).
     progress_delay
         Seconds before the progress bar appears (short runs stay silent).
     """
 
     n_epochs: int
-    batch_size: int = 256
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    lr_milestones: tuple[float, ...] = ()
-    lr_gamma: float = 0.1
-    max_steps: int | None = None
-    show_progress: bool = False
-    desc: str = "train"
-    n_threads: int | None = None
-    precision: str = "32-true"
-    checkpoint_path: str | None = None
-    resume: bool = False
-    progress_delay: float = 2.0
+    max_steps: int | None = param(None, Int(1, allow_none=True))
+    desc: str = param("train", Anything())
+    n_threads: int | None = param(None, Int(1, allow_none=True))
+    progress_delay: float = param(2.0, Real(0.0))
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer={self.optimizer!r}: use 'adam' or 'sgd'")
-        if self.n_epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"n_epochs={self.n_epochs} and batch_size={self.batch_size} must be at least 1")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r}: use one of {', '.join(map(repr, PRECISIONS))}")
-        if self.resume and self.checkpoint_path is None:
-            raise ValueError("resume=True needs checkpoint_path (the file to resume from).")
-
-
-PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+        check_int("n_epochs", self.n_epochs, 1)
+        super().__post_init__()
 
 
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite (the learning rate is usually too large)."""
 
 
+class TrainingPlan:
+    """What a method gives :func:`train_minibatches`: its step, its hooks and its part of a checkpoint.
+
+    The shape of Lightning's ``LightningModule`` hooks and scvi-tools' training plans, reduced to what falcon_sc's
+    methods use. A subclass implements :meth:`training_step` and overrides the hooks it needs; the defaults do
+    nothing. The loop calls, in order: :meth:`setup` once, then for every minibatch :meth:`training_step`, the
+    optimiser step and :meth:`on_train_batch_end`, and after every epoch :meth:`on_train_epoch_end`. A checkpoint
+    holds :meth:`state_dict` whole; resuming restores it with :meth:`load_state_dict`.
+
+    Attributes
+    ----------
+    network
+        The Fabric-wrapped network (set by :meth:`setup`): forward passes that train must go through it, since
+        distributed gradient synchronisation and mixed precision live in the wrapper.
+    """
+
+    network: nn.Module
+
+    def setup(self, network: nn.Module) -> None:
+        """Receive the Fabric-wrapped network (before the first step)."""
+        self.network = network
+
+    def training_step(self, idx: np.ndarray, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """Losses of the minibatch ``idx`` (rows ``x``) at optimisation step ``step`` (from 1).
+
+        The entry ``"loss"`` is minimised; every entry is averaged per epoch into the history.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement training_step.")
+
+    def on_train_batch_end(self, step: int) -> None:
+        """After the optimiser step ``step`` (EMA updates, relation solves...)."""
+
+    def on_train_epoch_end(self, epoch: int) -> dict[str, Any]:
+        """After the epoch ``epoch``: entries merged into that epoch's history record."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The plan's own state for a checkpoint (modules' state dicts, tensors, plain values)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (on resume)."""
+
+
 def make_fabric(
     device: torch.device | str = "cpu", *, devices: int = 1, strategy: str = "auto", precision: str = "32-true"
-):
+) -> Fabric:
     """A launched Lightning :class:`~lightning_fabric.Fabric` on ``device``'s accelerator.
 
     The training engine: device placement, precision, distributed strategies and checkpoint files are Lightning's;
@@ -173,10 +268,11 @@ def make_fabric(
 
     from lightning_fabric import Fabric
 
+    check_choice("precision", precision, PRECISIONS)
     for name in ("lightning_fabric", "lightning.fabric"):  # "Seed set to ..." / GPU availability chatter
         logging.getLogger(name).setLevel(logging.WARNING)
     device = torch.device(device)
-    fabric = Fabric(accelerator=device.type, devices=devices, strategy=strategy, precision=precision)
+    fabric = Fabric(accelerator=device.type, devices=devices, strategy=strategy, precision=cast(Precision, precision))
     fabric.launch()
     return fabric
 
@@ -218,7 +314,7 @@ def epochs_for_steps(n_obs: int, batch_size: int, min_steps: int, min_epochs: in
     return int(min(max_epochs, max(min_epochs, math.ceil(min_steps / per_epoch))))
 
 
-def make_optimizer(params, cfg: LoopConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterator[nn.Parameter], cfg: OptimSettings) -> torch.optim.Optimizer:
     """The optimiser ``cfg`` names, over ``params``."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -228,130 +324,140 @@ def make_optimizer(params, cfg: LoopConfig) -> torch.optim.Optimizer:
 def train_minibatches(
     model: nn.Module,
     features: Features,
-    step: StepFn,
+    plan: TrainingPlan,
     cfg: LoopConfig,
     rng: np.random.Generator,
     *,
-    after_step: Callable[[int], None] | None = None,
-    end_epoch: Callable[[int], dict] | None = None,
-    fabric=None,
-    on_setup: Callable[[nn.Module], None] | None = None,
-    extra_state: Callable[[], dict] | None = None,
-    load_extra_state: Callable[[dict], None] | None = None,
-) -> list[dict]:
-    """Minimise the losses ``step`` returns over random minibatches of ``features``, on Lightning Fabric.
+    fabric: Fabric | None = None,
+) -> list[dict[str, Any]]:
+    """Minimise the losses ``plan`` returns over random minibatches of ``features``, on Lightning Fabric.
 
     Parameters
     ----------
     model
-        The network; all its parameters are optimised (it is put in train mode).
+        The network; all its parameters are optimised (it is put in train mode). The plan receives it wrapped by
+        Fabric (:meth:`TrainingPlan.setup`) and must run its training forward passes through the wrapper.
     features
         Input rows.
-    step
-        ``step(idx, x, n)``: losses of the minibatch ``idx`` (rows ``x``) at optimisation step ``n`` (from 1); the
-        entry ``"loss"`` is minimised, every entry is averaged per epoch into the history.
+    plan
+        The method: :meth:`~TrainingPlan.training_step` and the hooks of :class:`TrainingPlan`.
     cfg
         Optimisation settings.
     rng
         Source of the minibatch order (methods draw their own randomness from the same generator). In a
         distributed run every rank must seed it alike: each takes its own share of the same order.
-    after_step
-        Called with the step number after each optimiser step (EMA updates, relation solves...).
-    end_epoch
-        Called with the epoch index after each epoch; its dict is merged into that epoch's history record.
     fabric
         A launched Fabric (default: one device, ``features``' device, ``cfg.precision``).
-    on_setup
-        Called with the Fabric-wrapped network: ``step`` must run the forward pass through it (distributed
-        gradient synchronisation and mixed precision live in the wrapper).
-    extra_state, load_extra_state
-        The method's own state to checkpoint (modules, tensors, plain values) and how to restore it on resume.
 
     Returns
     -------
-    One record per epoch: the mean of each loss term, ``epoch`` and ``lr``.
+    One record per epoch: the mean of each loss term, ``epoch``, ``lr`` and what
+    :meth:`~TrainingPlan.on_train_epoch_end` adds.
     """
     fabric = make_fabric(features.device, precision=cfg.precision) if fabric is None else fabric
-    rank, world = fabric.global_rank, fabric.world_size
-    n = features.n_obs
-    batch_size = min(cfg.batch_size, n)
-    per_rank = n // world  # equal shares: every rank takes the same number of steps
     opt = make_optimizer(model.parameters(), cfg)
     wrapped, opt = fabric.setup(model, opt)
-    if on_setup is not None:
-        on_setup(wrapped)
+    plan.setup(wrapped)
     milestones = sorted({int(f * cfg.n_epochs) for f in cfg.lr_milestones})
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg.lr_gamma)
-    steps_per_epoch = math.ceil(per_rank / batch_size)
-    total = cfg.n_epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total = min(total, cfg.max_steps)
-    history: list[dict] = []
-    n_step, first_epoch = 0, 0
-    checkpoint = {"model": wrapped, "optimizer": opt}
+    loop = _Loop(fabric, wrapped, opt, sched, features, plan, cfg, rng)
     if cfg.resume and cfg.checkpoint_path is not None and Path(cfg.checkpoint_path).is_file():
-        state = {**checkpoint, **(extra_state() if extra_state is not None else {})}
-        rest = fabric.load(cfg.checkpoint_path, state)
-        sched.load_state_dict(rest.pop("scheduler"))
-        rng.bit_generator.state = rest.pop("rng")
-        history, n_step, first_epoch = rest.pop("history"), rest.pop("n_step"), rest.pop("epoch") + 1
-        if load_extra_state is not None:
-            load_extra_state({**state, **rest})
+        loop.resume(cfg.checkpoint_path)
     with torch_threads(cpu_threads(model, cfg.n_threads)):
+        loop.run()
+    return loop.history
+
+
+class _Loop:
+    """The state of one :func:`train_minibatches` run: its epochs, the step count, the history and checkpoints."""
+
+    def __init__(
+        self,
+        fabric: Fabric,
+        network: nn.Module,
+        opt: torch.optim.Optimizer,
+        sched: torch.optim.lr_scheduler.MultiStepLR,
+        features: Features,
+        plan: TrainingPlan,
+        cfg: LoopConfig,
+        rng: np.random.Generator,
+    ) -> None:
+        self.fabric, self.network, self.opt, self.sched = fabric, network, opt, sched
+        self.features, self.plan, self.cfg, self.rng = features, plan, cfg, rng
+        self.rank, world = fabric.global_rank, fabric.world_size
+        self.per_rank = features.n_obs // world  # equal shares: every rank takes the same number of steps
+        self.batch_size = min(cfg.batch_size, features.n_obs)
+        total = cfg.n_epochs * math.ceil(self.per_rank / self.batch_size)
+        self.total = total if cfg.max_steps is None else min(total, cfg.max_steps)
+        self.history: list[dict[str, Any]] = []
+        self.n_step, self.first_epoch = 0, 0
+
+    def stateful(self) -> dict[str, Any]:
+        """What a checkpoint restores in place: the network, the optimiser and the plan."""
+        return {"model": self.network, "optimizer": self.opt, "plan": self.plan}
+
+    def resume(self, path: str) -> None:
+        """Restore a checkpoint written by :meth:`save` (its epochs are not run again)."""
+        rest = self.fabric.load(path, self.stateful())
+        self.sched.load_state_dict(rest.pop("scheduler"))
+        self.rng.bit_generator.state = rest.pop("rng")
+        self.history, self.n_step, self.first_epoch = rest.pop("history"), rest.pop("n_step"), rest.pop("epoch") + 1
+
+    def save(self, path: str, epoch: int) -> None:
+        """Write the loop state after ``epoch`` (rank 0 writes)."""
+        extra = {"scheduler": self.sched.state_dict(), "rng": self.rng.bit_generator.state}
+        self.fabric.save(
+            path, {**self.stateful(), **extra, "history": self.history, "n_step": self.n_step, "epoch": epoch}
+        )
+
+    def run(self) -> None:
+        """The remaining epochs, with a progress bar on rank 0."""
+        cfg = self.cfg
+        show = cfg.show_progress and self.rank == 0
         bar = tqdm(
-            total=total,
-            initial=n_step,
+            total=self.total,
+            initial=self.n_step,
             desc=cfg.desc,
-            disable=not (cfg.show_progress and rank == 0),
+            disable=not show,
             leave=False,
             delay=cfg.progress_delay,
         )
-        for epoch in range(first_epoch, cfg.n_epochs):
-            if n_step >= total:
+        for epoch in range(self.first_epoch, cfg.n_epochs):
+            if self.n_step >= self.total:
                 break
-            wrapped.train()
-            sums: dict[str, float] = {}
-            seen = 0
-            perm = rng.permutation(n)[rank * per_rank : (rank + 1) * per_rank]
-            for start in range(0, per_rank, batch_size):
-                if n_step >= total:
-                    break
-                idx = perm[start : start + batch_size]
-                n_step += 1
-                terms = step(idx, features.rows(idx), n_step)
-                if not torch.isfinite(terms["loss"]).item():
-                    raise TrainingDiverged(f"loss {float(terms['loss'].detach())} at step {n_step}")
-                opt.zero_grad(set_to_none=True)
-                fabric.backward(terms["loss"])
-                opt.step()
-                if after_step is not None:
-                    after_step(n_step)
-                for key, val in terms.items():
-                    sums[key] = sums.get(key, 0.0) + float(val.detach()) * len(idx)
-                seen += len(idx)
-                bar.update(1)
-            sched.step()
-            record = {k: v / max(seen, 1) for k, v in sums.items()}
-            record.update(epoch=epoch, lr=opt.param_groups[0]["lr"])
-            if end_epoch is not None:
-                record.update(end_epoch(epoch))
-            history.append(record)
+            record = self.epoch(bar)
+            record.update(epoch=epoch, lr=self.opt.param_groups[0]["lr"])
+            record.update(self.plan.on_train_epoch_end(epoch))
+            self.history.append(record)
             bar.set_postfix(loss=f"{record.get('loss', float('nan')):.3f}", refresh=False)  # keeps the delay
             if cfg.checkpoint_path is not None:
-                fabric.save(
-                    cfg.checkpoint_path,
-                    {
-                        **checkpoint,
-                        **(extra_state() if extra_state is not None else {}),
-                        "scheduler": sched.state_dict(),
-                        "rng": rng.bit_generator.state,
-                        "history": history,
-                        "n_step": n_step,
-                        "epoch": epoch,
-                    },
-                )
+                self.save(cfg.checkpoint_path, epoch)
         bar.close()
-    return history
+
+    def epoch(self, bar: tqdm) -> dict[str, Any]:
+        """One pass over this rank's share of a fresh random order; the mean of each loss term."""
+        self.network.train()
+        sums: dict[str, float] = {}
+        seen = 0
+        perm = self.rng.permutation(self.features.n_obs)[self.rank * self.per_rank : (self.rank + 1) * self.per_rank]
+        for start in range(0, self.per_rank, self.batch_size):
+            if self.n_step >= self.total:
+                break
+            idx = perm[start : start + self.batch_size]
+            self.n_step += 1
+            terms = self.plan.training_step(idx, self.features.rows(idx), self.n_step)
+            if not torch.isfinite(terms["loss"]).item():
+                raise TrainingDiverged(f"loss {float(terms['loss'].detach())} at step {self.n_step}")
+            self.opt.zero_grad(set_to_none=True)
+            self.fabric.backward(terms["loss"])
+            self.opt.step()
+            self.plan.on_train_batch_end(self.n_step)
+            for key, val in terms.items():
+                sums[key] = sums.get(key, 0.0) + float(val.detach()) * len(idx)
+            seen += len(idx)
+            bar.update(1)
+        self.sched.step()
+        return {k: v / max(seen, 1) for k, v in sums.items()}
 
 
 @torch.no_grad()
@@ -361,13 +467,48 @@ def map_rows(fn: Callable[[torch.Tensor], torch.Tensor], features: Features, bat
 
 
 @torch.no_grad()
-def predict(model: nn.Module, X, device: torch.device | str, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: nn.Module, X: Any, device: torch.device | str, batch_size: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
     """Softmax probabilities and penultimate embedding (``model.embed``) for every row of ``X``."""
     model.eval()
+    embed, head = model.embed, model.get_submodule("head")
+    if not callable(embed):
+        raise TypeError(f"{type(model).__name__}.embed must be a method (inputs -> penultimate embedding).")
     feats = X if isinstance(X, Features) else Features(X, device)
-    emb = map_rows(model.embed, feats, batch_size)
-    probs = torch.softmax(model.head(torch.as_tensor(emb, device=feats.device)), dim=1).cpu().numpy()
+    emb = map_rows(embed, feats, batch_size)
+    probs = torch.softmax(head(torch.as_tensor(emb, device=feats.device)), dim=1).cpu().numpy()
     return probs, emb
+
+
+class CrossEntropyPlan(TrainingPlan):
+    """Cross-entropy on integer ``labels``, with class weights ``frequency ** -balance`` and an optional ``view``.
+
+    The plan of :func:`fit_cross_entropy` (see there).
+    """
+
+    def __init__(
+        self,
+        labels: np.ndarray,
+        device: torch.device,
+        *,
+        balance: float = 0.0,
+        view: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        labels = np.asarray(labels)
+        self.target = torch.as_tensor(labels, dtype=torch.long, device=device)
+        self.weight: torch.Tensor | None = None
+        if balance > 0:
+            freq = np.bincount(labels, minlength=int(labels.max()) + 1).astype(np.float64)
+            w = np.where(freq > 0, np.maximum(freq, 1.0) ** -balance, 0.0)
+            self.weight = torch.as_tensor(w / (w * freq).sum() * freq.sum(), dtype=torch.float32, device=device)
+        self.view = view
+
+    def training_step(self, idx: np.ndarray, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """Cross-entropy of the (viewed) minibatch against its labels."""
+        yb = self.target[torch.as_tensor(idx, device=self.target.device)]
+        x = self.view(x) if self.view is not None else x
+        return {"loss": nn.functional.cross_entropy(self.network(x).float(), yb, weight=self.weight)}
 
 
 def fit_cross_entropy(
@@ -378,30 +519,14 @@ def fit_cross_entropy(
     rng: np.random.Generator,
     *,
     balance: float = 0.0,
-    fabric=None,
+    fabric: Fabric | None = None,
     view: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Fit ``model`` to integer ``labels`` with cross-entropy (warm starts, the supervised reference).
 
     ``balance`` weights each class by ``frequency ** -balance`` (0: plain cross-entropy, 1: every class counts as
     much as any other), so that a rare class is learned as well as a frequent one. ``view`` (e.g. a random image
     crop) is applied to every minibatch.
     """
-    labels = np.asarray(labels)
-    target = torch.as_tensor(labels, dtype=torch.long, device=features.device)
-    weight = None
-    if balance > 0:
-        freq = np.bincount(labels, minlength=int(labels.max()) + 1).astype(np.float64)
-        w = np.where(freq > 0, np.maximum(freq, 1.0) ** -balance, 0.0)
-        weight = torch.as_tensor(w / (w * freq).sum() * freq.sum(), dtype=torch.float32, device=features.device)
-
-    net = {"model": model}
-
-    def step(idx: np.ndarray, xb: torch.Tensor, _: int) -> dict[str, torch.Tensor]:
-        yb = target[torch.as_tensor(idx, device=target.device)]
-        xb = view(xb) if view is not None else xb
-        return {"loss": nn.functional.cross_entropy(net["model"](xb).float(), yb, weight=weight)}
-
-    return train_minibatches(
-        model, features, step, cfg, rng, fabric=fabric, on_setup=lambda wrapped: net.update(model=wrapped)
-    )
+    plan = CrossEntropyPlan(labels, features.device, balance=balance, view=view)
+    return train_minibatches(model, features, plan, cfg, rng, fabric=fabric)

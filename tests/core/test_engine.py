@@ -11,7 +11,14 @@ from falcon_sc.core.distributed import train_falcon_ddp
 from falcon_sc.core.graph_init import graph_clusters
 from falcon_sc.core.neighbors import within_class_neighbors
 from falcon_sc.core.trainer import FalconConfig, train_falcon
-from falcon_sc.core.training import Features, LoopConfig, TrainingDiverged, fit_cross_entropy, train_minibatches
+from falcon_sc.core.training import (
+    Features,
+    LoopConfig,
+    TrainingDiverged,
+    TrainingPlan,
+    fit_cross_entropy,
+    train_minibatches,
+)
 from falcon_sc.models.mlp import MLPClassifier
 from falcon_sc.pp import cell_features
 
@@ -28,6 +35,10 @@ def problem():
     return adata, coarse, feats.features, nb, labels, relation
 
 
+#: the training settings these tests were written with (FalconConfig's defaults before it took refine's)
+REFERENCE = dict(lr=1e-3, lambda_reg=0.5, regulariser="global")
+
+
 def _classifier(seed=0):
     torch.manual_seed(seed)
     return MLPClassifier(20 + 10, 6)
@@ -40,7 +51,7 @@ def test_falcon_resumed_after_a_crash_ends_as_the_uninterrupted_run(problem, tmp
     path = str(tmp_path / "falcon.ckpt")
 
     def cfg(**kw):
-        return FalconConfig(n_epochs=6, batch_size=64, relation_every=10, show_progress=False, **kw)
+        return FalconConfig(n_epochs=6, batch_size=64, relation_every=10, show_progress=False, **REFERENCE, **kw)
 
     def run(**kw):
         return train_falcon(_classifier(), X, coarse, nb, 3, cfg(**kw), relation=relation, init_labels=labels, seed=0)
@@ -92,16 +103,19 @@ def test_divergence_stops_training():
     X = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
     model = torch.nn.Linear(3, 2)
 
-    def step(idx, xb, n):
-        return {"loss": model(xb).sum() * float("nan")}
+    class NaNPlan(TrainingPlan):
+        def training_step(self, idx, x, step):
+            return {"loss": self.network(x).sum() * float("nan")}
 
     with pytest.raises(TrainingDiverged, match="step 1"):
-        train_minibatches(model, Features(X), step, LoopConfig(n_epochs=1, batch_size=32), np.random.default_rng(0))
+        train_minibatches(
+            model, Features(X), NaNPlan(), LoopConfig(n_epochs=1, batch_size=32), np.random.default_rng(0)
+        )
 
 
 def test_two_processes_hold_the_same_relation_and_agree_with_one(problem):
     adata, coarse, X, nb, labels, relation = problem
-    cfg = FalconConfig(n_epochs=8, batch_size=64, show_progress=False, relation_every=5)
+    cfg = FalconConfig(n_epochs=8, batch_size=64, show_progress=False, relation_every=5, **REFERENCE)
     ddp = train_falcon_ddp(2, _classifier(), X, coarse, nb, 3, cfg, relation=relation, init_labels=labels, seed=0)
     single = train_falcon(_classifier(), X, coarse, nb, 3, cfg, relation=relation, init_labels=labels, seed=0)
     assert ddp.ranks_agree  # same M on every rank at the end, same children after every epoch
@@ -109,6 +123,22 @@ def test_two_processes_hold_the_same_relation_and_agree_with_one(problem):
     # the two runs see different minibatches, so labels agree within a tolerance, not exactly
     assert metrics.ari(ddp.probs.argmax(1), single.probs.argmax(1)) > 0.9
     assert metrics.ari(adata.obs["fine"], ddp.probs.argmax(1)) > 0.8
+
+
+def test_two_processes_return_every_scheme_relation(problem):
+    """With several coarse schemes the distributed result holds one relation per scheme, the same on every rank."""
+    _, coarse, X, nb, _, _ = problem
+    merged = np.where(coarse == 2, 1, 0)  # a second scheme: classes 0 and 1 merged, every 5th cell unlabelled
+    merged[::5] = -1
+    schemes = np.stack([coarse, merged], axis=1)
+    cfg = FalconConfig(n_epochs=2, batch_size=128, show_progress=False, relation_every=2)
+    ddp = train_falcon_ddp(2, _classifier(), X, schemes, nb, [3, 2], cfg, seed=0)
+    assert [r.shape for r in ddp.relations] == [(6, 3), (6, 2)]
+    assert np.array_equal(ddp.relations[0], ddp.relation)
+    assert all(set(np.unique(r)) <= {0, 1} and (r.sum(axis=1) == 1).all() for r in ddp.relations)
+    assert ddp.ranks_agree
+    # the children counts the history records are those of the relations returned
+    assert ddp.history[-1]["children"] == [*ddp.relations[0].sum(0), *ddp.relations[1].sum(0)]
 
 
 def test_falcon_trains_a_resnet_on_image_views():
@@ -134,7 +164,7 @@ def test_falcon_trains_a_resnet_on_image_views():
         calls["teacher"] += 1
         return random_view(x, crop, gen)
 
-    cfg = FalconConfig(n_epochs=2, batch_size=64, show_progress=False, init_steps=5)
+    cfg = FalconConfig(n_epochs=2, batch_size=64, show_progress=False, init_steps=5, **REFERENCE)
     torch.manual_seed(0)
     net = resnet18(10, in_channels=1, width=8)
     result = train_falcon(

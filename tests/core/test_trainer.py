@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -11,9 +12,11 @@ from scipy import sparse
 from torch import nn
 
 from falcon_sc import metrics
+from falcon_sc._checks import defaults
 from falcon_sc.core.ema import EMATeacher
 from falcon_sc.core.neighbors import within_class_neighbors
 from falcon_sc.core.trainer import FalconConfig, _n_epochs, predict, train_falcon
+from falcon_sc.core.training import LoopConfig, OptimSettings, TrainingPlan
 from falcon_sc.models.mlp import MLPClassifier
 
 CHILDREN = (2, 2, 3)
@@ -37,7 +40,8 @@ def _true_relation():
 
 
 def _cfg(**kw):
-    base = dict(n_epochs=30, batch_size=64, regulariser="within", lambda_reg=2.0, show_progress=False)
+    # lr: FalconConfig's default before it took refine's (3e-4), which these tests were written with
+    base = dict(n_epochs=30, batch_size=64, lr=1e-3, regulariser="within", lambda_reg=2.0, show_progress=False)
     return FalconConfig(**{**base, **kw})
 
 
@@ -160,6 +164,89 @@ def test_config_to_dict():
     d = FalconConfig(lr_milestones=(0.5, 0.9)).to_dict()
     assert d["lr_milestones"] == [0.5, 0.9]
     assert set(d) >= {"n_epochs", "lr", "lambda_reg", "regulariser", "learn_relation"}
+
+
+REFINE_DEFAULTS = dict(
+    n_epochs=None,
+    batch_size=1024,
+    optimizer="adam",
+    lr=3e-4,
+    lambda_coarse=0.5,
+    lambda_fine=0.5,
+    lambda_reg=0.05,
+    regulariser="prior",
+    lambda_relation=5e-3,
+    temperature=0.9,
+    relation_every=30,
+    learn_relation=True,
+    soft_fraction=0.3,
+    precision="32-true",
+    checkpoint_path=None,
+    resume=False,
+    show_progress=True,
+)
+
+
+def test_config_defaults_are_refines_and_the_loop_keeps_its_own():
+    assert {k: v for k, v in defaults(FalconConfig).items() if k in REFINE_DEFAULTS} == REFINE_DEFAULTS
+    # the loop of the baselines and warm fits keeps its own defaults for the same declared fields
+    loop = defaults(LoopConfig)
+    assert (loop["lr"], loop["batch_size"], loop["show_progress"], loop["lr_milestones"]) == (1e-3, 256, False, ())
+    # every shared optimisation field is declared once, with the same constraint in both
+    for f in fields(OptimSettings):
+        falcon, base = FalconConfig.__dataclass_fields__[f.name], LoopConfig.__dataclass_fields__[f.name]
+        assert falcon.metadata["check"] == base.metadata["check"] == f.metadata["check"]
+
+
+def test_loop_config_from_falcon_config_takes_every_shared_field():
+    cfg = FalconConfig(optimizer="sgd", lr=0.02, momentum=0.5, weight_decay=1e-4, lr_gamma=0.5, show_progress=False)
+    loop = cfg.loop_config(7, 64)
+    assert (loop.n_epochs, loop.batch_size, loop.desc) == (7, 64, "falcon")
+    shared = {f.name for f in fields(OptimSettings)} - {"batch_size"}
+    assert {k: getattr(loop, k) for k in shared} == {k: getattr(cfg, k) for k in shared}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"lr": 0.0}, ValueError, "lr=0.0 must be a finite number > 0"),
+        ({"temperature": -1.0}, ValueError, "temperature"),
+        ({"soft_fraction": 1.5}, ValueError, "soft_fraction"),
+        ({"lambda_reg": -0.1}, ValueError, "lambda_reg"),
+        ({"n_epochs": 0}, ValueError, "n_epochs=0 must be an int >= 1"),
+        ({"n_epochs": 2.5}, TypeError, "n_epochs"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"relation_every": 0}, ValueError, "relation_every"),
+        ({"optimizer": "lbfgs"}, ValueError, "optimizer='lbfgs' must be one of 'adam', 'sgd'"),
+        ({"regulariser": "none"}, ValueError, "regulariser"),
+        ({"precision": "8-bit"}, ValueError, "precision"),
+        ({"learn_relation": 1}, TypeError, "learn_relation"),
+        ({"show_progress": "yes"}, TypeError, "show_progress"),
+        ({"resume": True}, ValueError, "resume=True needs checkpoint_path"),
+    ],
+)
+def test_config_checks_on_construction(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        FalconConfig(**kwargs)
+
+
+def test_checkpoint_holds_the_plan_state_whole(blobs, tmp_path):
+    X, fine, coarse, nb = blobs
+    path = tmp_path / "f.ckpt"
+    torch.manual_seed(0)
+    model = MLPClassifier(X.shape[1], N_FINE, (16,))
+    res = train_falcon(model, X, coarse, nb, len(CHILDREN), _cfg(n_epochs=2, checkpoint_path=str(path)), seed=0)
+    saved = torch.load(path, weights_only=True)
+    assert set(saved["plan"]) == {"teacher", "teacher_updates", "relations"}
+    assert saved["plan"]["teacher_updates"] == 2 * math.ceil(X.shape[0] / 64)
+    np.testing.assert_array_equal(saved["plan"]["relations"][0].numpy(), res.relation)
+    for k, v in res.model.state_dict().items():
+        torch.testing.assert_close(saved["plan"]["teacher"][k], v)
+
+
+def test_a_plan_must_define_its_step():
+    with pytest.raises(NotImplementedError, match="training_step"):
+        TrainingPlan().training_step(np.arange(2), torch.zeros(2, 1), 1)
 
 
 def test_predict_batches():

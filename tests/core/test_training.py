@@ -10,6 +10,7 @@ from scipy import sparse
 from falcon_sc.core.training import (
     Features,
     LoopConfig,
+    TrainingPlan,
     epochs_for_steps,
     fit_cross_entropy,
     map_rows,
@@ -41,16 +42,28 @@ def test_loop_runs_every_minibatch_once_per_epoch_and_records_history():
     model = torch.nn.Linear(3, 1)
     seen: list[np.ndarray] = []
     calls: list[int] = []
+    wrapped: list[torch.nn.Module] = []
 
-    def step(idx, x, n):
-        seen.append(idx)
-        np.testing.assert_array_equal(x.numpy(), X[idx])
-        return {"loss": model(x).pow(2).mean(), "extra": torch.tensor(float(n))}
+    class Plan(TrainingPlan):
+        def setup(self, network):
+            wrapped.append(network)
+            super().setup(network)
+
+        def training_step(self, idx, x, step):
+            seen.append(idx)
+            np.testing.assert_array_equal(x.numpy(), X[idx])
+            return {"loss": self.network(x).pow(2).mean(), "extra": torch.tensor(float(step))}
+
+        def on_train_batch_end(self, step):
+            calls.append(step)
+
+        def on_train_epoch_end(self, epoch):
+            return {"e": epoch}
 
     cfg = LoopConfig(n_epochs=2, batch_size=7, lr=0.01, lr_milestones=(0.5,), lr_gamma=0.1)
-    hist = train_minibatches(
-        model, Features(X), step, cfg, np.random.default_rng(0), after_step=calls.append, end_epoch=lambda e: {"e": e}
-    )
+    hist = train_minibatches(model, Features(X), Plan(), cfg, np.random.default_rng(0))
+    # setup received Fabric's wrapper around the model, once
+    assert len(wrapped) == 1 and wrapped[0] is not model and wrapped[0].module is model
     assert len(hist) == 2 and [h["e"] for h in hist] == [0, 1]
     steps_per_epoch = -(-30 // 7)
     assert calls == list(range(1, 2 * steps_per_epoch + 1))
@@ -65,12 +78,13 @@ def test_loop_stops_at_max_steps():
     model = torch.nn.Linear(3, 1)
     n_calls = []
 
-    def step(idx, x, n):
-        n_calls.append(n)
-        return {"loss": model(x).mean()}
+    class Plan(TrainingPlan):
+        def training_step(self, idx, x, step):
+            n_calls.append(step)
+            return {"loss": self.network(x).mean()}
 
     cfg = LoopConfig(n_epochs=50, batch_size=4, max_steps=11)
-    train_minibatches(model, Features(X), step, cfg, np.random.default_rng(0))
+    train_minibatches(model, Features(X), Plan(), cfg, np.random.default_rng(0))
     assert n_calls == list(range(1, 12))
 
 
@@ -126,12 +140,13 @@ def test_small_networks_train_on_one_thread_and_the_setting_is_restored():
     before = torch.get_num_threads()
     seen = []
 
-    def step(idx, xb, n):
-        seen.append(torch.get_num_threads())
-        return {"loss": small(xb).pow(2).mean()}
+    class Plan(TrainingPlan):
+        def training_step(self, idx, x, step):
+            seen.append(torch.get_num_threads())
+            return {"loss": self.network(x).pow(2).mean()}
 
     train_minibatches(
-        small, Features(np.ones((8, 50))), step, LoopConfig(n_epochs=1, batch_size=4), np.random.default_rng(0)
+        small, Features(np.ones((8, 50))), Plan(), LoopConfig(n_epochs=1, batch_size=4), np.random.default_rng(0)
     )
     assert seen == [1, 1] and torch.get_num_threads() == before
     with pytest.raises(RuntimeError), torch_threads(1):
