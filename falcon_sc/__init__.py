@@ -6,11 +6,9 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-# the one place the version is written: pyproject.toml reads it ([tool.hatch.version]), saved models store it
-__version__ = "0.1.0"
-
-from . import baselines, data, datasets, metrics, models, pl, pp, tl  # noqa: E402
-from .models import FalconModel  # noqa: E402
+from . import baselines, data, datasets, metrics, models, pl, pp, tl
+from ._version import __version__
+from .models import FalconModel
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the bench loads on first use (see __getattr__)
     from . import bench

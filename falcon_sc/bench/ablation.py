@@ -222,7 +222,7 @@ def _write(df: pd.DataFrame, out_dir: Path) -> None:
 
 def _variant_means(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Variant x source dataset: mean of ``metric`` over cases (each the mean over its successful seeds)."""
-    cases = real._case_means(df.assign(method=df["variant"]), metric)
+    cases = real.case_means(df.assign(method=df["variant"]), metric)
     table = cases.groupby(["method", "source"], sort=False)[metric].mean().unstack("source")
     return table.reindex(index=list(dict.fromkeys(df["variant"])), columns=list(dict.fromkeys(df["source"])))
 
@@ -282,6 +282,6 @@ def ablation_markdown(df: pd.DataFrame, digits: int = 3) -> str:
     ]
     for mode in [m for m in COUNTS if m in set(df["counts"])]:
         part = df[df["counts"] == mode]
-        lines += ["", f"## {real._COUNT_TITLES[mode]}", "", ablation_table_markdown(part, digits)]
-        lines += real._failures(part.assign(method=part["variant"]))
+        lines += ["", f"## {real.COUNT_TITLES[mode]}", "", ablation_table_markdown(part, digits)]
+        lines += real.failure_lines(part.assign(method=part["variant"]))
     return "\n".join(lines)

@@ -46,10 +46,11 @@ _SPLIT_TITLES = {
     "tuning": f"Tuning split ({', '.join(TUNING_DATASETS)}): may inform choices of defaults",
     "held_out": f"Held-out split ({', '.join(HELD_OUT_DATASETS)}): never used for a choice",
 }
-_COUNT_TITLES = {
+COUNT_TITLES: dict[str, str] = {
     "learned": "Counts learned: each method is told the true total of fine classes",
     "given": "Counts given: each method is told the true number of fine classes of every coarse class",
 }
+"""Section titles of the counts modes (:data:`COUNTS`) in the summary tables."""
 
 
 @dataclass(frozen=True)
@@ -338,7 +339,7 @@ def run_real(
     return pd.concat(frames, ignore_index=True)
 
 
-def _case_means(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+def case_means(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Mean of ``metric`` over the successful seeds of every (case, method); NaN where every seed failed.
 
     Columns ``dataset`` (the case), ``source``, ``regrouped``, ``method`` and ``metric``, in the order of ``df``.
@@ -370,7 +371,7 @@ def source_table_markdown(df: pd.DataFrame, metric: str) -> str:
     """
     from .run import pivot_markdown
 
-    cases = _case_means(df, metric)
+    cases = case_means(df, metric)
     n_regrouped = cases[cases["regrouped"]].groupby("source")["dataset"].nunique()
     cases["dataset"] = [
         f"{s}~regrouped ({n_regrouped[s]})" if r else s
@@ -420,7 +421,7 @@ def falcon_vs_best_markdown(df: pd.DataFrame, *, falcon: str = "falcon", digits:
     others = [m for m in methods if m != falcon and m not in REFERENCES]
     if falcon not in methods or not others:
         return f"(no comparison: needs the method {falcon!r} and another one that does not see the truth)"
-    tables = {m: _case_means(df, m).pivot(index="dataset", columns="method", values=m) for m in REAL_METRICS}
+    tables = {m: case_means(df, m).pivot(index="dataset", columns="method", values=m) for m in REAL_METRICS}
     groups = [(s, df.loc[df["source"] == s, "dataset"].unique()) for s in dict.fromkeys(df["source"])]
     if len(groups) > 1:
         groups.append(("all", df["dataset"].unique()))
@@ -432,7 +433,7 @@ def falcon_vs_best_markdown(df: pd.DataFrame, *, falcon: str = "falcon", digits:
     return "\n".join(lines)
 
 
-def _failures(df: pd.DataFrame) -> list[str]:
+def failure_lines(df: pd.DataFrame) -> list[str]:
     """One line counting the failed runs per method (none when every run succeeded)."""
     failed = df[df["error"] != ""].groupby("method", sort=False).size()
     if failed.empty:
@@ -468,8 +469,8 @@ def real_summary_markdown(df: pd.DataFrame) -> str:
             sub = part[part["counts"] == mode]
             if sub.empty:
                 continue
-            lines += ["", f"### {_COUNT_TITLES[mode]}"]
+            lines += ["", f"### {COUNT_TITLES[mode]}"]
             for metric in REAL_METRICS:
                 lines += ["", f"#### {metric}", "", source_table_markdown(sub, metric)]
-            lines += ["", "#### FALCON vs the best baseline", "", falcon_vs_best_markdown(sub), *_failures(sub)]
+            lines += ["", "#### FALCON vs the best baseline", "", falcon_vs_best_markdown(sub), *failure_lines(sub)]
     return "\n".join(lines) + "\n"
