@@ -276,13 +276,14 @@ def _relation_figure(annotated: AnnData, fine_key: str, path: Path) -> None:
     The figure is closed after saving; the matplotlib backend is left as it is (the command line selects ``Agg``).
     """
     import matplotlib.pyplot as plt
-    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
     from falcon_sc import pl
 
     drawn = pl.relations(annotated, key="falcon", true_key=fine_key, show=False, save=path)
     if drawn is not None:
-        plt.close(drawn.figure if isinstance(drawn, Axes) else drawn)
+        fig = drawn if isinstance(drawn, Figure) else drawn.figure
+        plt.close(fig if isinstance(fig, Figure) else fig.figure)  # a subfigure's .figure is its root figure
 
 
 def run(

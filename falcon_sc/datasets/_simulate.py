@@ -14,6 +14,7 @@ from typing import Any
 
 import anndata as ad
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from scipy import sparse
 
@@ -234,9 +235,34 @@ def check_settings(**arguments: Any) -> SimSettings:
     if not children:
         raise ValueError("children=() must name at least one coarse class (its number of fine classes).")
     n_rare, rare_coarse = _check_rare(children, int(arguments["n_rare"]), arguments["rare_coarse"])
-    values = {name: int(arguments[name]) for name in _INTS}
-    values.update({name: float(arguments[name]) for name in _NUMBERS})
-    settings = SimSettings(**{**values, "children": children, "n_rare": n_rare, "rare_coarse": rare_coarse})
+    a = {name: float(arguments[name]) for name in _NUMBERS}
+    settings = SimSettings(
+        n_cells=int(arguments["n_cells"]),
+        n_genes=int(arguments["n_genes"]),
+        children=children,
+        imbalance=a["imbalance"],
+        min_cells_per_class=int(arguments["min_cells_per_class"]),
+        size_sd=a["size_sd"],
+        n_rare=n_rare,
+        rare_coarse=rare_coarse,
+        rare_fraction=a["rare_fraction"],
+        rare_min_cells=int(arguments["rare_min_cells"]),
+        coarse_effect=a["coarse_effect"],
+        coarse_de_frac=a["coarse_de_frac"],
+        fine_effect=a["fine_effect"],
+        fine_de_frac=a["fine_de_frac"],
+        state_effect=a["state_effect"],
+        state_de_frac=a["state_de_frac"],
+        n_batches=int(arguments["n_batches"]),
+        batch_effect=a["batch_effect"],
+        batch_de_frac=a["batch_de_frac"],
+        batch_library_shift=a["batch_library_shift"],
+        library_size=a["library_size"],
+        library_sd=a["library_sd"],
+        dispersion=a["dispersion"],
+        dropout=a["dropout"],
+        random_state=int(arguments["random_state"]),
+    )
     needed = (settings.n_fine - n_rare) * settings.min_cells_per_class + n_rare * settings.rare_min_cells
     if settings.n_cells < needed:
         raise ValueError(
@@ -251,7 +277,7 @@ def check_settings(**arguments: Any) -> SimSettings:
 class Hierarchy:
     """Coarse and fine classes of a simulation: parent of each fine class, names, sizes, the rare fine classes."""
 
-    fine_parent: np.ndarray
+    fine_parent: npt.NDArray[np.integer]
     coarse_names: list[str]
     fine_names: list[str]
     sizes: np.ndarray
@@ -330,8 +356,8 @@ def gene_programs(settings: SimSettings, rng: np.random.Generator, fine_parent: 
 class Cells:
     """Per cell: fine class index, batch index, library size and state score."""
 
-    fine_idx: np.ndarray
-    batch_idx: np.ndarray
+    fine_idx: npt.NDArray[np.integer]
+    batch_idx: npt.NDArray[np.integer]
     library: np.ndarray
     state: np.ndarray
 
@@ -395,13 +421,14 @@ def to_anndata(
     s, h = settings, hierarchy
     obs = pd.DataFrame(
         {
-            "coarse": pd.Categorical.from_codes(h.fine_parent[cells.fine_idx], categories=h.coarse_names),
-            "fine": pd.Categorical.from_codes(cells.fine_idx, categories=h.fine_names),
+            "coarse": pd.Categorical.from_codes(h.fine_parent[cells.fine_idx], categories=pd.Index(h.coarse_names)),
+            "fine": pd.Categorical.from_codes(cells.fine_idx, categories=pd.Index(h.fine_names)),
         },
         index=pd.Index([f"cell{i}" for i in range(s.n_cells)]),
     )
     if s.n_batches > 1:
-        obs["batch"] = pd.Categorical.from_codes(cells.batch_idx, categories=[f"B{j}" for j in range(s.n_batches)])
+        batches = pd.Index([f"B{j}" for j in range(s.n_batches)])
+        obs["batch"] = pd.Categorical.from_codes(cells.batch_idx, categories=batches)
     obs["library_size"] = cells.library
     obs["state"] = cells.state
     batch_de = (programs.lfc_batch != 0).any(axis=0) if s.n_batches > 1 else np.zeros(s.n_genes, dtype=bool)
