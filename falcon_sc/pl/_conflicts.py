@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -11,7 +12,7 @@ from matplotlib.axes import Axes
 
 from .._docs import doc_params, plot_output
 from ..tl._conflicts import cell_conflicts
-from ._utils import finish, new_axes, palette
+from ._utils import finish, new_axes, palette, root_figure
 
 
 @doc_params(plot_output=plot_output)
@@ -83,81 +84,100 @@ def coarse_conflicts(
     sizes = np.bincount(cells.coarse, minlength=k)
     flag_col = f"obs[{key + '_outside_parent'!r}]"
     conf = "" if min_confidence is None else f", predicted class probability >= {min_confidence:g}"
-    total = int(counts.sum())
-    fontsize = float(np.clip(200.0 / max(k, 1), 6.0, 9.0))
+    panel = _Panel(cells.coarse_key, names, counts, sizes, float(np.clip(200.0 / max(k, 1), 6.0, 9.0)))
     if kind == "bar":
-        if figsize is None:
-            figsize = (7.5, max(2.5, 0.4 * k + 1.6))
-        fig, axes, _ = new_axes(ax, 1, figsize=figsize)
-        a = axes[0]
-        share = counts / np.maximum(sizes[:, None], 1) * 100.0
-        colors = palette(k)
-        y = np.arange(k)
-        left = np.zeros(k)
-        for j in range(k):
-            if counts[:, j].any():
-                a.barh(y, share[:, j], left=left, color=colors[j], label=names[j], height=0.7)
-                left += share[:, j]
-        xmax = max(float(left.max()), 1.0)
-        for i in range(k):
-            a.text(
-                left[i] + 0.01 * xmax,
-                i,
-                f"{int(counts[i].sum())} / {int(sizes[i])} cells",
-                va="center",
-                ha="left",
-                fontsize=fontsize - 1,
-            )
-        a.set_xlim(0, xmax * 1.3)
-        a.set_yticks(y, names, fontsize=fontsize)
-        a.invert_yaxis()
-        a.set_ylabel(f"coarse label ({cells.coarse_key})")
-        a.set_xlabel("cells flagged (% of the coarse class)")
-        if total:
-            a.legend(
-                loc="upper left",
-                bbox_to_anchor=(1.02, 1.0),
-                fontsize=fontsize - 1,
-                frameon=False,
-                title="predicted coarse class",
-                title_fontsize=fontsize - 1,
-                borderaxespad=0.0,
-            )
-        else:
-            a.text(0.5, 0.5, "no cell flagged", transform=a.transAxes, ha="center", va="center", fontsize=9)
-        a.set_title(
-            f"coarse-label conflicts: cells predicted under another coarse class\n"
-            f"{flag_col}{conf}; {total} of {int(sizes.sum())} cells",
-            fontsize=fontsize + 1,
+        fig, axes, _ = new_axes(ax, 1, figsize=figsize if figsize is not None else (7.5, max(2.5, 0.4 * k + 1.6)))
+        _draw_bar(axes[0], panel, f"{flag_col}{conf}")
+    else:
+        size = (max(4.5, 0.5 * k + 3.0), max(3.5, 0.4 * k + 2.2))
+        fig, axes, _ = new_axes(ax, 1, figsize=figsize if figsize is not None else size)
+        _draw_heatmap(axes[0], panel, f"{flag_col}{conf}")
+    return finish(fig, axes[0], show=show, save=save)
+
+
+@dataclass
+class _Panel:
+    """What both kinds draw: the coarse classes, flagged cells (given x predicted other class) and class sizes."""
+
+    coarse_key: str
+    names: list[str]
+    counts: np.ndarray
+    sizes: np.ndarray
+    fontsize: float
+
+
+def _draw_bar(a: Axes, panel: _Panel, flags: str) -> None:
+    """One bar per coarse class: the share of its cells flagged, split by predicted coarse class."""
+    names, counts, sizes, fontsize = panel.names, panel.counts, panel.sizes, panel.fontsize
+    k, total = len(names), int(counts.sum())
+    share = counts / np.maximum(sizes[:, None], 1) * 100.0
+    colors = palette(k)
+    y = np.arange(k)
+    left = np.zeros(k)
+    for j in range(k):
+        if counts[:, j].any():
+            a.barh(y, share[:, j], left=left, color=colors[j], label=names[j], height=0.7)
+            left += share[:, j]
+    xmax = max(float(left.max()), 1.0)
+    for i in range(k):
+        a.text(
+            left[i] + 0.01 * xmax,
+            i,
+            f"{int(counts[i].sum())} / {int(sizes[i])} cells",
+            va="center",
+            ha="left",
+            fontsize=fontsize - 1,
+        )
+    a.set_xlim(0, xmax * 1.3)
+    a.set_yticks(y, names, fontsize=fontsize)
+    a.invert_yaxis()
+    a.set_ylabel(f"coarse label ({panel.coarse_key})")
+    a.set_xlabel("cells flagged (% of the coarse class)")
+    if total:
+        a.legend(
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            fontsize=fontsize - 1,
+            frameon=False,
+            title="predicted coarse class",
+            title_fontsize=fontsize - 1,
+            borderaxespad=0.0,
         )
     else:
-        if figsize is None:
-            figsize = (max(4.5, 0.5 * k + 3.0), max(3.5, 0.4 * k + 2.2))
-        fig, axes, _ = new_axes(ax, 1, figsize=figsize)
-        a = axes[0]
-        shown = np.where(np.eye(k, dtype=bool), np.nan, counts.astype(float))  # a class cannot conflict with itself
-        im = a.imshow(shown, cmap="Reds", aspect="auto", interpolation="nearest", vmin=0)
-        a.set_facecolor("0.9")
-        vmax = max(float(counts.max()), 1.0)
-        for i in range(k):
-            for j in range(k):
-                if i != j and counts[i, j] > 0:
-                    a.text(
-                        j,
-                        i,
-                        str(int(counts[i, j])),
-                        ha="center",
-                        va="center",
-                        fontsize=fontsize - 1,
-                        color="white" if counts[i, j] > 0.6 * vmax else "black",
-                    )
-        a.set_xticks(range(k), names, rotation=90, fontsize=fontsize)
-        a.set_yticks(range(k), [f"{n} ({int(s)} cells)" for n, s in zip(names, sizes, strict=True)], fontsize=fontsize)
-        a.set_xlabel("predicted coarse class (grey diagonal: the label itself, never a conflict)")
-        a.set_ylabel(f"coarse label ({cells.coarse_key})")
-        fig.colorbar(im, ax=a, shrink=0.7, label="flagged cells")
-        a.set_title(
-            f"flagged cells: coarse label x predicted coarse class\n{flag_col}{conf}; {total} cells",
-            fontsize=fontsize + 1,
-        )
-    return finish(fig, a, show=show, save=save)
+        a.text(0.5, 0.5, "no cell flagged", transform=a.transAxes, ha="center", va="center", fontsize=9)
+    a.set_title(
+        f"coarse-label conflicts: cells predicted under another coarse class\n"
+        f"{flags}; {total} of {int(sizes.sum())} cells",
+        fontsize=fontsize + 1,
+    )
+
+
+def _draw_heatmap(a: Axes, panel: _Panel, flags: str) -> None:
+    """Given coarse label (rows) x predicted coarse class (columns): flagged cells."""
+    names, counts, sizes, fontsize = panel.names, panel.counts, panel.sizes, panel.fontsize
+    k, total = len(names), int(counts.sum())
+    shown = np.where(np.eye(k, dtype=bool), np.nan, counts.astype(float))  # a class cannot conflict with itself
+    im = a.imshow(shown, cmap="Reds", aspect="auto", interpolation="nearest", vmin=0)
+    a.set_facecolor("0.9")
+    vmax = max(float(counts.max()), 1.0)
+    for i in range(k):
+        for j in range(k):
+            if i != j and counts[i, j] > 0:
+                a.text(
+                    j,
+                    i,
+                    str(int(counts[i, j])),
+                    ha="center",
+                    va="center",
+                    fontsize=fontsize - 1,
+                    color="white" if counts[i, j] > 0.6 * vmax else "black",
+                )
+    a.set_xticks(range(k), names, rotation=90, fontsize=fontsize)
+    a.set_yticks(range(k), [f"{n} ({int(s)} cells)" for n, s in zip(names, sizes, strict=True)], fontsize=fontsize)
+    a.set_xlabel("predicted coarse class (grey diagonal: the label itself, never a conflict)")
+    a.set_ylabel(f"coarse label ({panel.coarse_key})")
+    root_figure(a).colorbar(im, ax=a, shrink=0.7, label="flagged cells")
+    a.set_title(
+        f"flagged cells: coarse label x predicted coarse class\n{flags}; {total} cells",
+        fontsize=fontsize + 1,
+    )

@@ -13,7 +13,8 @@ from scipy import sparse
 
 from .._checks import check_bool, check_choice, check_int
 from .._layout import markers_key, read_results, write_markers
-from ..pp._prepare import check_input_kind, resolve_input_kind
+from ..pp._checks import check_input_kind
+from ..pp._input_kind import resolve_input_kind
 
 #: tests of ``sc.tl.rank_genes_groups`` that give scores, log fold changes and p-values
 METHODS = ("wilcoxon", "t-test", "t-test_overestim_var")
