@@ -15,7 +15,7 @@ from scipy import sparse
 
 from ._checks import check_int, is_int
 from ._coarse import as_keys, check_coarse_labels, coarse_schemes
-from .pp._prepare import check_values
+from .pp import check_values
 
 
 def resolve_device(accelerator: str) -> torch.device:

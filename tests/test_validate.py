@@ -11,7 +11,7 @@ from scipy import sparse
 import falcon_sc as fal
 import falcon_sc.models._pipeline as refine_module
 from falcon_sc.core.labels import restricted_probs
-from falcon_sc.pp._prepare import check_values
+from falcon_sc.pp import check_values
 
 from .conftest import FAST, N_FINE, scanpy_log
 from .tl import test_refine as refine_tests
@@ -118,17 +118,6 @@ def test_negative_integers_are_refused(small, no_prepare):
     X[4, 4] = -3
     adata.X = X
     _refuse(adata, ValueError, "adata.X holds 1 negative values")
-
-
-def test_check_values_counts_every_chunk(monkeypatch):
-    import falcon_sc.pp._prepare as prep
-
-    monkeypatch.setattr(prep, "_SCAN_ELEMENTS", 10)  # many chunks of one row
-    X = np.ones((50, 7), dtype=np.float32)
-    X[[3, 20, 49], [0, 6, 2]] = np.nan
-    with pytest.raises(ValueError, match="holds 3 NaN values"):
-        check_values(X)
-    check_values(np.ones((50, 7)))  # clean: no error
 
 
 def test_non_numeric_or_missing_matrix(small, no_prepare):

@@ -38,7 +38,10 @@ def fit_features(
         "model_input": setup.model_input,
         **override,
     }
-    return FeatureTransform.fit(adata, groups, n_coarse=n_groups, random_state=random_state, **options)
+    # refine and FalconModel.fit scan every value before any work (falcon_sc._validate.check_data)
+    return FeatureTransform.fit(
+        adata, groups, n_coarse=n_groups, random_state=random_state, values_checked=True, **options
+    )
 
 
 def cell_problem(
@@ -50,11 +53,12 @@ def cell_problem(
     the within-class components are fitted inside the joint groups.
     """
     coarse, coarse_names, schemes = coarse_codes(adata, keys)
-    groups, group_names = coarse, coarse_names
+    groups, group_names, first = coarse, coarse_names, None
     if schemes is not None:
         _, first = fit_features(adata, setup, coarse, len(coarse_names), random_state, n_comps_within=0)
         groups, group_names = filled_groups(schemes, first.neighbour_space, n_fine)
-    transform, inputs = fit_features(adata, setup, groups, len(group_names), random_state)
+    reuse = {} if first is None else {"prepared": first.prepared}  # the preprocessing does not depend on the groups
+    transform, inputs = fit_features(adata, setup, groups, len(group_names), random_state, **reuse)
     problem = Problem(
         features=inputs.features,
         space=inputs.neighbour_space,

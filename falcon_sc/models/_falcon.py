@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .._coarse import as_keys
+from .._layout import check_key_added, history_table, relations_table
 from .._names import renamed
 from .._validate import check_adata, check_data, check_fit, check_setup, resolve_device
 from ..core.neighbors import neighbour_vote
@@ -22,7 +23,7 @@ from ._io import load_model, save_model
 from ._params import FitParams, Prior, SetupParams
 from ._pipeline import KMEANS_RESTARTS, Engine, Outcome, fit_falcon
 from ._state import FittedState, warm_copy
-from ._write import check_written_keys, uns_params, write_fit_extras, write_fitted_labels
+from ._write import write_fit, write_prediction
 from .mlp import MLPClassifier
 
 __all__ = ["FalconModel", "Prior"]
@@ -246,17 +247,13 @@ class FalconModel:
     @property
     def relations(self) -> pd.DataFrame:
         """Fine x coarse 0/1 table of the learned relation (rows ordered by parent, then name)."""
-        fitted = self._check_fitted()
-        order = fitted.order()
-        relation, columns = fitted.relation, fitted.coarse_names
-        if fitted.schemes is not None:  # the first scheme's (uns[key]["scheme_relations"] holds every scheme's)
-            relation, columns = fitted.schemes["relations"][0], fitted.schemes["names"][0]
-        return pd.DataFrame(relation[order], index=[fitted.fine_names[i] for i in order], columns=columns)
+        fitted = self._check_fitted()  # with several schemes the first scheme's (``uns[key]["scheme_relations"]``)
+        return relations_table(fitted.relation, fitted.fine_names, fitted.coarse_names, fitted.schemes)
 
     @property
     def history(self) -> pd.DataFrame:
         """Per-epoch training record."""
-        return pd.DataFrame([{k: v for k, v in r.items() if k != "children"} for r in self._check_fitted().history])
+        return history_table(self._check_fitted().history)
 
     def rename(self, mapping: Mapping[str, str]) -> FalconModel:
         """Give fine classes new names (unmapped ones keep theirs); :meth:`predict` and :meth:`save` use them.
@@ -311,9 +308,7 @@ class FalconModel:
         outcome = self._outcome
         if not isinstance(adata, ad.AnnData):
             raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
-        if not isinstance(key_added, str) or not key_added:
-            raise ValueError(f"key_added={key_added!r} must be a non-empty string.")
-        check_written_keys(key_added, self.setup.coarse_key, self.setup.batch_key)
+        check_key_added(key_added, coarse_keys=as_keys(self.setup.coarse_key), batch_key=self.setup.batch_key)
         n_cells = len(outcome.labels)
         same_cells = adata is self.adata or adata.obs_names.equals(self.adata.obs_names)
         if adata.n_obs != n_cells or not same_cells:
@@ -321,9 +316,7 @@ class FalconModel:
                 f"write_fit_results: adata ({adata.n_obs} cells) does not hold the {n_cells} cells the "
                 "model was fitted on (same obs_names, same order); use model.predict(adata) for other cells."
             )
-        coarse = self._coarse
-        write_fitted_labels(adata, key_added, fitted, outcome.result.probs, outcome.result.embedding, coarse)
-        write_fit_extras(adata, key_added, fitted, outcome, coarse, self._neighbour_coarse)
+        write_fit(adata, key_added, fitted, outcome, self._coarse, self._neighbour_coarse)
 
     # ------------------------------------------------------------------ predict
     def predict(
@@ -381,11 +374,9 @@ class FalconModel:
         single_scheme_only(fitted, "predict")
         if not isinstance(adata, ad.AnnData):
             raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
-        if not isinstance(key_added, str) or not key_added:
-            raise ValueError(f"key_added={key_added!r} must be a non-empty string.")
         fitted_key = self.setup.coarse_key
         key = coarse_key if coarse_key is not None else (fitted_key if fitted_key in adata.obs else None)
-        check_written_keys(key_added, key, self.setup.batch_key)
+        check_key_added(key_added, coarse_keys=[key], batch_key=self.setup.batch_key)
         if coarse_key is not None and coarse_key not in adata.obs:
             raise KeyError(f"coarse_key={coarse_key!r} is not a column of adata.obs.")
         adata = adata.copy() if copy else adata
@@ -393,14 +384,9 @@ class FalconModel:
             coarse = coarse_codes_of(adata.obs[key], fitted.coarse_names, key)
             x = fitted.transform.transform(adata, coarse, input_kind=input_kind)
             probs, emb = self._forward(x, coarse, batch_size)
-            predicted_coarse = None
         else:
             probs, emb, coarse = self._predict_coarse(adata, input_kind, batch_size)
-            predicted_coarse = coarse
-        write_fitted_labels(adata, key_added, fitted, probs, emb, coarse)
-        adata.uns[key_added]["params"] = uns_params(fitted.params)
-        if predicted_coarse is not None:
-            adata.obs[f"{key_added}_coarse"] = pd.Categorical.from_codes(predicted_coarse, fitted.coarse_names)
+        write_prediction(adata, key_added, fitted, probs, emb, coarse, coarse_predicted=key is None)
         return adata if copy else None
 
     def _forward(self, x: np.ndarray, coarse: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:

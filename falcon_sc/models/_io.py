@@ -40,7 +40,7 @@ def json_ready(value: Any) -> Any:
 
 def save_model(path: Path, model_class: str, setup: SetupParams, fitted: FittedState, *, overwrite: bool) -> None:
     """Write ``fitted`` (and the setup it was fitted with) into the folder ``path``."""
-    from .. import __version__
+    from .._version import __version__
 
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise FileExistsError(f"{str(path)!r} exists and is not empty; pass overwrite=True to replace it.")

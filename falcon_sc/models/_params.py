@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .._checks import Anything, Bool, Choice, Int, Widths, param, validate
-from ..pp._prepare import INPUT_KINDS  # falcon_sc.pp exports it once the pp split lands
+from ..pp import INPUT_KINDS
 
 Prior = Literal["auto", "uniform", "size", "variance"] | Mapping[str, int]
 PRIORS = ("auto", "uniform", "size", "variance")

@@ -32,11 +32,6 @@ class FittedState:
     history: list[dict]
     schemes: dict[str, Any] | None = None
 
-    def order(self) -> np.ndarray:
-        """Fine classes by parent, then name (the order of every written table)."""
-        parent = self.relation if self.schemes is None else self.schemes["relations"][0]
-        return np.lexsort((np.asarray(self.fine_names), parent.argmax(axis=1)))
-
 
 def warm_copy(make_network: Any, state: dict[str, torch.Tensor] | None, n_fine: int) -> nn.Module | None:
     """The network fitted to the warm start, rebuilt from its weights (``None`` without a warm start)."""

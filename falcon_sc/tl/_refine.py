@@ -9,10 +9,11 @@ import anndata as ad
 from scanpy import logging as logg
 
 from .._checks import check_bool
+from .._coarse import as_keys
+from .._layout import check_key_added
 from .._validate import check_adata
 from ..models._falcon import FalconModel
 from ..models._params import Prior
-from ..models._write import check_key_added
 
 
 def refine(
@@ -236,7 +237,7 @@ def refine(
     check_bool("copy", copy)
     check_bool("return_model", return_model)
     check_adata(adata)
-    check_key_added(key_added, coarse_key, batch_key)
+    check_key_added(key_added, coarse_keys=as_keys(coarse_key), batch_key=batch_key)
     adata = adata.copy() if copy else adata
     model = FalconModel(
         adata,

@@ -14,6 +14,7 @@ from scanpy import logging as logg
 
 from .._checks import check_bool, check_choice, check_int
 from .._coarse import as_keys, coarse_schemes
+from .._layout import check_key_added
 from .._validate import check_adata, resolve_device
 from ..core.trainer import FalconConfig
 from ..core.views import ViewConfig, random_view
@@ -109,6 +110,7 @@ def refine_images(
     if backbone not in BACKBONES:
         raise ValueError(f"backbone={backbone!r} must be one of {sorted(BACKBONES)}.")
     check_int("width", width, 1)
+    check_key_added(key_added, coarse_keys=keys, batch_key=None)
     check_bool("copy", copy)
     fit = FitParams(
         n_neighbors=n_neighbors,
