@@ -100,7 +100,7 @@ def coarse_schemes(obs: pd.DataFrame, keys: list[str]) -> CoarseSchemes:
         names.append([str(c) for c in cat.categories])
         codes.append(np.asarray(cat_full.codes, dtype=np.int64))
     code_array = np.stack(codes, axis=1)
-    unlabelled = (code_array < 0).all(axis=1)
+    unlabelled: np.ndarray = np.asarray((code_array < 0).all(axis=1), dtype=bool)
     if unlabelled.any():
         raise ValueError(
             f"{int(unlabelled.sum())} cells have no label in any of the coarse schemes {keys} (e.g. "

@@ -584,3 +584,14 @@ def test_import_probe_passes_a_lazy_package(tmp_path):
     )
     _tree(tmp_path, {"__init__.py": init, "bench/__init__.py": "def peak():\n    import resource\n"}, "probe")
     assert import_side_effects("probe", ("probe.bench",), "", tmp_path) == []
+
+
+def test_mypy_ignores_no_module():
+    """Every module is type-checked: ``[tool.mypy]`` has no override that switches errors off or skips a module."""
+    import tomllib
+
+    config = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert not config.get("ignore_errors", False)
+    for override in config.get("overrides", []):
+        assert not override.get("ignore_errors", False), override
+        assert override.get("follow_imports") != "skip", override

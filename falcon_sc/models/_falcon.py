@@ -152,7 +152,7 @@ class FalconModel:
             n_neighbors=n_neighbors,
             children_prior=children_prior,
             init=init,
-            hidden=hidden,
+            hidden=tuple(hidden),
             guard_warm_start=guard_warm_start,
             accelerator=accelerator,
             devices=devices,
@@ -403,14 +403,15 @@ class FalconModel:
         n_coarse = len(fitted.coarse_names)
         best_score = np.full(adata.n_obs, -np.inf)
         coarse = np.zeros(adata.n_obs, dtype=np.int64)
-        probs = emb = None
+        probs: np.ndarray | None = None
+        emb: np.ndarray | None = None
         for c in range(n_coarse):
             hypothesis = np.full(adata.n_obs, c, dtype=np.int64)
             x = fitted.transform.transform(adata, hypothesis, input_kind=input_kind)
             p, e = self._forward(x, hypothesis, batch_size)
             score = p[:, fitted.relation[:, c].astype(bool)].sum(axis=1)
             better = score > best_score
-            if probs is None:
+            if probs is None or emb is None:
                 probs, emb = p.copy(), e.copy()
             probs[better], emb[better] = p[better], e[better]
             coarse[better] = c
@@ -420,6 +421,7 @@ class FalconModel:
         if fitted.transform.n_comps_within == 0 or fitted.transform.use_rep is not None:
             scores = probs @ fitted.relation.astype(float)
             coarse = scores.argmax(axis=1)
+        assert probs is not None and emb is not None  # a model has at least one coarse class
         return probs, emb, coarse
 
     # ------------------------------------------------------------------ save / load

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -30,18 +32,19 @@ def image_array(adata: ad.AnnData, image_shape: tuple[int, int, int] | None) -> 
                 "adata has no pixel columns and no obs['path']: give images as flattened rows of X with image_shape=, "
                 "or an AnnData from a falcon_sc.datasets folder reader (one file per row in obs['path'])."
             )
-        kwargs = {} if image_shape is None else {"channels": int(image_shape[0]), "size": int(image_shape[-1])}
-        return ImageFiles.from_anndata(adata, **kwargs)
-    shape = image_shape
-    if shape is None:
+        if image_shape is None:
+            return ImageFiles.from_anndata(adata)
+        return ImageFiles.from_anndata(adata, channels=int(image_shape[0]), size=int(image_shape[-1]))
+    given: Any = image_shape
+    if given is None:
         meta = adata.uns.get("falcon_dataset", {})
-        shape = meta.get("image_shape") if isinstance(meta, dict) else None
-    if shape is None:
+        given = meta.get("image_shape") if isinstance(meta, dict) else None
+    if given is None:
         raise ValueError(
             "image_shape is unknown: pass image_shape=(channels, height, width) (the rows of X are the flattened "
             "images), or store it in adata.uns['falcon_dataset']['image_shape']."
         )
-    shape = tuple(int(v) for v in shape)
+    shape = tuple(int(v) for v in given)
     if len(shape) != 3 or int(np.prod(shape)) != adata.n_vars:
         raise ValueError(
             f"image_shape={shape} does not match the {adata.n_vars} values per row of X (channels x height x width)."
@@ -54,10 +57,10 @@ def image_array(adata: ad.AnnData, image_shape: tuple[int, int, int] | None) -> 
     return (X / top).reshape(-1, *shape)  # pixels scaled to [0, 1] (or [-1, 1])
 
 
-def thumbnails(images: np.ndarray | ImageFiles, side: int = 32, chunk: int = 4096):
+def thumbnails(images: np.ndarray | ImageFiles, side: int = 32, chunk: int = 4096) -> Iterator[np.ndarray]:
     """Flattened images (files: read in chunks at ``side`` pixels), ``chunk`` rows at a time."""
     if isinstance(images, ImageFiles):
-        small = ImageFiles(images.paths, size=min(side, images.size), channels=images.channels)
+        small = ImageFiles(list(images.paths), size=min(side, images.size), channels=images.channels)
         for start in range(0, len(small), chunk):
             yield small.load(np.arange(start, min(start + chunk, len(small)))).reshape(
                 -1, int(np.prod(small.shape[1:]))

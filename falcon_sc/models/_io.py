@@ -68,7 +68,7 @@ def save_model(path: Path, model_class: str, setup: SetupParams, fitted: FittedS
     if fitted.warm_network is not None:
         weights.update({f"warm.{k}": v for k, v in fitted.warm_network.state_dict().items()})
     torch.save(weights, path / FILES["weights"])
-    np.savez(path / FILES["arrays"], **arrays)
+    np.savez(path / FILES["arrays"], **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds typed as allow_pickle
 
 
 def _read_settings(path: Path, model_class: str) -> dict[str, Any]:

@@ -255,14 +255,18 @@ def train(
     """FALCON training on one device or ``engine.devices`` DDP processes; a diverging run is a clear error."""
     advice = f"with lr={cfg.lr:g} and optimizer={cfg.optimizer!r}; nothing was written. Retry with a smaller lr, "
     advice += f"e.g. lr={cfg.lr / 10:g} (default 3e-4)."
-    views = {"student_view": engine.student_view, "teacher_view": engine.teacher_view}
-    views = {k: v for k, v in views.items() if v is not None}
-    data = (network, features, coarse, neighbors, n_coarse, cfg)
+    result: FalconResult
     try:
         if engine.devices > 1:
-            result = train_falcon_ddp(engine.devices, *data, accelerator=engine.device.type, seed=seed, **options)
+            result = train_falcon_ddp(
+                engine.devices, network, features, coarse, neighbors, n_coarse, cfg,
+                accelerator=engine.device.type, seed=seed, **options,
+            )  # fmt: skip
         else:
-            result = train_falcon(*data, device=engine.device, seed=seed, **views, **options)
+            result = train_falcon(
+                network, features, coarse, neighbors, n_coarse, cfg, device=engine.device, seed=seed,
+                student_view=engine.student_view, teacher_view=engine.teacher_view, **options,
+            )  # fmt: skip
     except TrainingDiverged as err:
         raise RuntimeError(f"FALCON training diverged ({err}) {advice}") from None
     bad_loss = not np.isfinite([float(r.get("loss", 0.0)) for r in result.history]).all()

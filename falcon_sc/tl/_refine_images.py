@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import anndata as ad
 import numpy as np
@@ -100,7 +100,7 @@ def refine_images(
     >>> fal.tl.refine_images(adata, "coarse", 10, width=16, view=crops)  # doctest: +SKIP
     """
     check_adata(adata)
-    keys = as_keys(coarse_key) if isinstance(coarse_key, list | tuple) else [coarse_key]
+    keys = as_keys(coarse_key) if isinstance(coarse_key, list | tuple) else [cast(str, coarse_key)]
     for key in keys:
         if key not in adata.obs:
             raise KeyError(f"coarse_key={key!r} is not a column of adata.obs.")
