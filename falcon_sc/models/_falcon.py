@@ -152,7 +152,7 @@ class FalconModel:
             n_neighbors=n_neighbors,
             children_prior=children_prior,
             init=init,
-            hidden=tuple(hidden),
+            hidden=hidden,
             guard_warm_start=guard_warm_start,
             accelerator=accelerator,
             devices=devices,

@@ -9,7 +9,7 @@ for users; ``tests/models/test_params.py`` checks that every signature agrees wi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -76,7 +76,7 @@ class FitParams(_Params):
     n_neighbors: int = param(20, Int(1))
     children_prior: Any = param("auto", Anything())
     init: str = param("leiden", Choice(INITS))
-    hidden: tuple[int, ...] = param((64, 64, 64, 64), Widths())
+    hidden: Sequence[int] = param((64, 64, 64, 64), Widths())
     guard_warm_start: bool = param(True, Bool())
     accelerator: str = param("auto", Choice(ACCELERATORS))
     devices: int = param(1, Int(1))
