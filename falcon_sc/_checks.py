@@ -43,24 +43,30 @@ def check_int(name: str, value: Any, minimum: int | None = None, *, allow_none: 
 
 
 def check_number(
-    name: str, value: Any, *, low: float | None = None, high: float | None = None, open_low: bool = False
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    open_low: bool = False,
+    open_high: bool = False,
 ) -> None:
     """``TypeError`` unless ``value`` is a real number (bools not); ``ValueError`` unless finite and in range.
 
-    The range is ``[low, high]``, or ``(low, high]`` with ``open_low``.
+    The range is ``[low, high]``; ``open_low`` / ``open_high`` leave out that end.
     """
     if not isinstance(value, numbers.Real) or isinstance(value, bool | np.bool_):
         raise TypeError(f"{name}={value!r} must be a number, got {type(value).__name__}.")
     number = float(value)
     below = low is not None and (number <= low if open_low else number < low)
-    above = high is not None and number > high
+    above = high is not None and (number >= high if open_high else number > high)
     if not math.isfinite(number) or below or above:
         if low is not None and high is not None:
-            rng = f"in {'(' if open_low else '['}{low:g}, {high:g}]"
+            rng = f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
         elif low is not None:
             rng = f"{'>' if open_low else '>='} {low:g}"
         else:
-            rng = f"<= {high:g}"
+            rng = f"{'<' if open_high else '<='} {high:g}"
         raise ValueError(f"{name}={value!r} must be a finite number {rng}.")
 
 
@@ -95,14 +101,15 @@ class Int:
 
 @dataclass(frozen=True)
 class Real:
-    """A finite number in ``[low, high]`` (``(low, high]`` with ``open_low``)."""
+    """A finite number in ``[low, high]`` (``open_low`` / ``open_high`` leave out that end)."""
 
     low: float | None = None
     high: float | None = None
     open_low: bool = False
+    open_high: bool = False
 
     def __call__(self, name: str, value: Any) -> None:
-        check_number(name, value, low=self.low, high=self.high, open_low=self.open_low)
+        check_number(name, value, low=self.low, high=self.high, open_low=self.open_low, open_high=self.open_high)
 
 
 @dataclass(frozen=True)

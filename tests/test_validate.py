@@ -11,7 +11,6 @@ from scipy import sparse
 import falcon_sc as fal
 import falcon_sc.models._pipeline as refine_module
 from falcon_sc.core.labels import restricted_probs
-from falcon_sc.pp import check_values
 
 from .conftest import FAST, N_FINE, scanpy_log
 from .tl import test_refine as refine_tests

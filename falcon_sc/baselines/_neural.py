@@ -24,7 +24,7 @@ import torch
 from anndata import AnnData
 from torch import nn
 
-from .._checks import check_int, check_number
+from .._checks import check_int
 from .._validate import resolve_device
 from ..core.neighbors import within_class_neighbors
 from ..core.training import Features, LoopConfig, epochs_for_steps, map_rows
@@ -528,13 +528,3 @@ def kmeans_result(data: NeuralData, embedding: np.ndarray, seed: int, info: dict
     res.info.update(info or {})
     res.embedding = embedding
     return res
-
-
-def check_below_one(name: str, value: float, *, open_low: bool = False) -> None:
-    """A number in ``[0, 1)`` (``(0, 1)`` with ``open_low``): a momentum, a fraction of the steps, a threshold.
-
-    :func:`~falcon_sc._checks.check_number`'s checks and messages, with 1 itself refused as well.
-    """
-    check_number(name, value, low=0.0, high=1.0, open_low=open_low)
-    if value >= 1.0:
-        raise ValueError(f"{name}={value!r} must be a finite number in {'(' if open_low else '['}0, 1).")

@@ -19,7 +19,7 @@ from ..core.training import TrainingPlan, map_rows, train_minibatches
 from ..core.views import ViewConfig
 from ..models.mlp import projection_head
 from ._common import BaselineResult
-from ._neural import ViewSource, check_below_one, coarse_tensor, kmeans_result, loop_config, neural_data, unit_embedding
+from ._neural import ViewSource, coarse_tensor, kmeans_result, loop_config, neural_data, unit_embedding
 
 
 @doc_params(
@@ -83,7 +83,7 @@ def ancor(
     check_int("dim", dim, 1)
     check_number("temperature", temperature, low=0.0, open_low=True)
     check_int("queue_size", queue_size, 1)
-    check_below_one("momentum", momentum)
+    check_number("momentum", momentum, low=0.0, high=1.0, open_high=True)
     data = neural_data(
         adata,
         coarse_key,

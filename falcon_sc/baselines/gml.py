@@ -19,7 +19,7 @@ from ..core.training import TrainingPlan, map_rows, train_minibatches
 from ..core.views import ViewConfig
 from ..models.mlp import projection_head
 from ._common import BaselineResult
-from ._neural import ViewSource, check_below_one, coarse_tensor, kmeans_result, loop_config, neural_data, unit_embedding
+from ._neural import ViewSource, coarse_tensor, kmeans_result, loop_config, neural_data, unit_embedding
 
 
 @doc_params(
@@ -93,7 +93,7 @@ def gml(
     check_number("classifier_scale", classifier_scale, low=0.0, open_low=True)
     check_int("queue_total", queue_total, 1)
     check_int("queue_min", queue_min, 1)
-    check_below_one("momentum", momentum)
+    check_number("momentum", momentum, low=0.0, high=1.0, open_high=True)
     data = neural_data(
         adata,
         coarse_key,

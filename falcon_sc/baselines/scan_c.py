@@ -19,7 +19,6 @@ from ._common import BaselineResult
 from ._neural import (
     NeuralData,
     ViewSource,
-    check_below_one,
     children_logits,
     coarse_tensor,
     head_result,
@@ -85,8 +84,8 @@ def scan_c(
     ['curve', 'loop', 'stroke']
     """
     check_number("entropy_weight", entropy_weight, low=0.0)
-    check_below_one("self_label_fraction", self_label_fraction)
-    check_below_one("confidence", confidence, open_low=True)
+    check_number("self_label_fraction", self_label_fraction, low=0.0, high=1.0, open_high=True)
+    check_number("confidence", confidence, low=0.0, high=1.0, open_low=True, open_high=True)
     data = neural_data(
         adata,
         coarse_key,

@@ -10,22 +10,11 @@ import numpy as np
 import pandas as pd
 
 from falcon_sc._checks import check_int
-from falcon_sc.core.relation import relation_objective, solve_relation
+from falcon_sc.core.relation import relation_objective, require_pulp, solve_relation
 
 __all__ = ["require_pulp", "run_solver_bench"]
 
 logger = logging.getLogger(__name__)
-
-
-def require_pulp() -> None:
-    """``ImportError`` naming the ``bench`` extra unless PuLP (the CBC MILP path) is installed."""
-    try:
-        import pulp  # noqa: F401
-    except ImportError as err:
-        raise ImportError(
-            "the MILP relation solver (method='milp') needs PuLP, an optional dependency: "
-            "pip install 'falcon_sc[bench]' (or run the solver bench with milp=False)."
-        ) from err
 
 
 def run_solver_bench(

@@ -34,6 +34,19 @@ _METHODS = ("auto", "exact", "milp")
 
 
 # ----------------------------------------------------------------------------------------------------- validation
+
+
+def require_pulp() -> None:
+    """``ImportError`` naming the ``bench`` extra unless PuLP (the CBC MILP path) is installed."""
+    try:
+        import pulp  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            "the MILP relation solver (method='milp') needs PuLP, an optional dependency: "
+            "pip install 'falcon_sc[bench]' (or run the solver bench with milp=False)."
+        ) from err
+
+
 def _check_cost(cost: Any) -> np.ndarray:
     try:
         arr = np.array(cost, dtype=np.float64)
@@ -471,6 +484,7 @@ def _solve_milp(
     of :func:`solve_relation` (one parent, non-empty classes, ``fixed_counts``, ``pinned``); a constraint added to the
     model below must be added to it too.
     """
+    require_pulp()
     import pulp
 
     n_fine, n_coarse = C.shape
