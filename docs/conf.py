@@ -15,7 +15,7 @@ project = "falcon_sc"
 author = "falcon_sc developers"
 copyright = f"{date.today().year}, {author}"
 # the version is written once, in falcon_sc/__init__.py (pyproject.toml reads it from there too)
-release = re.search(r'^__version__ = "([^"]+)"', (HERE.parent / "falcon_sc" / "__init__.py").read_text(), re.M).group(1)
+release = re.search(r'^__version__ = "([^"]+)"', (HERE.parent / "falcon_sc" / "_version.py").read_text(), re.M).group(1)
 version = release
 
 extensions = [

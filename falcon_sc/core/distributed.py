@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from .trainer import FalconConfig, FalconResult, train_falcon
 
@@ -36,7 +37,7 @@ def spawn(fn: Callable[..., Any], n_processes: int, *args: Any, accelerator: str
 def falcon_worker(
     fabric: Fabric,
     out_path: str,
-    model: torch.nn.Module,
+    model: nn.Module,
     X: Any,
     coarse: np.ndarray,
     neighbors: np.ndarray,
@@ -103,7 +104,7 @@ class DistributedResult(FalconResult):
 
 
 def train_falcon_ddp(
-    n_processes: int, model: torch.nn.Module, *args: Any, accelerator: str = "cpu", **kwargs: Any
+    n_processes: int, model: nn.Module, *args: Any, accelerator: str = "cpu", **kwargs: Any
 ) -> DistributedResult:
     """:func:`~falcon_sc.core.trainer.train_falcon` in ``n_processes`` DDP processes; rank 0's result.
 
