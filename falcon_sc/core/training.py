@@ -10,6 +10,7 @@ schedule, the device, the progress bar and the per-epoch history.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -172,6 +173,8 @@ class OptimSettings:
         validate(self)
         if self.resume and self.checkpoint_path is None:
             raise ValueError("resume=True needs checkpoint_path (the file to resume from).")
+        if self.checkpoint_path is not None:
+            check_checkpoint_path(self.checkpoint_path)
 
     def optim_settings(self) -> dict[str, Any]:
         """The fields of :class:`OptimSettings` and their values (to build a :class:`LoopConfig` from a subclass)."""
@@ -205,6 +208,28 @@ class LoopConfig(OptimSettings):
     def __post_init__(self) -> None:
         check_int("n_epochs", self.n_epochs, 1)
         super().__post_init__()
+
+
+def check_checkpoint_path(path: Any) -> None:
+    """A checkpoint file to write: a path (str or os.PathLike), not a folder, in a folder that exists.
+
+    Checked when the settings are made, before any training.
+    """
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(
+            f"checkpoint_path={path!r} must be a file path (str or os.PathLike), got {type(path).__name__}."
+        )
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(
+            f"checkpoint_path={str(path)!r} is a folder; give the path of a file inside it, e.g. "
+            f"{str(target / 'falcon.ckpt')!r}."
+        )
+    if not target.parent.is_dir():
+        raise ValueError(
+            f"checkpoint_path={str(path)!r}: its folder {str(target.parent)!r} does not exist or is not a folder; "
+            "create it first or choose another path."
+        )
 
 
 class TrainingDiverged(FloatingPointError):
@@ -404,11 +429,20 @@ class _Loop:
         self.history, self.n_step, self.first_epoch = rest.pop("history"), rest.pop("n_step"), rest.pop("epoch") + 1
 
     def save(self, path: str, epoch: int) -> None:
-        """Write the loop state after ``epoch`` (rank 0 writes)."""
+        """Write the loop state after ``epoch`` (rank 0 writes), atomically: a file beside ``path``, then a rename.
+
+        An interrupted save leaves the previous checkpoint as it was and no temporary file.
+        """
         extra = {"scheduler": self.sched.state_dict(), "rng": self.rng.bit_generator.state}
-        self.fabric.save(
-            path, {**self.stateful(), **extra, "history": self.history, "n_step": self.n_step, "epoch": epoch}
-        )
+        state = {**self.stateful(), **extra, "history": self.history, "n_step": self.n_step, "epoch": epoch}
+        partial = Path(path).with_name(f".{Path(path).name}.partial")
+        try:
+            self.fabric.save(partial, state)
+            if self.rank == 0:
+                os.replace(partial, path)
+        finally:
+            if self.rank == 0 and partial.exists():
+                partial.unlink()
 
     def run(self) -> None:
         """The remaining epochs, with a progress bar on rank 0."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -183,3 +185,43 @@ def test_falcon_trains_a_resnet_on_image_views():
     assert calls["student"] == steps and calls["teacher"] == 2 * 2 * int(np.ceil(400 / 64))
     assert result.probs.shape == (400, 10) and np.isfinite(result.probs).all()
     assert result.embedding.shape == (400, 64)  # 8 x 8 channels after the last stage
+
+
+def test_checkpoint_path_is_checked_before_training(tmp_path):
+    """A folder, or a file inside a missing folder or a regular file, is refused when the settings are made."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        FalconConfig(checkpoint_path=str(folder))
+    assert folder.is_dir() and not any(folder.iterdir())
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="does not exist or is not a folder"):
+        FalconConfig(checkpoint_path=str(blocker / "ck.pt"))
+    with pytest.raises(TypeError, match="checkpoint_path=3"):
+        FalconConfig(checkpoint_path=3)
+    FalconConfig(checkpoint_path=tmp_path / "ck.pt")  # a new file in an existing folder (Path accepted)
+
+
+def test_checkpoint_writes_are_atomic(problem, tmp_path, monkeypatch):
+    """A save that fails leaves the previous checkpoint whole and no temporary file beside it."""
+    from lightning_fabric import Fabric
+
+    _, coarse, X, neighbors, _, _ = problem
+    ck = tmp_path / "ck.pt"
+    cfg = FalconConfig(n_epochs=2, batch_size=64, show_progress=False, checkpoint_path=str(ck), **REFERENCE)
+    train_falcon(_classifier(), X, coarse, neighbors, 3, cfg, seed=0)
+    before = ck.read_bytes()
+    real_save = Fabric.save
+
+    def half_written(self, path, state, *args, **kwargs):
+        Path(path).write_bytes(b"truncated")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Fabric, "save", half_written)
+    cfg = FalconConfig(n_epochs=3, batch_size=64, show_progress=False, checkpoint_path=str(ck), **REFERENCE)
+    with pytest.raises(OSError, match="disk full"):
+        train_falcon(_classifier(), X, coarse, neighbors, 3, cfg, seed=0)
+    monkeypatch.setattr(Fabric, "save", real_save)
+    assert ck.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]
