@@ -45,7 +45,11 @@ def image_array(adata: ad.AnnData, image_shape: tuple[int, int, int] | None) -> 
             "images), or store it in adata.uns['falcon_dataset']['image_shape']."
         )
     shape = tuple(int(v) for v in given)
-    if len(shape) != 3 or int(np.prod(shape)) != adata.n_vars:
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(
+            f"image_shape={tuple(given)} must be three positive sizes (channels, height, width), e.g. (3, 32, 32)."
+        )
+    if int(np.prod(shape)) != adata.n_vars:
         raise ValueError(
             f"image_shape={shape} does not match the {adata.n_vars} values per row of X (channels x height x width)."
         )

@@ -47,6 +47,8 @@ def test_bad_image_input(digits):
         fal.tl.refine_images(bad, "coarse", 10)
     with pytest.raises(ValueError, match="does not match the 64 values"):
         fal.tl.refine_images(digits, "coarse", 10, image_shape=(3, 8, 8))
+    with pytest.raises(ValueError, match="three positive sizes"):  # the product matches the 64 values
+        fal.tl.refine_images(digits, "coarse", 10, image_shape=(-1, 8, -8))
     with pytest.raises(ValueError, match="above the number of coarse classes"):
         fal.tl.refine_images(digits, "coarse", 3)
     with pytest.raises(ValueError, match="backbone"):
