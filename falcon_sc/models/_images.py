@@ -10,7 +10,7 @@ import anndata as ad
 import numpy as np
 import torch
 
-from .._coarse import coarse_schemes
+from .._coarse import CoarseSchemes
 from ..core.training import predict
 from ..data import ImageFiles
 from ._pipeline import Problem, filled_groups
@@ -110,12 +110,9 @@ def image_network(
     return network
 
 
-def image_problem(
-    adata: ad.AnnData, keys: list[str], images: np.ndarray | ImageFiles, space: np.ndarray, n_fine: int
-) -> Problem:
-    """The FALCON problem of the images of ``adata`` with the neighbour space ``space`` (the initial features)."""
-    schemes = coarse_schemes(adata.obs, keys)
-    multi = len(keys) > 1
+def image_problem(schemes: CoarseSchemes, images: np.ndarray | ImageFiles, space: np.ndarray, n_fine: int) -> Problem:
+    """The FALCON problem of ``images``: their coarse labels and the neighbour space ``space`` (initial features)."""
+    multi = len(schemes.keys) > 1
     coarse, coarse_names = (schemes.joint, schemes.joint_names) if multi else (schemes.codes[:, 0], schemes.names[0])
     groups, group_names = filled_groups(schemes, space, n_fine) if multi else (coarse, coarse_names)
     return Problem(

@@ -13,7 +13,7 @@ import torch
 from scanpy import logging as logg
 
 from .._checks import check_bool, check_choice, check_int
-from .._coarse import as_keys, coarse_schemes
+from .._coarse import CoarseSchemes, as_keys, coarse_schemes
 from .._layout import check_key_added
 from .._validate import check_adata, resolve_device
 from ..core.trainer import FalconConfig
@@ -130,12 +130,13 @@ def refine_images(
         raise TypeError(f"view must be a falcon_sc.core.views.ViewConfig or None, got {type(view).__name__}.")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint {str(checkpoint)!r} does not exist; give the path of a local file.")
-    n_fine = _check_n_fine(adata, keys, n_fine)
+    schemes = coarse_schemes(adata.obs, keys)  # the coarse labels, read and checked once
+    n_fine = _check_n_fine(schemes, n_fine)
     device = resolve_device(accelerator)
     images = image_array(adata, image_shape)
     adata = adata.copy() if copy else adata
     space = initial_features(images, checkpoint, backbone, width, device, fit.random_state)
-    problem = image_problem(adata, keys, images, space, n_fine)
+    problem = image_problem(schemes, images, space, n_fine)
     view = ViewConfig() if view is None else view
     views = partial(random_view, cfg=view, generator=torch.Generator().manual_seed(fit.random_state))
     engine = Engine(
@@ -162,10 +163,10 @@ def refine_images(
     return adata if copy else None
 
 
-def _check_n_fine(adata: ad.AnnData, keys: list[str], n_fine: int) -> int:
+def _check_n_fine(schemes: CoarseSchemes, n_fine: int) -> int:
     """``n_fine`` must be an int above the number of coarse classes of every scheme."""
     check_int("n_fine", n_fine)
-    n_coarse = max(coarse_schemes(adata.obs, keys).n_coarse)
+    n_coarse = max(schemes.n_coarse)
     if n_fine <= n_coarse:
         raise ValueError(f"n_fine={n_fine!r} must be an int above the number of coarse classes ({n_coarse}).")
     return int(n_fine)
