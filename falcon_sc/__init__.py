@@ -6,7 +6,7 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from . import baselines, data, datasets, metrics, models, pl, pp, tl
+from . import baselines, data, datasets, errors, metrics, models, pl, pp, tl
 from ._version import __version__
 from .models import FalconModel
 
@@ -23,6 +23,7 @@ __all__ = [
     "bench",
     "data",
     "datasets",
+    "errors",
     "metrics",
     "models",
     "pl",
