@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import io
 import os
 import pickle
 from pathlib import Path
@@ -11,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .._checks import check_choice, check_int
+from ..errors import DatasetFileError
 from ._folders import SPLITS, check_val_fraction, require_dir, require_file, val_per_class
 from ._utils import finalise
 
@@ -59,21 +62,209 @@ CIFAR_SI_FRACTIONS: tuple[float, ...] = (
 CIFAR_VARIANTS = ("cifar100", "cifar68", "cifar_si")
 
 
-def _text(value) -> str:
+#: the sizes of a fine and a coarse label set of CIFAR-100
+N_FINE, N_COARSE = 100, 20
+_PIXELS = 3 * 32 * 32
+
+
+def _text(value: object) -> str:
     return value.decode("latin1") if isinstance(value, bytes) else str(value)
 
 
-def _unpickle(path: Path) -> dict:
-    """A CIFAR pickle as a dict with str keys (files written with bytes keys, ``b"data"``, are read alike)."""
-    with open(path, "rb") as f:
-        raw = pickle.load(f, encoding="latin1")
+def _numpy_global(names: tuple[str, ...], attribute: str) -> object:
+    """``attribute`` of the first importable module of ``names``.
+
+    ``numpy._core`` from numpy 2, ``numpy.core`` before.
+    """
+    for name in names:
+        try:
+            return getattr(importlib.import_module(name), attribute)
+        except (ImportError, AttributeError):
+            continue
+    raise ImportError(f"numpy has no {attribute} in {names}")  # pragma: no cover - every numpy >= 1.24 has one
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` restricted to latin1.
+
+    Python 3 pickles ``bytes`` at protocols 0-2 as ``encode(text, "latin1")``; no other codec is allowed (a codec
+    name can import modules).
+    """
+    if encoding.lower().replace("_", "-") not in ("latin1", "latin-1", "iso-8859-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with the codec {encoding!r}: only latin1 is allowed")
+    return text.encode("latin1")
+
+
+#: the only globals a CIFAR pickle may name: numpy arrays, dtypes and scalars (as numpy 1 and 2 pickle them) and
+#: the latin1 encoding of ``bytes``; the builtin containers, str, bytes and numbers need no global
+_ALLOWED_GLOBALS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
+    (module, name): (("numpy._core." + sub, "numpy.core." + sub), name)
+    for core in ("numpy._core", "numpy.core")
+    for sub, names in (("multiarray", ("_reconstruct", "scalar")), ("numeric", ("_frombuffer",)))
+    for module in (f"{core}.{sub}",)
+    for name in names
+}
+_ALLOWED_GLOBALS.update({("numpy", "ndarray"): (("numpy",), "ndarray"), ("numpy", "dtype"): (("numpy",), "dtype")})
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals of :data:`_ALLOWED_GLOBALS` and the latin1 ``_codecs.encode``.
+
+    A pickle naming any other global (``os.system``, ``builtins.exec``, ``subprocess.Popen``, a class of some
+    package ...) is refused with :class:`~falcon_sc.errors.DatasetFileError` before anything is called.
+    """
+
+    def __init__(self, file: io.BytesIO, path: Path) -> None:
+        super().__init__(file, encoding="latin1")
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> object:
+        """The allowed global ``module.name``; :class:`~falcon_sc.errors.DatasetFileError` for any other."""
+        if (module, name) in (("_codecs", "encode"), ("codecs", "encode")):
+            return _latin1_encode
+        if (module, name) in _ALLOWED_GLOBALS:
+            return _numpy_global(*_ALLOWED_GLOBALS[(module, name)])
+        raise DatasetFileError(
+            f"{self.path} names the global {module}.{name}, which a CIFAR-100 pickle never needs; it was refused "
+            "and nothing in the file was run (CIFAR pickles are read with a restricted unpickler that allows only "
+            "builtin containers, strings, numbers and numpy arrays). Is it the file from "
+            f"{CIFAR100_URL}?"
+        )
+
+
+def load_cifar_pickle(path: Path) -> dict[str, object]:
+    """A CIFAR pickle as a dict with str keys, read with :class:`_RestrictedUnpickler` (no code can run).
+
+    Files written with bytes keys (``b"data"``, Python 2) are read alike.
+
+    Raises
+    ------
+    DatasetFileError
+        The file is empty, truncated, not a pickle, names a global outside the allowed numpy ones, or does not
+        hold a dict.
+    """
+    data = path.read_bytes()
+    if not data:
+        raise DatasetFileError(f"{path} is empty (0 bytes); download CIFAR-100 again from {CIFAR100_URL}.")
+    try:
+        raw = _RestrictedUnpickler(io.BytesIO(data), path).load()
+    except DatasetFileError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure inside the unpickler is a damaged file
+        raise DatasetFileError(
+            f"{path} is not a readable CIFAR-100 python pickle (truncated, damaged or another format: "
+            f"{type(err).__name__}: {err}); download it again from {CIFAR100_URL}."
+        ) from None
+    if not isinstance(raw, dict):
+        raise DatasetFileError(
+            f"{path} holds a {type(raw).__name__}, not the dict of a CIFAR-100 python pickle; download it again from "
+            f"{CIFAR100_URL}."
+        )
     return {_text(k): v for k, v in raw.items()}
 
 
-def _field(data: dict, key: str, path: Path):
+def _field(data: dict[str, object], key: str, path: Path) -> object:
     if key not in data:
-        raise KeyError(f"{path} has no entry {key!r} (found {sorted(data)}); is it a CIFAR-100 python pickle?")
+        raise DatasetFileError(f"{path} has no entry {key!r} (found {sorted(data)}); is it a CIFAR-100 python pickle?")
     return data[key]
+
+
+def _names(meta: dict[str, object], key: str, n: int, path: Path) -> list[str]:
+    """The ``n`` distinct class names ``meta[key]``."""
+    value = _field(meta, key, path)
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str | bytes) for v in value):
+        raise DatasetFileError(f"{path}: entry {key!r} is a {type(value).__name__}, not a list of class names.")
+    names = [_text(v) for v in value]
+    if len(names) != n or len(set(names)) != n:
+        raise DatasetFileError(
+            f"{path}: entry {key!r} holds {len(names)} names ({len(set(names))} distinct); CIFAR-100 has {n}."
+        )
+    return names
+
+
+def _labels(data: dict[str, object], key: str, n: int, path: Path) -> np.ndarray:
+    """The labels ``data[key]``: a flat sequence of ints in ``[0, n)``."""
+    try:
+        labels = np.asarray(_field(data, key, path))
+    except ValueError as err:  # ragged nested lists
+        raise DatasetFileError(f"{path}: entry {key!r} is not a flat list of labels ({err}).") from None
+    if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+        raise DatasetFileError(
+            f"{path}: entry {key!r} is not a flat list of integer labels (shape {labels.shape}, dtype {labels.dtype})."
+        )
+    labels = labels.astype(np.int64)
+    bad = np.flatnonzero((labels < 0) | (labels >= n))
+    if bad.size:
+        raise DatasetFileError(
+            f"{path}: entry {key!r}, image {int(bad[0])}: label {int(labels[bad[0]])} is out of range (0 to {n - 1}); "
+            f"{bad.size} label(s) out of range."
+        )
+    return labels
+
+
+def _pixels(data: dict[str, object], path: Path) -> np.ndarray:
+    """``data["data"]``: N x 3072 integers in ``[0, 255]``, as uint8."""
+    pixels = _field(data, "data", path)
+    if not isinstance(pixels, np.ndarray) or pixels.ndim != 2 or pixels.shape[1] != _PIXELS:
+        shape = pixels.shape if isinstance(pixels, np.ndarray) else type(pixels).__name__
+        raise DatasetFileError(f"{path}: entry 'data' is {shape}; expected an N x {_PIXELS} array of uint8 pixels.")
+    if pixels.dtype != np.uint8:
+        if pixels.dtype.kind not in "iu" or (pixels.size and (pixels.min() < 0 or pixels.max() > 255)):
+            raise DatasetFileError(
+                f"{path}: entry 'data' has dtype {pixels.dtype}; expected uint8 pixels (integers 0 to 255)."
+            )
+        pixels = pixels.astype(np.uint8)
+    return pixels
+
+
+def _read_part(path: Path, relation: dict[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels, fine and coarse labels of the ``train`` or ``test`` file, checked.
+
+    ``relation`` (fine -> coarse, shared by the files) is filled in and checked.
+    """
+    data = load_cifar_pickle(path)
+    pixels = _pixels(data, path)
+    fine = _labels(data, "fine_labels", N_FINE, path)
+    coarse = _labels(data, "coarse_labels", N_COARSE, path)
+    if not len(pixels) == len(fine) == len(coarse):
+        raise DatasetFileError(
+            f"{path}: {len(pixels)} images with {len(fine)} fine and {len(coarse)} coarse labels; expected one label "
+            "of each kind per image."
+        )
+    for code in np.unique(fine * N_COARSE + coarse).tolist():
+        f, c = divmod(code, N_COARSE)
+        if relation.setdefault(f, c) != c:
+            i = int(np.flatnonzero((fine == f) & (coarse == c))[0])
+            raise DatasetFileError(
+                f"{path}, image {i}: fine label {f} has the coarse label {c}, but {relation[f]} elsewhere; a fine "
+                "class of CIFAR-100 has one coarse class."
+            )
+    return pixels, fine, coarse
+
+
+def _select(
+    name: str, fine: np.ndarray, *, variant: str, split: str, val_fraction: float, random_state: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of the file ``name`` (``"train"`` or ``"test"``) that ``variant`` and ``split`` keep.
+
+    Returned with the split of every row of the file.
+    """
+    keep = np.ones(len(fine), dtype=bool)
+    if variant == "cifar_si":
+        keep[:] = False
+        for label in np.unique(fine):
+            members = np.flatnonzero(fine == label)
+            keep[members[: int(len(members) * CIFAR_SI_FRACTIONS[label])]] = True
+    row_split = np.full(len(fine), "test", dtype=object)
+    if name == "train":
+        is_val = np.zeros(len(fine), dtype=bool)
+        is_val[keep] = val_per_class(fine[keep], val_fraction, random_state)
+        row_split[:] = np.where(is_val, "val", "train")
+    if variant == "cifar68":
+        keep &= ~np.isin(fine, CIFAR68_REMOVED)
+    if split in ("train", "val"):
+        keep &= row_split == split
+    return np.flatnonzero(keep), row_split
 
 
 def cifar100(
@@ -125,6 +316,19 @@ def cifar100(
     ------
     FileNotFoundError
         A file is missing (the message names it and where to download CIFAR-100).
+    falcon_sc.errors.DatasetFileError
+        A file is empty, truncated, not a pickle or not a dict; ``meta`` lacks the 100 distinct fine or the 20
+        distinct coarse class names; a data file lacks an entry, its ``data`` is not an N x 3072 array of integers
+        0-255, its label lists are not N integers each, a label is out of range, or a fine label has two coarse
+        labels (within or across the files); a pickle names any global but the numpy array ones (refused before
+        anything runs); or no image is left for ``split`` (each message names the file and the entry or image).
+
+    Notes
+    -----
+    The pickles are read with a restricted unpickler: the only globals it resolves are numpy's array, dtype and
+    scalar reconstructors (as numpy 1 and 2 pickle them) and the latin1 encoding of ``bytes``, so no file can run
+    code. The files need not hold the full 50000 / 10000 images: any consistent subset in the same format (e.g. a
+    few images per class) is read, but a split left with no image is an error.
 
     Examples
     --------
@@ -141,36 +345,17 @@ def cifar100(
     files = {"train": ("train",), "val": ("train",), "test": ("test",), "all": ("train", "test")}[split]
     paths = {name: require_file(folder / name, _WHERE) for name in (*files, "meta")}
 
-    meta = _unpickle(paths["meta"])
-    fine_names = [_text(n) for n in _field(meta, "fine_label_names", paths["meta"])]
-    coarse_names = [_text(n) for n in _field(meta, "coarse_label_names", paths["meta"])]
-    blocks, frames = [], []
+    meta = load_cifar_pickle(paths["meta"])
+    fine_names = _names(meta, "fine_label_names", N_FINE, paths["meta"])
+    coarse_names = _names(meta, "coarse_label_names", N_COARSE, paths["meta"])
+    blocks, frames, sizes = [], [], []
+    relation: dict[int, int] = {}
     for name in files:
-        data = _unpickle(paths[name])
-        pixels = np.asarray(_field(data, "data", paths[name]), dtype=np.uint8)
-        fine = np.asarray(_field(data, "fine_labels", paths[name]), dtype=np.int64)
-        coarse = np.asarray(_field(data, "coarse_labels", paths[name]), dtype=np.int64)
-        if pixels.ndim != 2 or pixels.shape[1] != 3 * 32 * 32 or not len(pixels) == len(fine) == len(coarse):
-            raise ValueError(
-                f"{paths[name]}: data of shape {pixels.shape} with {len(fine)} fine and {len(coarse)} coarse labels; "
-                "expected N x 3072 pixels and N labels of each kind."
-            )
-        keep = np.ones(len(fine), dtype=bool)
-        if variant == "cifar_si":
-            keep[:] = False
-            for label in np.unique(fine):
-                members = np.flatnonzero(fine == label)
-                keep[members[: int(len(members) * CIFAR_SI_FRACTIONS[label])]] = True
-        row_split = np.full(len(fine), "test", dtype=object)
-        if name == "train":
-            is_val = np.zeros(len(fine), dtype=bool)
-            is_val[keep] = val_per_class(fine[keep], val_fraction, random_state)
-            row_split[:] = np.where(is_val, "val", "train")
-        if variant == "cifar68":
-            keep &= ~np.isin(fine, CIFAR68_REMOVED)
-        if split in ("train", "val"):
-            keep &= row_split == split
-        rows = np.flatnonzero(keep)
+        pixels, fine, coarse = _read_part(paths[name], relation)
+        rows, row_split = _select(
+            name, fine, variant=variant, split=split, val_fraction=val_fraction, random_state=random_state
+        )
+        sizes.append(f"{paths[name]}: {len(fine)} images, {len(rows)} kept")
         blocks.append(pixels[rows])
         frames.append(
             pd.DataFrame(
@@ -182,6 +367,12 @@ def cifar100(
                 },
                 index=[f"{name}{i}" for i in rows],
             )
+        )
+    if not sum(len(b) for b in blocks):
+        raise DatasetFileError(
+            f"no images found in {folder} for split={split!r}, variant={variant!r}, val_fraction={val_fraction} "
+            f"({'; '.join(sizes)}); the CIFAR-100 files hold 50000 (train) and 10000 (test) images, 500 and 100 "
+            "per fine class."
         )
     obs = pd.concat(frames)
     obs["split"] = pd.Categorical(obs["split"], categories=[s for s in SPLITS if s in set(obs["split"])])

@@ -15,6 +15,7 @@ from PIL import Image
 import falcon_sc as fal
 from falcon_sc.data import ImageFiles
 from falcon_sc.datasets import CIFAR68_REMOVED, CIFAR_SI_FRACTIONS, breeds, cifar100, image_folder, tiered_imagenet
+from falcon_sc.errors import DatasetFileError
 
 
 def _check_labelled(adata, name):
@@ -135,8 +136,8 @@ def test_cifar_errors_name_the_file_and_the_source(cifar_root, tmp_path):
     with pytest.raises(ValueError, match="val_fraction"):
         cifar100(cifar_root, val_fraction=1.0)
     with open(partial / "meta", "wb") as f:
-        pickle.dump({"fine_label_names": []}, f)
-    with pytest.raises(KeyError, match="coarse_label_names"):
+        pickle.dump({"fine_label_names": [f"f{i}" for i in range(100)]}, f)
+    with pytest.raises(DatasetFileError, match="partial/meta has no entry 'coarse_label_names'"):
         cifar100(partial, split="test")
 
 
