@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._checks import check_int, check_number
+from ..errors import DatasetFileError
 from ._utils import finalise
 
 #: image file endings the folder readers list (case-insensitive): those of ``robustness.tools.folder`` (the BREEDS
@@ -52,6 +53,42 @@ def require_dir(path: str | os.PathLike, where: str) -> Path:
     return path.resolve()
 
 
+def read_text_file(path: Path, what: str) -> str:
+    """The text of ``path`` (UTF-8, a BOM dropped), refusing an empty or binary file.
+
+    Parameters
+    ----------
+    path
+        The file.
+    what
+        What the file should hold, for the messages (e.g. ``"'fine,coarse' rows"``).
+
+    Returns
+    -------
+    str
+        The decoded text.
+
+    Raises
+    ------
+    falcon_sc.errors.DatasetFileError
+        The file is empty (0 bytes, or white space only), holds NUL bytes or is not UTF-8 text (the message names
+        the file, and the line of the first undecodable byte).
+    """
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DatasetFileError(f"{path} is empty; it should hold {what}.")
+    if b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise DatasetFileError(f"{path}, line {line}: a NUL byte; this is a binary file, not text with {what}.")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DatasetFileError(
+            f"{path}, line {line}: byte {err.start} is not UTF-8 text ({err.reason}); expected text with {what}."
+        ) from None
+
+
 def check_size(size: int) -> None:
     """``size``: the square side of the images, a positive int."""
     check_int("size", size, 1)
@@ -86,7 +123,7 @@ def list_class_images(split_root: Path, classes: Sequence[str], where: str) -> t
 
     Classes in sorted order, files in sorted order within each (the order of ``robustness.tools.folder``, which
     the BREEDS reference uses). A missing class folder is a ``FileNotFoundError`` naming it and ``where``; a class
-    folder with no image files is a ``ValueError``.
+    folder with no image files is a :class:`~falcon_sc.errors.DatasetFileError`.
     """
     paths: list[str] = []
     owner: list[str] = []
@@ -102,7 +139,7 @@ def list_class_images(split_root: Path, classes: Sequence[str], where: str) -> t
             if name.lower().endswith(IMG_EXTENSIONS)
         ]
         if not found:
-            raise ValueError(
+            raise DatasetFileError(
                 f"class folder {split_root / cls} holds no image files (endings: {', '.join(IMG_EXTENSIONS)})."
             )
         paths += found
@@ -114,13 +151,16 @@ def read_names(path: Path) -> dict[str, str]:
     """WordNet id -> name, from ``node_names.txt`` or ``LOC_synset_mapping.txt``.
 
     BREEDS' ``node_names.txt`` has ``id<TAB>name`` lines, ImageNet's ``LOC_synset_mapping.txt`` ``id name, other
-    names``: the id is the text up to the first white space, the name the rest.
+    names``: the id is the text up to the first white space, the name the rest. Lines without a name are skipped;
+    an empty or binary file, or one with no ``id name`` line, is a :class:`~falcon_sc.errors.DatasetFileError`.
     """
     names: dict[str, str] = {}
-    for line in path.read_text().splitlines():
+    for line in read_text_file(path, "'wnid name' lines").splitlines():
         parts = line.strip().split(None, 1)
         if len(parts) == 2:
             names[parts[0]] = parts[1].strip()
+    if not names:
+        raise DatasetFileError(f"{path} holds no 'wnid name' line (a WordNet id, white space, a name).")
     return names
 
 
@@ -139,8 +179,11 @@ def image_anndata(
     """AnnData of image files: no variables, ``obs["path"]`` (absolute), ``coarse``, ``fine``, ``split``.
 
     ``names`` (id -> name) adds ``obs["fine_name"]`` and ``obs["coarse_name"]``. The index is each path relative to
-    ``root``; ``uns["falcon_dataset"]["image_shape"]`` is ``[3, size, size]``.
+    ``root``; ``uns["falcon_dataset"]["image_shape"]`` is ``[3, size, size]``. No paths at all is a
+    :class:`~falcon_sc.errors.DatasetFileError` (a reader never returns zero images).
     """
+    if not len(paths):
+        raise DatasetFileError(f"no images found in {root} for {name}.")
     paths = [os.path.abspath(p) for p in paths]
     obs = pd.DataFrame(
         {

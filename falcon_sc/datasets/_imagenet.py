@@ -8,6 +8,7 @@ hierarchy files named below; nothing is downloaded. Images stay on disk: ``obs["
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import numpy as np
 
 from .._checks import check_choice, check_int
 from .._docs import doc_params
+from ..errors import DatasetFileError
 from ._folders import (
     SPLITS,
     check_size,
@@ -29,6 +31,7 @@ from ._folders import (
     image_anndata,
     list_class_images,
     read_names,
+    read_text_file,
     require_dir,
     require_file,
 )
@@ -66,14 +69,51 @@ _TIERED_WHERE = (
 _WNID = re.compile(r"^n\d{8}$")
 
 
+def _read_class_info(path: Path) -> set[str]:
+    """The ImageNet class ids (second item of every entry) of BREEDS' ``dataset_class_info.json``."""
+    try:
+        class_info = json.loads(read_text_file(path, "a JSON list of [index, wnid, name] entries"))
+    except json.JSONDecodeError as err:
+        raise DatasetFileError(
+            f"{path}, line {err.lineno}, column {err.colno}: not valid JSON ({err.msg}). {_BREEDS_WHERE}"
+        ) from None
+    if not isinstance(class_info, list) or not class_info:
+        raise DatasetFileError(
+            f"{path} holds {type(class_info).__name__} {str(class_info)[:40]!r}, not a non-empty list of [index, "
+            f"wnid, name] entries. {_BREEDS_WHERE}"
+        )
+    for number, entry in enumerate(class_info):
+        if not isinstance(entry, list) or len(entry) < 2 or not _WNID.match(str(entry[1])):
+            raise DatasetFileError(
+                f"{path}, entry {number}: {str(entry)[:60]} is not [index, wnid, name] with a WordNet id "
+                "(n + 8 digits)."
+            )
+    return {str(entry[1]) for entry in class_info}
+
+
+def _read_edges(path: Path) -> list[tuple[str, str]]:
+    """The ``parent child`` lines of BREEDS' ``class_hierarchy.txt``."""
+    edges = []
+    for number, line in enumerate(read_text_file(path, "'parent child' lines").splitlines(), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) != 2:
+            raise DatasetFileError(
+                f"{path}, line {number}: {line.strip()[:80]!r} has {len(tokens)} tokens; expected 'parent child' "
+                "(two WordNet ids)."
+            )
+        edges.append((tokens[0], tokens[1]))
+    return edges
+
+
 class _Hierarchy:
     """The part of ``robustness.tools.breeds_helpers.ClassHierarchy`` that the four BREEDS datasets use."""
 
     def __init__(self, hierarchy_dir: Path) -> None:
         files = {name: require_file(hierarchy_dir / name, _BREEDS_WHERE) for name in BREEDS_FILES}
-        class_info = json.loads(files["dataset_class_info.json"].read_text())
-        self.leaves = {str(entry[1]) for entry in class_info}
-        edges = [line.split() for line in files["class_hierarchy.txt"].read_text().splitlines() if line.strip()]
+        self.leaves = _read_class_info(files["dataset_class_info.json"])
+        edges = _read_edges(files["class_hierarchy.txt"])
         self.names = read_names(files["node_names.txt"])
         # only the ancestors of ImageNet classes count (robustness: _make_parent_graph's backward search)
         parents: dict[str, set[str]] = {}
@@ -94,7 +134,7 @@ class _Hierarchy:
         frontier, depth = {_BREEDS_ROOT}, 0
         while frontier:
             if depth > len(self.children) + 1:
-                raise ValueError(f"class_hierarchy.txt in {hierarchy_dir} has a cycle.")
+                raise DatasetFileError(f"{files['class_hierarchy.txt']} has a cycle.")
             for node in frontier:
                 self.level[node] = depth
             frontier = {c for node in frontier for c in self.children.get(node, ())}
@@ -153,7 +193,20 @@ def breeds_classes(hierarchy_dir: str | os.PathLike, name: str) -> dict[str, lis
     """
     check_choice("name", name, tuple(BREEDS_DATASETS))
     folder = require_dir(hierarchy_dir, _BREEDS_WHERE)
-    return _Hierarchy(folder).superclasses(*BREEDS_DATASETS[name])
+    return _dataset_classes(_Hierarchy(folder), folder, name)
+
+
+def _dataset_classes(hierarchy: _Hierarchy, folder: Path, name: str) -> dict[str, list[str]]:
+    """``hierarchy.superclasses`` of the BREEDS dataset ``name``; none at all is a ``DatasetFileError``."""
+    level, ancestor, n_sub = BREEDS_DATASETS[name]
+    classes = hierarchy.superclasses(level, ancestor, n_sub)
+    if not classes:
+        below = "" if ancestor is None else f" below {ancestor}"
+        raise DatasetFileError(
+            f"the BREEDS hierarchy files in {folder} give {name} no superclass: no node at level {level}{below} has "
+            f"{n_sub} ImageNet classes of dataset_class_info.json under it. {_BREEDS_WHERE}"
+        )
+    return classes
 
 
 def _imagenet_anndata(
@@ -189,6 +242,11 @@ def _imagenet_anndata(
         paths += [found[i] for i in keep]
         fine += list(owner[keep])
         parts += list(labels[keep])
+    if not paths:
+        raise DatasetFileError(
+            f"no images found in {root} for split={split!r}: the {len(fine_to_coarse)} classes' folders hold no "
+            f"image for it{'' if val is None else f' (val_fraction={val[0]})'}."
+        )
     coarse = [fine_to_coarse[f] for f in fine]
     return image_anndata(
         paths, fine, coarse, parts, root=root.resolve(), name=name, source=source, size=size, names=names
@@ -254,6 +312,12 @@ def breeds(
     Raises
     ------
     {doc_missing}
+    falcon_sc.errors.DatasetFileError
+        A hierarchy file is empty or binary, ``dataset_class_info.json`` is not valid JSON (the line and column are
+        named) or not a list of ``[index, wnid, name]`` entries, a line of ``class_hierarchy.txt`` does not hold
+        two ids, ``node_names.txt`` holds no ``id name`` line, the hierarchy gives the dataset no superclass, a
+        class folder holds no image file, or no image is left for ``split`` (each message names the file and the
+        line or entry).
 
     Examples
     --------
@@ -270,7 +334,7 @@ def breeds(
     check_int("random_state", random_state)
     folder = require_dir(hierarchy_dir, _BREEDS_WHERE)
     hierarchy = _Hierarchy(folder)
-    classes = hierarchy.superclasses(*BREEDS_DATASETS[name])
+    classes = _dataset_classes(hierarchy, folder, name)
     fine_to_coarse = {fine: coarse for coarse, members in classes.items() for fine in members}
     return _imagenet_anndata(
         root,
@@ -282,6 +346,37 @@ def breeds(
         size=size,
         names=hierarchy.names,
     )
+
+
+def _read_tiered_csv(path: Path, fine_to_coarse: dict[str, str]) -> None:
+    """Add the ``fine wnid,coarse wnid`` rows of a tieredImageNet CSV to ``fine_to_coarse``.
+
+    An optional header line comes first. Every problem (an empty, binary or header-only file, a short row, an empty
+    coarse class, a fine class with two coarse classes) is a ``DatasetFileError`` naming the file and line.
+    """
+    what = "'fine wnid,coarse wnid' rows"
+    try:
+        reader = csv.reader(io.StringIO(read_text_file(path, what), newline=""))
+        lines = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    except csv.Error as err:
+        raise DatasetFileError(f"{path}: not a readable CSV file ({err}).") from None
+    if lines and not _WNID.match(lines[0][1][0].strip()):
+        lines = lines[1:]  # a header line
+    if not lines:
+        raise DatasetFileError(f"{path} holds no {what} (only a header). {_TIERED_WHERE}")
+    for number, (line, row) in enumerate(lines, start=1):
+        cells = [cell.strip() for cell in row]
+        if len(cells) < 2 or not _WNID.match(cells[0]) or not cells[1]:
+            raise DatasetFileError(
+                f"{path}, line {line} (row {number}): {row!r} is not 'fine wnid,coarse wnid' (a WordNet id and a "
+                "non-empty coarse class)."
+            )
+        fine, coarse = cells[0], cells[1]
+        if fine_to_coarse.get(fine, coarse) != coarse:
+            raise DatasetFileError(
+                f"{path}, line {line}: fine class {fine} has two coarse classes, {fine_to_coarse[fine]} and {coarse}."
+            )
+        fine_to_coarse[fine] = coarse
 
 
 @doc_params(doc_imagenet_root=doc_imagenet_root, doc_size=doc_size, doc_returns=doc_returns, doc_missing=doc_missing)
@@ -324,6 +419,10 @@ def tiered_imagenet(
     Raises
     ------
     {doc_missing}
+    falcon_sc.errors.DatasetFileError
+        A CSV file is empty, binary or holds only a header, a row is not ``fine wnid,coarse wnid`` with a non-empty
+        coarse class, a fine class has two coarse classes, ``node_names`` holds no ``id name`` line, or a class
+        folder holds no image file (each message names the file and the line).
 
     Examples
     --------
@@ -351,20 +450,7 @@ def tiered_imagenet(
     )
     fine_to_coarse: dict[str, str] = {}
     for csv_name in TIERED_FILES:
-        path = require_file(folder / csv_name, _TIERED_WHERE)
-        with open(path, newline="") as f:
-            rows = [row for row in csv.reader(f) if row]
-        if rows and not _WNID.match(rows[0][0].strip()):
-            rows = rows[1:]  # a header line
-        for number, row in enumerate(rows, start=1):
-            if len(row) < 2 or not _WNID.match(row[0].strip()):
-                raise ValueError(f"{path}, row {number}: {row!r} is not 'fine wnid,coarse wnid'.")
-            fine, coarse = row[0].strip(), row[1].strip()
-            if fine_to_coarse.get(fine, coarse) != coarse:
-                raise ValueError(
-                    f"{path}: fine class {fine} has two coarse classes, {fine_to_coarse[fine]} and {coarse}."
-                )
-            fine_to_coarse[fine] = coarse
+        _read_tiered_csv(require_file(folder / csv_name, _TIERED_WHERE), fine_to_coarse)
     return _imagenet_anndata(
         root,
         fine_to_coarse,
