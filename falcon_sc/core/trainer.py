@@ -21,6 +21,7 @@ from torch import nn
 
 from .._checks import Bool, Choice, Int, Real, param
 from . import losses
+from .checkpoints import array_digest
 from .ema import EMATeacher
 from .relation import random_relation, solve_relation
 from .schemes import joint_groups, joint_relation
@@ -44,6 +45,23 @@ __all__ = ["FalconConfig", "FalconPlan", "FalconResult", "predict", "train_falco
 
 View = Callable[[torch.Tensor], torch.Tensor]
 REGULARISERS = ("prior", "global", "within", "both")
+PLAN_SETTINGS = (
+    "lambda_coarse",
+    "lambda_fine",
+    "lambda_reg",
+    "regulariser",
+    "lambda_relation",
+    "temperature",
+    "relation_every",
+    "learn_relation",
+    "soft_fraction",
+    "n_sampled_neighbors",
+    "ema_decay",
+    "init_steps",
+    "init_balance",
+)
+"""The :class:`FalconConfig` fields a checkpoint's fingerprint holds (beside the loop's): those that change the result.
+The epoch bounds (``min_steps``, ``min_epochs``, ``max_epochs``) count through the number of epochs."""
 
 
 @dataclass(kw_only=True)
@@ -107,8 +125,9 @@ class FalconConfig(OptimSettings):
     init_balance: float = param(1.0, Real(0.0))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-dict copy (for ``uns``)."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        """Plain-dict copy (for ``uns``); ``fingerprint_extra`` (not a setting) is left out."""
+        items = asdict(self).items()
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in items if k != "fingerprint_extra"}
 
     def loop_config(self, n_epochs: int, batch_size: int) -> LoopConfig:
         """The loop's settings: the shared optimisation fields, ``n_epochs`` and the ``batch_size`` used."""
@@ -287,6 +306,7 @@ class FalconPlan(TrainingPlan):
         self.neighbors = torch.as_tensor(neighbors, dtype=torch.long, device=self.device)
         self.k_sample = min(cfg.n_sampled_neighbors, neighbors.shape[1])
         self.relations = [torch.as_tensor(np.asarray(r), dtype=torch.float32, device=self.device) for r in relations]
+        self.initial_digest = array_digest(*self.relations)  # tiny: fine x coarse per scheme
         self.prior, self.soft_steps = prior, soft_steps
         self.student_view = student_view if student_view is not None else _same
         self.teacher_view = teacher_view if teacher_view is not None else _same
@@ -426,11 +446,45 @@ class FalconPlan(TrainingPlan):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+        """Restore what :meth:`state_dict` returned, after checking it.
+
+        The update count and the relations' shapes and values are checked first (``ValueError``: the loop reports the
+        checkpoint as not valid for this model).
+        """
+        updates, relations = state["teacher_updates"], state["relations"]
+        if not isinstance(updates, int) or isinstance(updates, bool) or updates < 0:
+            raise ValueError(f"teacher_updates={updates!r} is not a count")
+        shapes = [(self.n_fine, k) for k in self.schemes.n_coarse]
+        if not isinstance(relations, list) or len(relations) != len(shapes):
+            raise ValueError(f"relations: not a list of {len(shapes)} relations")
+        for M, shape in zip(relations, shapes, strict=True):
+            if not isinstance(M, torch.Tensor) or tuple(M.shape) != shape or not bool(((M == 0) | (M == 1)).all()):
+                raise ValueError(f"relations: not 0/1 tensors of shapes {shapes}")
         self.teacher.model.load_state_dict(state["teacher"])
         self.teacher.n_updates = int(state["teacher_updates"])
         self.relations = [M.to(self.device) for M in state["relations"]]
         self._update_allowed()
+
+    def fingerprint(self) -> dict[str, Any]:
+        """FALCON's identity in a checkpoint (compared on resume).
+
+        The class counts, hashes of the coarse labels, the neighbours, the initial relations, the prior and the
+        children targets, the pinned parents and the loss settings (:data:`PLAN_SETTINGS`).
+        """
+        targets = [np.zeros(0) if t is None else np.asarray(t, dtype=np.float64) for t in self.schemes.targets]
+        return {
+            "n_fine": self.n_fine,
+            "n_coarse": list(self.schemes.n_coarse),
+            "coarse labels (hash)": array_digest(self.schemes.codes, as_int64=True),
+            "neighbours (hash)": array_digest(self.neighbors, as_int64=True),
+            "initial relations (hash)": self.initial_digest,
+            "prior (hash)": array_digest(self.prior.float()),
+            "children targets (hash)": array_digest(*targets),
+            "soft_steps": self.soft_steps,
+            "pinned": {str(k): int(v) for k, v in sorted((self.pinned or {}).items())},
+            "fixed_counts": {str(k): int(v) for k, v in sorted((self.fixed_counts or {}).items())},
+            **{name: getattr(self.cfg, name) for name in PLAN_SETTINGS},
+        }
 
     def result(
         self,

@@ -9,13 +9,14 @@ schedule, the device, the progress bar and the per-epoch history.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 
 import numpy as np
 import torch
@@ -24,6 +25,18 @@ from torch import nn
 from tqdm import tqdm  # the text bar honours `delay` everywhere (the notebook widget fallback does not)
 
 from .._checks import Anything, Bool, Choice, Int, Real, check_choice, check_int, param, validate
+from .checkpoints import (
+    FORMAT,
+    data_fingerprint,
+    error_reason,
+    fingerprint_differences,
+    invalid,
+    loop_state_problem,
+    mismatch,
+    plain,
+    read_checkpoint,
+    state_digest,
+)
 
 if TYPE_CHECKING:
     from lightning_fabric import Fabric
@@ -31,6 +44,20 @@ if TYPE_CHECKING:
 Precision = Literal["32-true", "bf16-mixed", "16-mixed"]
 PRECISIONS: tuple[Precision, ...] = ("32-true", "bf16-mixed", "16-mixed")
 OPTIMIZERS = ("adam", "sgd")
+RESULT_SETTINGS = (
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "lr_milestones",
+    "lr_gamma",
+    "n_epochs",
+    "max_steps",
+    "precision",
+)
+"""The loop settings a checkpoint's fingerprint holds (with the minibatch size used and the number of processes):
+those that change the result. The progress bar, threads and the checkpoint settings themselves are left out."""
+Settings = TypeVar("Settings", bound="OptimSettings")
 
 
 class SampleSource(Protocol):
@@ -152,9 +179,20 @@ class OptimSettings:
         Lightning precision, ``"32-true"`` or ``"bf16-mixed"`` (CUDA; ``"16-mixed"`` also works there).
     checkpoint_path
         File the loop state (network, optimiser, schedule, epoch, history, random state and the plan's state) is
-        written to after every epoch, by rank 0; ``None``: no checkpoints.
+        written to after every epoch, by rank 0, atomically (a file beside it, then a rename), with a fingerprint of
+        the run and a digest of its content; ``None``: no checkpoints. An existing file is overwritten after the
+        first epoch unless ``resume`` is set.
     resume
-        Continue from ``checkpoint_path`` when it exists (its epochs are not run again).
+        Continue from ``checkpoint_path`` when it exists (its epochs are not run again); when it does not exist the
+        run starts afresh. The file is read with ``weights_only=True`` (tensors and plain values only: nothing that
+        could run code is unpickled) and checked before anything is restored: its digest, its fingerprint (the data's
+        shape and hash, the network's parameter names and shapes, the settings that change the result, the plan's
+        :meth:`~TrainingPlan.fingerprint` and ``fingerprint_extra``) and its structure. A file that fails any check
+        raises :class:`~falcon_sc.errors.CheckpointError` (naming the file and what differs or is wrong) before any
+        training.
+    fingerprint_extra
+        Plain values the caller adds to the checkpoint's fingerprint (the model layer: the coarse class names per
+        scheme and ``n_fine``); not a training setting.
     """
 
     batch_size: int = param(256, Int(1))
@@ -168,6 +206,7 @@ class OptimSettings:
     precision: str = param("32-true", Choice(PRECISIONS))
     checkpoint_path: str | None = param(None, Anything())
     resume: bool = param(False, Bool())
+    fingerprint_extra: Mapping[str, Any] | None = param(None, Anything())
 
     def __post_init__(self) -> None:
         validate(self)
@@ -179,6 +218,10 @@ class OptimSettings:
     def optim_settings(self) -> dict[str, Any]:
         """The fields of :class:`OptimSettings` and their values (to build a :class:`LoopConfig` from a subclass)."""
         return {f.name: getattr(self, f.name) for f in fields(OptimSettings)}
+
+    def with_fingerprint(self: Settings, extra: Mapping[str, Any]) -> Settings:
+        """A copy whose checkpoints' fingerprint also holds ``extra`` (plain values, e.g. the coarse class names)."""
+        return replace(self, fingerprint_extra=plain(extra))
 
 
 @dataclass
@@ -277,7 +320,20 @@ class TrainingPlan:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (on resume)."""
+        """Restore what :meth:`state_dict` returned (on resume).
+
+        Raise ``ValueError`` / ``TypeError`` / ``KeyError`` for a state that does not fit the plan, before changing
+        anything: the loop turns it into a :class:`~falcon_sc.errors.CheckpointError`.
+        """
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The plan's identity in a checkpoint's fingerprint (plain values; hashes for arrays), compared on resume.
+
+        What, beside the data, the network and the loop's settings, changes the result (FALCON: the number of fine and
+        coarse classes, a hash of the coarse labels, its loss settings...). Called once, before the first step, only
+        when checkpoints are written; it must draw no random numbers.
+        """
+        return {}
 
 
 def make_fabric(
@@ -378,6 +434,13 @@ def train_minibatches(
     -------
     One record per epoch: the mean of each loss term, ``epoch``, ``lr`` and what
     :meth:`~TrainingPlan.on_train_epoch_end` adds.
+
+    Raises
+    ------
+    CheckpointError
+        With ``cfg.resume``, before any training: the file at ``cfg.checkpoint_path`` is not a valid checkpoint of
+        this run (unreadable, damaged, objects that would need code to rebuild, no fingerprint, another structure) or
+        was written for other data or settings (the message says what differs).
     """
     fabric = make_fabric(features.device, precision=cfg.precision) if fabric is None else fabric
     opt = make_optimizer(model.parameters(), cfg)
@@ -416,25 +479,91 @@ class _Loop:
         self.total = total if cfg.max_steps is None else min(total, cfg.max_steps)
         self.history: list[dict[str, Any]] = []
         self.n_step, self.first_epoch = 0, 0
+        # computed only when checkpoints are written: hashing the data costs a pass over it
+        self.fingerprint: dict[str, Any] = {} if cfg.checkpoint_path is None else self.run_fingerprint()
 
-    def stateful(self) -> dict[str, Any]:
-        """What a checkpoint restores in place: the network, the optimiser and the plan."""
-        return {"model": self.network, "optimizer": self.opt, "plan": self.plan}
+    def steps_after(self, epoch: int) -> int:
+        """Optimisation steps taken when ``epoch`` (from 0) has ended."""
+        return min(self.total, (epoch + 1) * math.ceil(self.per_rank / self.batch_size))
+
+    def run_fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint of this run is checked against on resume (plain values; see :class:`OptimSettings`).
+
+        The data's kind, shape and hash, the network's parameter names and shapes, the settings that change the
+        result (:data:`RESULT_SETTINGS`, the minibatch size used, the processes), the random state before the first
+        epoch, the plan's :meth:`~TrainingPlan.fingerprint` and ``cfg.fingerprint_extra``. Draws no random numbers.
+        """
+        cfg = self.cfg
+        settings = {"batch_size": self.batch_size, **{k: getattr(cfg, k) for k in RESULT_SETTINGS}}
+        settings["processes"] = self.fabric.world_size
+        start = repr(self.rng.bit_generator.state).encode()
+        settings["random state before training"] = hashlib.blake2b(start, digest_size=8).hexdigest()
+        return plain(
+            {
+                "format": FORMAT,
+                "data": data_fingerprint(self.features.data),
+                "network": {name: list(t.shape) for name, t in self.network.state_dict().items()},
+                "settings": settings,
+                "plan": self.plan.fingerprint(),
+                "extra": dict(cfg.fingerprint_extra or {}),
+            }
+        )
 
     def resume(self, path: str) -> None:
-        """Restore a checkpoint written by :meth:`save` (its epochs are not run again)."""
-        rest = self.fabric.load(path, self.stateful())
-        self.sched.load_state_dict(rest.pop("scheduler"))
-        self.rng.bit_generator.state = rest.pop("rng")
-        self.history, self.n_step, self.first_epoch = rest.pop("history"), rest.pop("n_step"), rest.pop("epoch") + 1
+        """Restore a checkpoint written by :meth:`save` (its epochs are not run again), after checking it.
+
+        Raises
+        ------
+        CheckpointError
+            The file is not a falcon_sc checkpoint (unreadable, damaged, code in it, no fingerprint, another
+            structure) or was written for other data or settings; raised before anything is restored.
+        """
+        content = read_checkpoint(self.fabric, path)
+        differences = fingerprint_differences(content["fingerprint"], self.fingerprint)
+        if differences:
+            raise mismatch(path, differences)
+        params = [p for group in self.opt.param_groups for p in group["params"]]
+        problem = loop_state_problem(
+            content,
+            network=self.network.state_dict(),
+            optimizer=self.opt.state_dict(),
+            param_shapes={i: tuple(p.shape) for i, p in enumerate(params)},
+            scheduler=self.sched.state_dict(),
+            rng_kind=str(self.rng.bit_generator.state["bit_generator"]),
+            n_epochs=self.cfg.n_epochs,
+            steps_after=self.steps_after,
+        )
+        if problem is not None:
+            raise invalid(path, problem)
+        try:
+            self.network.load_state_dict(content["model"])
+            self.opt.load_state_dict(content["optimizer"])
+            self.plan.load_state_dict(content["plan"])
+            self.sched.load_state_dict(content["scheduler"])
+            self.rng.bit_generator.state = content["rng"]
+        except Exception as err:
+            raise invalid(path, f"it does not fit this model ({error_reason(err)})") from None
+        self.history, self.n_step, self.first_epoch = content["history"], content["n_step"], content["epoch"] + 1
 
     def save(self, path: str, epoch: int) -> None:
         """Write the loop state after ``epoch`` (rank 0 writes), atomically: a file beside ``path``, then a rename.
 
+        The state holds the run's fingerprint and a digest of everything in it
+        (:func:`~falcon_sc.core.checkpoints.read_checkpoint` checks both).
         An interrupted save leaves the previous checkpoint as it was and no temporary file.
         """
-        extra = {"scheduler": self.sched.state_dict(), "rng": self.rng.bit_generator.state}
-        state = {**self.stateful(), **extra, "history": self.history, "n_step": self.n_step, "epoch": epoch}
+        state: dict[str, Any] = {
+            "model": self.network.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "plan": self.plan.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "history": self.history,
+            "n_step": self.n_step,
+            "epoch": epoch,
+            "fingerprint": self.fingerprint,
+        }
+        state["digest"] = state_digest(state)
         partial = Path(path).with_name(f".{Path(path).name}.partial")
         try:
             self.fabric.save(partial, state)

@@ -78,7 +78,9 @@ def test_falcon_resumed_after_a_crash_ends_as_the_uninterrupted_run(problem, tmp
     assert np.array_equal(resumed.relation, straight.relation)
 
 
-def test_resume_reruns_nothing_and_restores_the_optimiser(tmp_path):
+def test_resume_reruns_nothing_and_restores_the_optimiser(tmp_path, monkeypatch):
+    from lightning_fabric import Fabric
+
     X = np.random.default_rng(0).normal(size=(256, 5)).astype(np.float32)
     y = (X[:, 0] > 0).astype(int)
     path = str(tmp_path / "ce.ckpt")
@@ -93,7 +95,17 @@ def test_resume_reruns_nothing_and_restores_the_optimiser(tmp_path):
 
     straight, h_straight = run(4, resume=False)
     (tmp_path / "ce.ckpt").unlink()
-    run(2, resume=False)  # interrupted after 2 epochs
+    real_save = Fabric.save
+
+    def killed_after_two(self, p, state):
+        real_save(self, p, state)
+        if state["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Fabric, "save", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run(4, resume=False)  # interrupted after 2 epochs
+    monkeypatch.setattr(Fabric, "save", real_save)
     resumed, h_resumed = run(4, resume=True)
     assert [r["epoch"] for r in h_resumed] == [0, 1, 2, 3]
     for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
