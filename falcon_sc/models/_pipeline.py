@@ -148,6 +148,9 @@ def fit_falcon(
     if problem.schemes is not None:
         options.update(scheme_start(problem.schemes, init_labels, n_fine))
         coarse_arg, n_coarse = problem.schemes.codes, problem.schemes.n_coarse
+    # a checkpoint's fingerprint also holds the coarse names (the core knows codes only) and n_fine
+    names = [problem.coarse_names] if problem.schemes is None else problem.schemes.names
+    cfg = cfg.with_fingerprint({"coarse_names": names, "n_fine": n_fine})
     result = train(network, problem.features, coarse_arg, neighbors, n_coarse, cfg, engine, fit.random_state, options)
     outcome = _labels(problem, result, initial, fit)
     outcome.update(network=network, n_fine=n_fine, children_prior=prior, targets=targets, estimate=estimate)
