@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,11 +61,11 @@ def _byte_chunks(array: np.ndarray | torch.Tensor, as_int64: bool = False) -> It
 
 
 def array_digest(*arrays: np.ndarray | torch.Tensor, as_int64: bool = False) -> str:
-    """blake2b (16 bytes, hex) of the arrays' shapes and values, read chunk by chunk; consumes no random numbers.
+    """blake2b (8 bytes, hex) of the arrays' shapes and values, read chunk by chunk; consumes no random numbers.
 
     ``as_int64``: integers are hashed as int64 (CSR indices are int32 or int64 depending on how they were made).
     """
-    h = hashlib.blake2b(digest_size=16)
+    h = hashlib.blake2b(digest_size=8)
     for array in arrays:
         kind = "int64" if as_int64 else str(array.dtype)
         h.update(f"{kind}{tuple(int(d) for d in array.shape)};".encode())
@@ -169,7 +170,9 @@ def read_checkpoint(fabric: Fabric, path: str | Path) -> dict[str, Any]:
         matches its digest.
     """
     try:
-        content = fabric.load(path, weights_only=True)
+        with warnings.catch_warnings():  # torch's remarks on the pickle protocol of a foreign file
+            warnings.simplefilter("ignore", UserWarning)
+            content = fabric.load(path, weights_only=True)
     except pickle.UnpicklingError:
         raise invalid(path, "it holds objects other than tensors and plain values (they were not unpickled)") from None
     except Exception as err:
@@ -227,8 +230,8 @@ def same(a: Any, b: Any) -> bool:
 
 
 def short(value: Any, width: int = 60) -> str:
-    """``value`` for a message: floats with ``%g``, anything else its repr cut to ``width`` characters."""
-    text = f"{value:g}" if isinstance(value, float) else repr(value)
+    """``value`` for a message: floats with ``%g``, strings as they are, anything else its repr; cut to ``width``."""
+    text = f"{value:g}" if isinstance(value, float) else value if isinstance(value, str) else repr(value)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -240,7 +243,7 @@ def _data_differences(before: Any, now: Mapping[str, Any]) -> list[str]:
     if not same(before.get("shape"), now.get("shape")):
         out.append(f"data shape {short(before.get('shape'))} vs {short(now.get('shape'))}")
     if not same(before.get("hash"), now.get("hash")):
-        out.append(f"the data differ (hash {short(before.get('hash'), 14)} vs {short(now.get('hash'), 14)})")
+        out.append(f"the data differ (hash {short(before.get('hash'))} vs {short(now.get('hash'))})")
     return out or ["the data differ"]
 
 

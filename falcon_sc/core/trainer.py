@@ -438,20 +438,35 @@ class FalconPlan(TrainingPlan):
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """The teacher's weights, its number of updates and the relations."""
+        """The teacher's weights and number of updates, the relations, the predictions gathered for the next solve.
+
+        The teacher predictions and coarse labels gathered since the last relation solve are kept so that a resumed run
+        solves from the same minibatches as an uninterrupted one.
+        """
         return {
             "teacher": self.teacher.model.state_dict(),
             "teacher_updates": self.teacher.n_updates,
             "relations": self.relations,
+            "recent": {"probs": list(self.recent_p), "coarse": list(self.recent_y)},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned, after checking it.
 
-        The update count and the relations' shapes and values are checked first (``ValueError``: the loop reports the
-        checkpoint as not valid for this model).
+        The update count, the relations' shapes and values and the gathered predictions' shapes are checked first
+        (``ValueError``: the loop reports the checkpoint as not valid for this model).
         """
-        updates, relations = state["teacher_updates"], state["relations"]
+        self._check_state(state)
+        self.teacher.model.load_state_dict(state["teacher"])
+        self.teacher.n_updates = int(state["teacher_updates"])
+        self.relations = [M.to(self.device) for M in state["relations"]]
+        self.recent_p = [P.to(self.device) for P in state["recent"]["probs"]]
+        self.recent_y = [y.to(self.device) for y in state["recent"]["coarse"]]
+        self._update_allowed()
+
+    def _check_state(self, state: dict[str, Any]) -> None:
+        """``ValueError`` unless ``state`` has the shapes and values of this plan's :meth:`state_dict`."""
+        updates, relations, recent = state["teacher_updates"], state["relations"], state["recent"]
         if not isinstance(updates, int) or isinstance(updates, bool) or updates < 0:
             raise ValueError(f"teacher_updates={updates!r} is not a count")
         shapes = [(self.n_fine, k) for k in self.schemes.n_coarse]
@@ -460,10 +475,15 @@ class FalconPlan(TrainingPlan):
         for M, shape in zip(relations, shapes, strict=True):
             if not isinstance(M, torch.Tensor) or tuple(M.shape) != shape or not bool(((M == 0) | (M == 1)).all()):
                 raise ValueError(f"relations: not 0/1 tensors of shapes {shapes}")
-        self.teacher.model.load_state_dict(state["teacher"])
-        self.teacher.n_updates = int(state["teacher_updates"])
-        self.relations = [M.to(self.device) for M in state["relations"]]
-        self._update_allowed()
+        probs, coarse = recent["probs"], recent["coarse"]
+        if not isinstance(probs, list) or not isinstance(coarse, list) or len(probs) != len(coarse):
+            raise ValueError("recent: not two lists of the same length")
+        for P, y in zip(probs, coarse, strict=True):
+            fits = isinstance(P, torch.Tensor) and isinstance(y, torch.Tensor) and P.dim() == 2 and y.dim() == 2
+            if not fits or P.shape[1] != self.n_fine or tuple(y.shape) != (P.shape[0], len(shapes)):
+                raise ValueError("recent: predictions of other shapes")
+            if y.dtype != torch.long or not bool(((y >= -1) & (y < max(self.schemes.n_coarse))).all()):
+                raise ValueError("recent: coarse labels out of range")
 
     def fingerprint(self) -> dict[str, Any]:
         """FALCON's identity in a checkpoint (compared on resume).

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from falcon_sc import metrics
@@ -21,6 +22,7 @@ from falcon_sc.core.training import (
     fit_cross_entropy,
     train_minibatches,
 )
+from falcon_sc.errors import CheckpointError
 from falcon_sc.models.mlp import MLPClassifier
 from falcon_sc.pp import cell_features
 
@@ -237,3 +239,60 @@ def test_checkpoint_writes_are_atomic(problem, tmp_path, monkeypatch):
     monkeypatch.setattr(Fabric, "save", real_save)
     assert ck.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]
+
+
+def _ce_run(X, path, resume=False, lr=1e-3, n_epochs=2):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(X.shape[1], 2))
+    model.embed = model.forward
+    cfg = LoopConfig(n_epochs=n_epochs, batch_size=32, lr=lr, checkpoint_path=str(path), resume=resume)
+    return fit_cross_entropy(model, Features(X), np.arange(X.shape[0]) % 2, cfg, np.random.default_rng(0))
+
+
+def test_resume_refuses_a_checkpoint_of_other_data_or_settings(tmp_path):
+    """A finished checkpoint of other data with the same shape is not returned as this run's: the error says what
+    differs (the data's hash, a setting) and what to do, and leaves the file as it was."""
+    X = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    path = tmp_path / "ck.pt"
+    _ce_run(X, path)
+    before = path.read_bytes()
+    other = np.random.default_rng(1).normal(size=(64, 4)).astype(np.float32)
+    with pytest.raises(CheckpointError, match=r"the data differ \(hash [0-9a-f]+ vs [0-9a-f]+\)") as info:
+        _ce_run(other, path, resume=True)
+    assert str(path) in str(info.value) and "resume=False" in str(info.value)
+    with pytest.raises(CheckpointError, match="lr 0.001 vs 0.01") as info:
+        _ce_run(X, path, resume=True, lr=1e-2)
+    with pytest.raises(CheckpointError, match="n_epochs 2 vs 3"):
+        _ce_run(X, path, resume=True, n_epochs=3)
+    with pytest.raises(CheckpointError, match=r"data shape \[64, 4\] vs \[64, 5\]"):
+        _ce_run(np.hstack([X, X[:, :1]]), path, resume=True)
+    sparse_X = sp.csr_matrix(X)
+    with pytest.raises(CheckpointError, match="data kind dense vs sparse"):
+        _ce_run(sparse_X, path, resume=True)
+    assert path.read_bytes() == before
+    assert len(_ce_run(X, path, resume=True)) == 2  # the same data and settings: the finished run, nothing rerun
+
+
+@pytest.fixture(scope="module")
+def fitted_checkpoint(tmp_path_factory):
+    """A FalconModel fit on small cells with a checkpoint (the model layer adds the coarse names to it)."""
+    import falcon_sc as fal
+
+    adata = fal.datasets.simulate(n_cells=200, n_genes=100, children=(1, 2, 3), random_state=0)
+    path = tmp_path_factory.mktemp("fit") / "ck.pt"
+    fal.FalconModel(adata, "coarse").fit(n_fine=6, n_epochs=2, show_progress=False, checkpoint_path=path)
+    return adata, path
+
+
+def test_fit_refuses_a_checkpoint_of_other_coarse_names_or_n_fine(fitted_checkpoint):
+    import falcon_sc as fal
+
+    adata, path = fitted_checkpoint
+    again = dict(n_epochs=2, show_progress=False, checkpoint_path=path, resume=True)
+    renamed = adata.copy()
+    renamed.obs["coarse"] = renamed.obs["coarse"].cat.rename_categories(["A", "B", "C"])
+    with pytest.raises(CheckpointError, match=r"coarse_names \[\['C0', 'C1', 'C2'\]\] vs \[\['A', 'B', 'C'\]\]"):
+        fal.FalconModel(renamed, "coarse").fit(n_fine=6, **again)
+    with pytest.raises(CheckpointError, match="n_fine 6 vs 7") as info:
+        fal.FalconModel(adata, "coarse").fit(n_fine=7, **again)
+    assert "the network differs (head.weight" in str(info.value)
