@@ -11,6 +11,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from .._checks import check_bool, check_choice, check_int
 from .._coarse import as_keys
 from .._layout import check_key_added, history_table, relations_table
 from .._names import renamed
@@ -18,11 +19,13 @@ from .._validate import check_adata, check_data, check_fit, check_setup, resolve
 from ..core.neighbors import neighbour_vote
 from ..core.trainer import FalconConfig
 from ..core.training import predict as predict_probs
+from ..pp import INPUT_KINDS
 from ._cells import cell_problem
 from ._io import load_model, save_model
+from ._newcells import check_new_cells
 from ._params import FitParams, Prior, SetupParams
 from ._pipeline import KMEANS_RESTARTS, Engine, Outcome, fit_falcon
-from ._state import FittedState, warm_copy
+from ._state import FittedState, input_digests, warm_copy
 from ._write import write_fit, write_prediction
 from .mlp import MLPClassifier
 
@@ -134,9 +137,18 @@ class FalconModel:
         precision
             ``"32-true"`` (default) or ``"bf16-mixed"`` (CUDA with bfloat16).
         checkpoint_path
-            File the training state is written to after every epoch.
+            File the training state is written to after every epoch, atomically (a file beside it, then a rename),
+            with a fingerprint of the run and a digest of its content. Without ``resume`` an existing file is
+            overwritten.
         resume
-            Continue an interrupted run from ``checkpoint_path``.
+            Continue an interrupted run from ``checkpoint_path`` (when the file does not exist, the fit starts
+            afresh). Before any training the file is read with ``weights_only=True`` (tensors and plain values only:
+            nothing in it is unpickled as code) and checked: its digest; its fingerprint against this fit's (the
+            network inputs' shape and hash, the coarse labels, their names per scheme, ``n_fine``, the network's
+            layer shapes, the neighbours, the warm start's relation and prior, every training setting that changes
+            the result and the random state); its structure. A checkpoint that fails, or one written by an older
+            falcon_sc without a fingerprint, raises :class:`~falcon_sc.errors.CheckpointError` naming the file and
+            what differs or is wrong.
 
         Examples
         --------
@@ -289,7 +301,9 @@ class FalconModel:
     def write_fit_results(self, adata: ad.AnnData, key_added: str = "falcon") -> None:
         """Write the training run's labels and records into ``adata`` (the keys of :func:`falcon_sc.tl.refine`).
 
-        ``adata`` must hold the cells the model was fitted on, in the same order.
+        ``adata`` must hold the cells the model was fitted on, in the same order: the setup AnnData itself, or one
+        with the same ``obs_names``, the same values of the input matrix (``X``, the layer or the embedding; dense
+        or sparse alike) and the same coarse and batch columns. Anything else is refused: use :meth:`predict`.
 
         Examples
         --------
@@ -316,6 +330,15 @@ class FalconModel:
                 f"write_fit_results: adata ({adata.n_obs} cells) does not hold the {n_cells} cells the "
                 "model was fitted on (same obs_names, same order); use model.predict(adata) for other cells."
             )
+        if adata is not self.adata:
+            fitted_on, given = input_digests(self.adata, self.setup), input_digests(adata, self.setup)
+            differ = [part for part, digest in fitted_on.items() if given.get(part) != digest]
+            if differ:
+                raise ValueError(
+                    f"write_fit_results: adata has the fitted obs_names, but its {', '.join(differ)} differ from "
+                    "those the model was fitted on: these are other cells (or changed data), and the training run's "
+                    "labels would land on the wrong cells. Use model.predict(adata) to label them."
+                )
         write_fit(adata, key_added, fitted, outcome, self._coarse, self._neighbour_coarse)
 
     # ------------------------------------------------------------------ predict
@@ -341,7 +364,9 @@ class FalconModel:
         Parameters
         ----------
         adata
-            New cells x genes (or with the fitted ``use_rep`` in ``obsm``).
+            New cells x genes (or with the fitted ``use_rep`` in ``obsm``). Checked before any work: at least one
+            cell; the fitted embedding with its width and finite values, or unique ``var_names`` and finite,
+            non-negative expression values.
         coarse_key
             Column of coarse labels; ``None`` uses the fitted key when present, else predicts the coarse class.
         input_kind
@@ -349,7 +374,7 @@ class FalconModel:
         key_added
             Prefix of the keys written.
         batch_size
-            Cells per forward pass.
+            Cells per forward pass (an int >= 1).
         copy
             Return a new AnnData instead of writing into ``adata``.
 
@@ -372,8 +397,14 @@ class FalconModel:
         """
         fitted = self._check_fitted()
         single_scheme_only(fitted, "predict")
-        if not isinstance(adata, ad.AnnData):
-            raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+        check_int("batch_size", batch_size, 1)
+        check_bool("copy", copy)
+        check_choice("input_kind", input_kind, INPUT_KINDS)
+        if coarse_key is not None and not isinstance(coarse_key, str):
+            raise TypeError(f"coarse_key={coarse_key!r} must be a column name of adata.obs (a string) or None.")
+        network = fitted.network
+        assert isinstance(network, MLPClassifier)
+        check_new_cells(adata, fitted.transform, network.n_input)
         fitted_key = self.setup.coarse_key
         key = coarse_key if coarse_key is not None else (fitted_key if fitted_key in adata.obs else None)
         check_key_added(key_added, coarse_keys=[key], batch_key=self.setup.batch_key)
@@ -428,6 +459,13 @@ class FalconModel:
     def save(self, dir_path: str | Path, *, overwrite: bool = False) -> None:
         """Save the fitted model to a folder: settings (JSON), weights (torch, tensors only), preprocessing (npz).
 
+        The save is atomic: the files are written into a new hidden folder beside ``dir_path`` and renamed into
+        place at the end, so a save that fails (full disk, interrupt, error) leaves no partial folder behind and
+        whatever was at ``dir_path`` unchanged. A folder that is not empty is refused without ``overwrite=True``;
+        with it, only a folder holding a saved model (``model.json`` and nothing but the model's three files) is
+        replaced (the old one is renamed aside, the new one renamed in, then the old one deleted). Any other
+        folder is refused even with ``overwrite=True``: nothing else is ever deleted.
+
         Nothing in the folder is a pickle: :meth:`load` reads it with ``torch.load(weights_only=True)`` and
         ``numpy.load(allow_pickle=False)``.
 
@@ -450,6 +488,22 @@ class FalconModel:
     @classmethod
     def load(cls, dir_path: str | Path, adata: ad.AnnData | None = None) -> FalconModel:
         """Load a model saved by :meth:`save`; ``adata`` (optional) becomes its setup AnnData.
+
+        Nothing is trusted or built before it is checked. ``model.json`` is checked against the saved-model schema:
+        every field present, with its type and range, and the fields consistent with each other (the relation gives
+        every fine class exactly one coarse class and every coarse class a child, the preprocessing agrees with the
+        setup, ...). ``preprocessing.npz`` must hold exactly the arrays the settings imply, with their dtypes and
+        shapes, finite, and is read without pickles; ``weights.pt`` exactly the tensors of the network's shapes,
+        float and finite, read with ``torch.load(weights_only=True)``. No code in the folder ever runs.
+
+        Raises
+        ------
+        FileNotFoundError
+            ``dir_path`` does not exist.
+        falcon_sc.errors.SavedModelError
+            Anything else that is not a complete, consistent model of this class (a missing, truncated, edited,
+            swapped or foreign file, another format version): one error naming the file and the field, entry or
+            tensor, and what to do.
 
         Examples
         --------

@@ -11,6 +11,7 @@ import pytest
 
 import falcon_sc as fal
 from falcon_sc import metrics
+from falcon_sc.errors import SavedModelError
 
 from ..conftest import FAST, N_FINE, scanpy_log, simulate
 
@@ -77,7 +78,7 @@ def test_load_refuses_other_classes_versions_and_incomplete_folders(half_model, 
         with pytest.raises(ValueError, match=match):
             fal.FalconModel.load(tmp_path / "m")
     (tmp_path / "m" / "weights.pt").unlink()
-    with pytest.raises(FileNotFoundError, match="weights.pt"):
+    with pytest.raises(SavedModelError, match="missing weights.pt"):
         fal.FalconModel.load(tmp_path / "m")
 
 
