@@ -237,7 +237,7 @@ def test_checkpoint_holds_the_plan_state_whole(blobs, tmp_path):
     model = MLPClassifier(X.shape[1], N_FINE, (16,))
     res = train_falcon(model, X, coarse, nb, len(CHILDREN), _cfg(n_epochs=2, checkpoint_path=str(path)), seed=0)
     saved = torch.load(path, weights_only=True)
-    assert set(saved["plan"]) == {"teacher", "teacher_updates", "relations"}
+    assert set(saved["plan"]) == {"teacher", "teacher_updates", "relations", "recent"}
     assert saved["plan"]["teacher_updates"] == 2 * math.ceil(X.shape[0] / 64)
     np.testing.assert_array_equal(saved["plan"]["relations"][0].numpy(), res.relation)
     for k, v in res.model.state_dict().items():
