@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .core.schemes import joint_groups
+from .errors import DegenerateInputError
 
 MISSING = "NA"
 """How a missing label is written in the name of a joint group."""
@@ -108,3 +109,37 @@ def coarse_schemes(obs: pd.DataFrame, keys: list[str]) -> CoarseSchemes:
         )
     joint, table = joint_groups(code_array)
     return CoarseSchemes(keys=keys, names=names, codes=code_array, joint=joint, table=table)
+
+
+def check_children_fit(
+    sizes: Sequence[int] | np.ndarray, names: Sequence[str], children: Sequence[float] | np.ndarray, why: str
+) -> None:
+    """Refuse fine classes a coarse class cannot hold: more children than it has cells (samples).
+
+    Parameters
+    ----------
+    sizes
+        Cells per coarse class.
+    names
+        The coarse class names.
+    children
+        Fine classes each coarse class must hold (a prior may give fractions, e.g. ``n_fine / n_coarse``).
+    why
+        Where the counts come from, for the message (e.g. ``"children_prior='uniform' (n_fine=60 / 4 coarse
+        classes)"``).
+
+    Raises
+    ------
+    falcon_sc.errors.DegenerateInputError
+        Naming every such class with its size and the children asked, before any training.
+    """
+    over = [(n, int(s), float(c)) for n, s, c in zip(names, sizes, children, strict=True) if c > s]
+    if not over:
+        return
+    listed = ", ".join(f"{n!r} has {s} cell{'s' if s != 1 else ''} for {c:g} fine classes" for n, s, c in over[:10])
+    raise DegenerateInputError(
+        f"{why} asks more fine classes than cells of {len(over)} coarse class{'es' if len(over) > 1 else ''}: "
+        f"{listed}{' ...' if len(over) > 10 else ''}. A coarse class can hold at most one fine class per cell: "
+        "lower n_fine, give the counts per class (a children_prior mapping, or n_fine as a mapping), or use "
+        "children_prior='size' (children in proportion to the class sizes)."
+    )

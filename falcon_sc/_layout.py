@@ -36,6 +36,7 @@ __all__ = [
     "WRITTEN_OBS_SUFFIXES",
     "FalconResults",
     "check_key_added",
+    "check_obs_key",
     "fine_order",
     "history_table",
     "is_markers_of",
@@ -146,6 +147,42 @@ def check_key_added(key_added: Any, *, coarse_keys: Sequence[str | None], batch_
             f"batch_key={batch_key!r} is one of them, so it would overwrite adata.obs[{batch_key!r}]; choose another "
             "key_added."
         )
+
+
+def check_obs_key(name: str, value: Any, obs: pd.DataFrame | None = None) -> str:
+    """The one check of a key argument that names an ``obs`` column (``coarse_key``, ``batch_key``, ...).
+
+    Parameters
+    ----------
+    name
+        Name of the argument, for the message.
+    value
+        What was passed.
+    obs
+        ``adata.obs``: the column must exist there (``None``: only the type is checked).
+
+    Returns
+    -------
+    ``value``.
+
+    Raises
+    ------
+    TypeError
+        ``value`` is not a string (``None``, a number, a list).
+    ValueError
+        ``value`` is the empty string.
+    KeyError
+        ``value`` is not a column of ``obs`` (the message lists the columns).
+    """
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{name}={value!r} must be the name of a column of adata.obs (a string), got {type(value).__name__}."
+        )
+    if not value:
+        raise ValueError(f"{name}='' must be the name of a column of adata.obs (a non-empty string).")
+    if obs is not None and value not in obs.columns:
+        raise KeyError(f"{name}={value!r} is not a column of adata.obs (columns: {list(obs.columns)[:30]}).")
+    return value
 
 
 # ---------------------------------------------------------------------- fine classes: parents, order, relation
@@ -313,7 +350,8 @@ def write_labels(
     if used < relation.shape[0]:
         logg.warning(
             f"only {used} of {relation.shape[0]} fine classes hold cells (partial collapse); see "
-            f"uns[{key_added!r}]['history']['fine_in_use']"
+            f"uns[{key_added!r}]['history']['fine_in_use']. The data may hold fewer distinct groups than n_fine asks "
+            "for: try a smaller n_fine or n_fine='auto'"
         )
 
 
@@ -624,6 +662,8 @@ def read_results(adata: Any, key: str, *, need: Iterable[str] = ("relations",)) 
     ------
     TypeError
         ``adata`` is not an AnnData, or ``key`` not a string.
+    ValueError
+        ``key`` is the empty string.
     KeyError
         A needed field is missing: one error listing them all, naming ``key`` and what to run.
 
@@ -641,6 +681,8 @@ def read_results(adata: Any, key: str, *, need: Iterable[str] = ("relations",)) 
         raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
     if not isinstance(key, str):
         raise TypeError(f"key must be a str (the key_added of fal.tl.refine), got {key!r}.")
+    if not key:
+        raise ValueError("key must be a str (the key_added of fal.tl.refine), not the empty string ''.")
     return FalconResults(adata, key).require(*need)
 
 

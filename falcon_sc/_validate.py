@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
+from scanpy import logging as logg
 from scipy import sparse
 
 from ._checks import check_int, is_int
-from ._coarse import as_keys, check_coarse_labels, coarse_schemes
-from .pp import check_values
+from ._coarse import as_keys, check_children_fit, check_coarse_labels, coarse_schemes
+from ._layout import check_obs_key
+from .errors import DegenerateInputError
+from .pp import check_values, check_variation
+
+#: a batch with at most this many cells is standardised on too few cells to keep its cells' expression
+TINY_BATCH = 2
 
 
 def resolve_device(accelerator: str) -> torch.device:
@@ -27,11 +33,6 @@ def resolve_device(accelerator: str) -> torch.device:
     if accelerator == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(accelerator)
-
-
-def _check_key(name: str, value: Any) -> None:
-    if not isinstance(value, Hashable):
-        raise TypeError(f"{name}={value!r} must be a column name (a string), got {type(value).__name__}.")
 
 
 def _check_rep(adata: ad.AnnData, use_rep: str) -> None:
@@ -52,6 +53,12 @@ def _check_rep(adata: ad.AnnData, use_rep: str) -> None:
                 f"use_rep={use_rep!r}: {where} holds {what} values; the embedding must be finite (recompute it, or "
                 "drop the affected cells)."
             )
+    if values.shape[0] and not (values != values[:1]).any():
+        zero = " all zero" if not values[:1].any() else " the same for every cell"
+        raise DegenerateInputError(
+            f"use_rep={use_rep!r}: {where} is{zero} ({values.shape[0]:,} cells x {values.shape[1]} dimensions): there "
+            "is nothing to learn from; recompute the embedding, or pass the expression matrix (use_rep=None)."
+        )
 
 
 def coarse_mapping(
@@ -88,7 +95,7 @@ def check_class_count(arg: str, name: str, value: Any, size: int) -> int:
             "the class whole)."
         )
     if value > size:
-        raise ValueError(
+        raise DegenerateInputError(
             f"{arg}[{name!r}]={value} exceeds the {size} cells of that coarse class; ask for at most {size} fine "
             "classes there."
         )
@@ -113,9 +120,7 @@ def _check_children_prior(children_prior: Mapping, coarse: pd.Categorical, coars
             f"children_prior counts must be whole numbers >= 1 summing to n_fine={n_fine}; got "
             f"{dict(zip(names, values, strict=True))}."
         )
-    over = [n for n, v in zip(names, values, strict=True) if v > sizes[n]]
-    if over:
-        raise ValueError(f"children_prior asks more children than cells for coarse classes {over}.")
+    check_children_fit([sizes[n] for n in names], names, values, "children_prior")
 
 
 def _check_known_counts(n_fine: Mapping, coarse: pd.Categorical, coarse_key: str) -> None:
@@ -138,6 +143,47 @@ def check_adata(adata: Any) -> None:
         )
 
 
+def check_batches(adata: ad.AnnData, batch_key: str) -> None:
+    """Refuse a ``batch_key`` whose batches are mostly of 1-2 cells (e.g. a per-cell number such as ``"n_counts"``).
+
+    Genes are centred and scaled within each batch: a batch of one cell loses its whole expression (every value
+    becomes 0), one of two cells keeps only a sign per gene. A :class:`~falcon_sc.errors.DegenerateInputError` when
+    more than half of the batches, or batches holding more than half of the cells, have at most :data:`TINY_BATCH`
+    cells; a warning naming them when fewer do. A column with a single value is harmless (one batch: the same as
+    no ``batch_key`` up to the HVG selection) and accepted. Missing values are refused.
+    """
+    col = adata.obs[batch_key]
+    if col.isna().any():
+        raise ValueError(
+            f"batch_key={batch_key!r} has {int(col.isna().sum())} missing values; fill them before calling."
+        )
+    sizes = col.value_counts(sort=False)
+    sizes = sizes[sizes > 0]
+    tiny = sizes[sizes <= TINY_BATCH]
+    if tiny.empty:
+        return
+    n_batches, n_cells = len(sizes), int(sizes.sum())
+    if 2 * len(tiny) > n_batches or 2 * int(tiny.sum()) > n_cells:
+        numeric = pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype)
+        what = (
+            f" it is a numeric column ({col.dtype}) and looks like a per-cell measurement, not a batch;"
+            if numeric
+            else ""
+        )
+        raise DegenerateInputError(
+            f"batch_key={batch_key!r} gives {n_batches:,} batches for {n_cells:,} cells, {len(tiny):,} of them with "
+            f"at most {TINY_BATCH} cells ({int(tiny.sum()):,} cells):{what} genes are scaled within each batch, so "
+            "those cells would lose their expression. Pass the column that holds the batch, donor or sample of each "
+            "cell, or batch_key=None."
+        )
+    names = ", ".join(f"{b} ({n})" for b, n in tiny.items())
+    logg.warning(
+        f"batch_key={batch_key!r}: {len(tiny)} batch(es) hold at most {TINY_BATCH} cells and their cells lose "
+        f"most of their expression when genes are scaled within each batch; merge them into larger batches: "
+        + names[:300]
+    )
+
+
 def _check_layer_or_rep(adata: ad.AnnData, layer: Any, use_rep: Any) -> None:
     if layer is not None:
         if not isinstance(layer, str):
@@ -157,20 +203,16 @@ def check_setup(adata: ad.AnnData, setup: Any) -> list[str]:
     """Check the keys of a model's setup (:class:`~falcon_sc.models.SetupParams`) against ``adata``.
 
     The scalar fields were checked when ``setup`` was made; here: the coarse, layer, embedding and batch keys exist,
-    and the options that need the expression matrix are not combined with ``use_rep``. Returns the coarse keys
-    (one per scheme).
+    the batches are not degenerate (:func:`check_batches`), and the options that need the expression matrix are not
+    combined with ``use_rep``. Returns the coarse keys (one per scheme).
     """
     check_adata(adata)
     keys = as_keys(setup.coarse_key)
     for key in keys:
-        _check_key("coarse_key", key)
-        if key not in adata.obs:
-            raise KeyError(f"coarse_key={key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)}).")
+        check_obs_key("coarse_key", key, adata.obs)
     _check_layer_or_rep(adata, setup.layer, setup.use_rep)
     if setup.batch_key is not None:
-        _check_key("batch_key", setup.batch_key)
-        if setup.batch_key not in adata.obs:
-            raise KeyError(f"batch_key={setup.batch_key!r} is not a column of adata.obs.")
+        check_batches(adata, check_obs_key("batch_key", setup.batch_key, adata.obs))
     if setup.use_rep is not None and setup.input_kind != "auto":
         raise ValueError(
             f"input_kind={setup.input_kind!r} describes the expression matrix; it cannot be combined with use_rep= "
@@ -210,7 +252,12 @@ def _check_schemes(adata: ad.AnnData, keys: list[str], n_fine: Any, estimated: b
 
 
 def check_data(adata: ad.AnnData, layer: str | None, use_rep: str | None) -> None:
-    """Every value of the expression matrix (or of ``obsm[use_rep]``): finite, and not negative for expression."""
+    """Every value of the expression matrix (or of ``obsm[use_rep]``): finite, and not negative for expression.
+
+    Degenerate data are refused (:class:`~falcon_sc.errors.DegenerateInputError`): an all-zero or constant matrix
+    or embedding, or fewer than 2 genes that vary across the cells (:func:`~falcon_sc.pp.check_variation`; sparse
+    input is neither densified nor modified).
+    """
     if use_rep is not None:
         _check_rep(adata, use_rep)
         return
@@ -218,7 +265,10 @@ def check_data(adata: ad.AnnData, layer: str | None, use_rep: str | None) -> Non
         raise ValueError(
             f"adata has {adata.n_vars} gene(s); refine needs at least 2 genes (or an embedding via use_rep=...)."
         )
-    check_values(adata.X if layer is None else adata.layers[layer], "X" if layer is None else f"layers[{layer!r}]")
+    X = adata.X if layer is None else adata.layers[layer]
+    source = "X" if layer is None else f"layers[{layer!r}]"
+    check_values(X, source)
+    check_variation(X, source, names=adata.var_names)
 
 
 def check_fit(adata: ad.AnnData, keys: list[str], n_fine: Any, children_prior: Any, regulariser: str) -> None:
@@ -242,5 +292,9 @@ def check_fit(adata: ad.AnnData, keys: list[str], n_fine: Any, children_prior: A
             )
         if isinstance(children_prior, Mapping):
             _check_children_prior(children_prior, coarse, keys[0], n_fine)
+        elif isinstance(children_prior, str) and children_prior == "uniform" and not estimated:
+            sizes = np.bincount(coarse.codes, minlength=n_coarse)
+            why = f"children_prior='uniform' (n_fine={n_fine} / {n_coarse} coarse classes = {n_fine / n_coarse:g} each)"
+            check_children_fit(sizes, [str(c) for c in coarse.categories], [n_fine / n_coarse] * n_coarse, why)
     if not estimated and n_fine > adata.n_obs:
         raise ValueError(f"n_fine={n_fine} exceeds the number of cells ({adata.n_obs}).")

@@ -13,6 +13,7 @@ import torch
 from .._coarse import CoarseSchemes
 from ..core.training import predict
 from ..data import ImageFiles
+from ..errors import DegenerateInputError
 from ._pipeline import Problem, filled_groups
 from .checkpoint import load_backbone
 from .resnet import resnet18, resnet50
@@ -57,6 +58,12 @@ def image_array(adata: ad.AnnData, image_shape: tuple[int, int, int] | None) -> 
     X = X.astype(np.float32)
     if not np.isfinite(X).all():
         raise ValueError("adata.X holds NaN or infinite pixel values; fix them before calling.")
+    if X.shape[0] and not (X != X[:1]).any():
+        what = "blank (every pixel is 0)" if not X[:1].any() else "the same image (no pixel varies across images)"
+        raise DegenerateInputError(
+            f"the {X.shape[0]:,} images in adata.X are all {what}: there is nothing to learn from; check how the "
+            "images were read (e.g. a wrong dtype or scaling, or an empty folder of placeholders)."
+        )
     top = float(np.abs(X).max()) or 1.0
     return (X / top).reshape(-1, *shape)  # pixels scaled to [0, 1] (or [-1, 1])
 
@@ -97,7 +104,22 @@ def initial_features(images, checkpoint, backbone: str, width: int, device, rand
         flat = images.reshape(len(images), -1)
         n_comps = min(50, flat.shape[0] - 1, flat.shape[1])
         feats = PCA(n_comps, random_state=random_state).fit_transform(flat)
+    check_features_vary(
+        feats, "the initial features of the images" + (" (the checkpoint's backbone)" if checkpoint else "")
+    )
     return feats / np.clip(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12, None)
+
+
+def check_features_vary(feats: np.ndarray, what: str) -> None:
+    """Refuse features that are the same for every image (or not finite): the neighbour search would be arbitrary."""
+    feats = np.asarray(feats)
+    if not np.isfinite(feats).all() or (
+        feats.shape[0] and not (np.ptp(feats, axis=0) > 1e-8 * (1.0 + np.abs(feats).max())).any()
+    ):
+        raise DegenerateInputError(
+            f"{what} are the same for every image (or not finite): the images hold nothing to learn from (blank or "
+            "identical images?); check how the images were read."
+        )
 
 
 def image_network(

@@ -18,7 +18,7 @@ import torch
 from scanpy import logging as logg
 from torch import nn
 
-from .._coarse import CoarseSchemes
+from .._coarse import CoarseSchemes, check_children_fit
 from ..core.distributed import train_falcon_ddp
 from ..core.graph_init import graph_clusters
 from ..core.labels import fine_class_names, restricted_probs
@@ -191,6 +191,12 @@ def warn_small_classes(coarse: np.ndarray, coarse_names: list[str], n_neighbors:
             f"coarse classes with at most n_neighbors={n_neighbors} cells reuse their few neighbours: "
             + ", ".join(small)
         )
+    single = [coarse_names[c] for c in np.flatnonzero(counts == 1)]
+    if single:
+        logg.warning(
+            "coarse classes of one cell are kept whole (one fine class each; nothing can be learned inside them): "
+            + ", ".join(single[:20])
+        )
 
 
 def warm_start(
@@ -214,16 +220,22 @@ def warm_start(
     """
     shared = space if shared is None else shared
     n_coarse = len(coarse_names)
+    sizes = np.bincount(coarse, minlength=n_coarse)
     fixed = (
         None
         if children_prior == "auto"
         else prior_targets(children_prior, coarse, coarse_names, n_fine, shared, random_state)
     )
+    if fixed is not None:  # before any clustering or training
+        what = "the children counts" if isinstance(children_prior, Mapping) else f"children_prior={children_prior!r}"
+        check_children_fit(sizes, coarse_names, fixed, f"{what} with n_fine={n_fine}")
     if init == "leiden" or fixed is None:
         graph_labels, graph_relation = graph_clusters(
             space, neighbors, coarse, n_fine, targets=fixed, random_state=random_state
         )
     targets = graph_relation.sum(axis=0).astype(float) if fixed is None else fixed
+    if fixed is None:
+        check_children_fit(sizes, coarse_names, targets, f"the neighbour graph's allotment of n_fine={n_fine}")
     logg.info("    children prior: " + ", ".join(f"{n}={t:g}" for n, t in zip(coarse_names, targets, strict=True)))
     if init == "leiden":
         return graph_relation, graph_labels, targets

@@ -2,6 +2,7 @@
 
 from ._checks import INPUT_KINDS as INPUT_KINDS
 from ._checks import check_values as check_values
+from ._checks import check_variation as check_variation
 from ._features import CellFeatures, unit_rows
 from ._input_kind import detect_input_kind
 from ._normalise import Prepared, prepare

@@ -11,6 +11,7 @@ import pandas as pd
 from scipy import sparse
 
 from .._checks import check_choice
+from ..errors import DegenerateInputError
 
 #: allowed values of ``input_kind`` (``"auto"`` detects the kind from the data)
 INPUT_KINDS = ("auto", "counts", "normalized", "lognorm")
@@ -150,3 +151,121 @@ def check_values(X: Any, source: str = "X") -> None:
             f"adata.{source} holds {n_neg:,} negative values (it looks scaled/centred). Pass raw counts, normalised or "
             "log-normalised values via layer=..., or an existing embedding via use_rep=...."
         )
+
+
+def canonical(X: Any) -> Any:
+    """``X`` itself, or for a sparse matrix with duplicate entries or unsorted indices a canonical copy.
+
+    scipy sums duplicates in place in some methods (``max``, ``min``, ``sum_duplicates``); working on this copy
+    leaves the user's matrix byte-identical. A canonical matrix is returned as it is (no copy).
+    """
+    if not sparse.issparse(X):
+        return X
+    if X.format not in ("csr", "csc"):
+        return X.tocsr()  # a new matrix, duplicates summed
+    if X.has_canonical_format:
+        return X
+    out = X.copy()
+    out.sum_duplicates()
+    return out
+
+
+def matrix_max(X: Any) -> float:
+    """Largest value of a non-negative matrix (0 when empty), without modifying a sparse ``X`` in place."""
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        return 0.0
+    if sparse.issparse(X):
+        data = canonical(X).data
+        return float(max(0.0, data.max())) if data.size else 0.0
+    return float(np.max(X))
+
+
+def _differs(values: np.ndarray, ref: np.ndarray, rtol: float) -> np.ndarray:
+    """Where ``values`` differ from ``ref`` (exactly, or by more than ``rtol`` of the larger magnitude)."""
+    if rtol == 0:
+        return values != ref
+    return np.abs(values - ref) > rtol * np.maximum(np.abs(values), np.abs(ref))
+
+
+def _varying_sparse(X: Any, rtol: float) -> tuple[np.ndarray, bool]:
+    """Per gene, whether its values differ between cells, and whether any value is non-zero (sparse ``X``)."""
+    X = canonical(X)
+    n_cells, n_genes = X.shape
+    if X.format == "csr":
+        gene = np.asarray(X.indices)
+    else:  # csc: the stored values of gene j are data[indptr[j]:indptr[j + 1]]
+        gene = np.repeat(np.arange(n_genes), np.diff(X.indptr))
+    data = np.asarray(X.data)
+    some = np.zeros(n_genes, dtype=data.dtype)
+    some[gene] = data  # one stored value of each gene (any one of them)
+    differs = np.zeros(n_genes, dtype=bool)
+    differs[gene[_differs(data, some[gene], rtol)]] = True
+    stored = np.bincount(gene, minlength=n_genes)
+    nonzero = np.bincount(gene[data != 0], minlength=n_genes) > 0
+    return differs | (nonzero & (stored < n_cells)), bool(nonzero.any())
+
+
+def varying_genes(X: Any, rtol: float = 0.0) -> tuple[np.ndarray, bool]:
+    """Per gene (column), whether it takes at least two values across the cells (rows); and whether ``X`` is non-zero.
+
+    Exact (or, with ``rtol > 0``, values within ``rtol`` of each other count as equal: the rounding of computed
+    values), one pass over the stored values: a sparse matrix is never densified (and, with duplicate entries, summed
+    on a copy), a dense one is read in row chunks. ``X`` is never modified. NaN values must have been refused first
+    (:func:`check_values`).
+    """
+    if sparse.issparse(X):
+        return _varying_sparse(X, rtol)
+    n_cells, n_genes = X.shape
+    varies = np.zeros(n_genes, dtype=bool)
+    if n_cells == 0:
+        return varies, False
+    first = np.asarray(X[:1]).ravel()
+    nonzero = bool((first != 0).any())
+    step = max(1, _SCAN_ELEMENTS // max(1, n_genes))
+    for start in range(0, n_cells, step):
+        block = np.asarray(X[start : start + step])
+        varies |= _differs(block, first, rtol).any(axis=0)
+    return varies, nonzero or bool(varies.any())
+
+
+def check_variation(
+    X: Any, source: str = "X", *, what: str = "every cell has the same values", names: Any = None, rtol: float = 0.0
+) -> np.ndarray:
+    """Raise :class:`~falcon_sc.errors.DegenerateInputError` unless at least 2 genes of ``X`` vary across cells.
+
+    All-zero and constant matrices (no gene takes two values) and a single varying gene hold nothing a principal
+    component analysis, and so FALCON, can learn from. Returns, per gene, whether it varies
+    (:func:`varying_genes`; sparse input is not densified and never modified).
+
+    Parameters
+    ----------
+    X
+        Cells x genes, dense or sparse, finite and non-negative.
+    source
+        Name of the matrix in the message, e.g. ``"X"`` or ``"layers['counts']"``.
+    what
+        Why no gene varies, for the message.
+    names
+        Gene names (``adata.var_names``), to name a single varying gene.
+    rtol
+        Values within this relative distance count as equal (for computed values, e.g. normalised ones).
+    """
+    varies, nonzero = varying_genes(X, rtol)
+    n_varying = int(varies.sum())
+    if n_varying >= 2:
+        return varies
+    where = f"adata.{source}"
+    fix = (
+        "there is nothing to learn from. Pass the layer that holds the expression values (layer=...) or an "
+        "embedding (use_rep=...)."
+    )
+    if not nonzero:
+        raise DegenerateInputError(f"{where} is all zero ({X.shape[0]:,} cells x {X.shape[1]:,} genes): {fix}")
+    if n_varying == 0:
+        raise DegenerateInputError(f"no gene of {where} varies across the {X.shape[0]:,} cells ({what}): {fix}")
+    column = int(np.flatnonzero(varies)[0])
+    gene = repr(str(names[column])) if names is not None else f"column {column}"
+    raise DegenerateInputError(
+        f"only 1 gene ({gene}) of {where} varies across the cells; a principal "
+        f"component analysis needs at least 2: {fix}"
+    )

@@ -10,7 +10,7 @@ from scanpy import logging as logg
 from scipy import sparse
 
 from .._checks import check_bool, check_int
-from ._checks import check_input_kind, check_matrix, check_values
+from ._checks import check_input_kind, check_matrix, check_values, matrix_max
 
 #: log1p-normalised values above this are implausible (e^30 ~ 1e13); scanpy's ``seurat`` HVG selection takes expm1
 #: of the log data, whose square overflows float32 above ~44
@@ -195,7 +195,7 @@ def detect_input_kind(X: Any, *, n_probe: int = 2000, random_state: int = 0) -> 
 
 def _check_lognorm_range(X: Any, input_kind: str, source: str, why: str) -> None:
     """Refuse ``"lognorm"`` for a matrix with values above :data:`MAX_LOG` (one pass over ``X``)."""
-    vmax = float(X.max()) if X.shape[0] and X.shape[1] else 0.0
+    vmax = matrix_max(X)  # scipy's X.max() sums duplicate entries of the user's matrix in place
     if vmax <= MAX_LOG:
         return
     if input_kind == "lognorm":

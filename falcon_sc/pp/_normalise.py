@@ -13,7 +13,7 @@ from scanpy import logging as logg
 from scipy import sparse
 
 from .._checks import check_bool, check_int
-from ._checks import expression_matrix, matrix_source, obs_batch_codes
+from ._checks import check_variation, expression_matrix, matrix_source, obs_batch_codes
 from ._input_kind import resolve_input_kind
 from ._pca import ScaledPCA
 
@@ -74,6 +74,31 @@ def _log_normalised(tmp: ad.AnnData, kind: str, source: str, how: str) -> None:
         logg.info(f"    {source} holds log-normalised values ({how}): used as they are")
 
 
+def _check_normalised(tmp: ad.AnnData, kind: str, source: str, n_comps: int) -> None:
+    """Refuse a normalised matrix where fewer than 2 genes vary; warn when constant genes cap the components.
+
+    A ``DegenerateInputError`` (:func:`check_variation`) when fewer than 2 genes vary (e.g. rows proportional to each
+    other, which normalisation makes equal); a warning when the genes that vary are fewer than ``n_comps`` + 1.
+    """
+    scaled = kind != "lognorm"
+    varies = check_variation(
+        tmp.X,
+        f"{source} after normalize_total(1e4) + log1p" if scaled else source,
+        what="every cell has the same profile up to its total: the rows are proportional"
+        if scaled
+        else "every cell has the same values",
+        names=tmp.var_names,
+        rtol=1e-5 if scaled else 0.0,  # float32 rounding of the normalisation
+    )
+    n_varying = int(varies.sum())
+    possible = min(n_comps, tmp.n_vars - 1, tmp.n_obs - 1)
+    if n_varying - 1 < possible:
+        logg.warning(
+            f"only {n_varying} of the {tmp.n_vars} genes of {source} vary across the cells: the principal components "
+            f"stop at {n_varying - 1} (n_comps={n_comps} asked)"
+        )
+
+
 def prepare(
     adata: ad.AnnData,
     *,
@@ -125,6 +150,9 @@ def prepare(
         If ``adata`` is not an AnnData, or ``n_top_genes``/``n_comps`` not ints.
     ValueError
         If ``n_top_genes`` or ``n_comps`` is below 2, or the matrix holds NaN, infinite or negative values.
+    falcon_sc.errors.DegenerateInputError
+        If fewer than 2 genes vary across the cells once normalised (all-zero or constant matrix, or rows that are
+        proportional to each other).
 
     Examples
     --------
@@ -152,6 +180,7 @@ def prepare(
     tmp = ad.AnnData(X=X.copy(), obs=pd.DataFrame({"batch": pd.Categorical(batches)}, index=adata.obs_names))
     tmp.var_names = adata.var_names
     _log_normalised(tmp, kind, source, how)
+    _check_normalised(tmp, kind, source, n_comps)
     if tmp.n_vars > n_top_genes:
         sc.pp.highly_variable_genes(
             tmp, n_top_genes=n_top_genes, flavor="seurat", batch_key="batch" if batch_key is not None else None

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._layout import read_results
+from .._checks import check_bool
+from .._layout import check_obs_key, read_results
 
 COLUMNS = ("n_cells", "n_flagged", "share_flagged", "top_other", "n_top_other")
 
@@ -34,6 +35,8 @@ def cell_conflicts(
     adata: AnnData, key: str = "falcon", *, coarse_key: str | None = None, min_confidence: float | None = None
 ) -> CellConflicts:
     """Per-cell conflicts behind :func:`coarse_conflicts` (see there for the arguments)."""
+    if coarse_key is not None:
+        check_obs_key("coarse_key", coarse_key)
     res = read_results(adata, key, need=("relations", "probs", "outside_parent"))
     if min_confidence is not None:
         if isinstance(min_confidence, bool) or not isinstance(min_confidence, int | float | np.floating | np.integer):
@@ -158,12 +161,14 @@ def coarse_conflicts(
 
     Raises
     ------
+    TypeError
+        ``key`` or ``coarse_key`` not a string (e.g. ``None`` for ``key``), ``store`` not a bool.
     KeyError
         No FALCON results under ``key`` (run :func:`~falcon_sc.tl.refine` first), or ``coarse_key`` not in
         ``adata.obs``.
     ValueError
-        ``min_confidence`` outside [0, 1], coarse labels that are not in the relation, or results of refine on
-        several coarse schemes.
+        An empty ``key`` or ``coarse_key``, ``min_confidence`` outside [0, 1], coarse labels that are not in the
+        relation, or results of refine on several coarse schemes.
 
     Examples
     --------
@@ -176,6 +181,7 @@ def coarse_conflicts(
     >>> fal.tl.coarse_conflicts(adata, min_confidence=0.9, store=True)  # doctest: +SKIP
     >>> adata.uns["falcon"]["conflicts"]  # doctest: +SKIP
     """
+    check_bool("store", store)
     cells = cell_conflicts(adata, key, coarse_key=coarse_key, min_confidence=min_confidence)
     rows = []
     for c in range(len(cells.coarse_names)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
 import anndata as ad
 import numpy as np
@@ -14,7 +14,7 @@ from scanpy import logging as logg
 
 from .._checks import check_bool, check_choice, check_int
 from .._coarse import CoarseSchemes, as_keys, coarse_schemes
-from .._layout import check_key_added
+from .._layout import check_key_added, check_obs_key
 from .._validate import check_adata, resolve_device
 from ..core.trainer import FalconConfig
 from ..core.views import ViewConfig, random_view
@@ -100,10 +100,9 @@ def refine_images(
     >>> fal.tl.refine_images(adata, "coarse", 10, width=16, view=crops)  # doctest: +SKIP
     """
     check_adata(adata)
-    keys = as_keys(coarse_key) if isinstance(coarse_key, list | tuple) else [cast(str, coarse_key)]
+    keys = as_keys(coarse_key)
     for key in keys:
-        if key not in adata.obs:
-            raise KeyError(f"coarse_key={key!r} is not a column of adata.obs.")
+        check_obs_key("coarse_key", key, adata.obs)
     check_choice("children_prior", children_prior, ("auto", "size", "variance", "uniform"))
     check_choice("init", init, ("kmeans", "leiden"))
     check_choice("teacher_view", teacher_view, ("strong", "centre"))
