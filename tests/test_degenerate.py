@@ -220,6 +220,19 @@ def test_blank_or_identical_images(no_image_work, value):
         fal.tl.refine_images(adata, "coarse", 4, image_shape=(3, 4, 4), accelerator="cpu")
 
 
+def test_images_more_fine_classes_than_images_or_than_a_class_holds(no_image_work, monkeypatch):
+    adata = ad.AnnData(X=np.random.default_rng(0).random((12, 3 * 4 * 4), dtype=np.float32))
+    adata.obs["coarse"] = pd.Categorical(np.where(np.arange(12) < 3, "tiny", "big"))
+    with pytest.raises(DegenerateInputError, match=r"n_fine=13 exceeds the number of images \(12\)"):
+        fal.tl.refine_images(adata, "coarse", 13, image_shape=(3, 4, 4), accelerator="cpu")
+    monkeypatch.setattr(_refine_images, "initial_features", lambda images, *a: images.reshape(len(images), -1))
+    monkeypatch.setattr(_pipeline, "graph_clusters", _boom)
+    monkeypatch.setattr(_pipeline, "train", _boom)
+    monkeypatch.setattr(_refine_images, "fit_falcon", _pipeline.fit_falcon)
+    with pytest.raises(DegenerateInputError, match="'tiny' has 3 cells for 4 fine classes"):
+        fal.tl.refine_images(adata, "coarse", 8, image_shape=(3, 4, 4), children_prior="uniform", accelerator="cpu")
+
+
 def test_constant_image_features():
     with pytest.raises(DegenerateInputError, match="the initial features of the images are the same for every image"):
         _images.check_features_vary(np.ones((10, 3)), "the initial features of the images")

@@ -207,10 +207,17 @@ def refine(
         checked), NaN/infinite values in ``obsm[use_rep]``, coarse labels that clash once written as text (``1`` and
         ``"1"``), a ``coarse_key`` or ``batch_key`` that refine would overwrite, a bad ``children_prior`` mapping.
         These are raised before any heavy work.
+    falcon_sc.errors.DegenerateInputError
+        (a ``ValueError``) Data that hold nothing to learn from, before any training or warm start: an all-zero or
+        constant ``X``/``layer``/``obsm[use_rep]``, fewer than 2 genes that vary across cells (as given, or once
+        normalised: rows proportional to each other), a ``batch_key`` whose batches mostly hold 1-2 cells (e.g. a
+        numeric per-cell column such as ``"n_counts"``), or a coarse class asked for more fine classes than it has
+        cells (e.g. ``children_prior="uniform"`` with a large ``n_fine``).
     RuntimeError
         Training diverged (non-finite loss or probabilities): retry with a smaller ``lr``.
 
-    ``adata`` is left unchanged whenever an error is raised.
+    ``adata`` is left unchanged whenever an error is raised, and its matrices are never modified in place (a sparse
+    matrix with duplicate entries or unsorted indices stays byte-identical).
 
     Examples
     --------

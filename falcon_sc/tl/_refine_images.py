@@ -18,6 +18,7 @@ from .._layout import check_key_added, check_obs_key
 from .._validate import check_adata, resolve_device
 from ..core.trainer import FalconConfig
 from ..core.views import ViewConfig, random_view
+from ..errors import DegenerateInputError
 from ..models._images import BACKBONES, image_array, image_network, image_problem, initial_features
 from ..models._params import FitParams
 from ..models._pipeline import Engine, fit_falcon
@@ -91,6 +92,12 @@ def refine_images(
         What the EMA teacher sees: ``"strong"`` another random view (the reference on CIFAR) or ``"centre"`` the
         image as loaded, resized and centre-cropped (the reference on BREEDS and tieredImageNet).
 
+    Raises
+    ------
+    falcon_sc.errors.DegenerateInputError
+        Before any training or warm start: blank images or images that are all the same (no pixel varies), initial
+        features that are the same for every image, or a coarse class asked for more fine classes than it has images.
+
     Examples
     --------
     >>> import falcon_sc as fal
@@ -163,9 +170,12 @@ def refine_images(
 
 
 def _check_n_fine(schemes: CoarseSchemes, n_fine: int) -> int:
-    """``n_fine`` must be an int above the number of coarse classes of every scheme."""
+    """``n_fine`` must be an int above the number of coarse classes of every scheme, and at most one per image."""
     check_int("n_fine", n_fine)
     n_coarse = max(schemes.n_coarse)
     if n_fine <= n_coarse:
         raise ValueError(f"n_fine={n_fine!r} must be an int above the number of coarse classes ({n_coarse}).")
+    n_images = int(schemes.codes.shape[0])
+    if n_fine > n_images:
+        raise DegenerateInputError(f"n_fine={n_fine} exceeds the number of images ({n_images}); ask for fewer.")
     return int(n_fine)
