@@ -335,8 +335,8 @@ class FalconModel:
             differ = [part for part, digest in fitted_on.items() if given.get(part) != digest]
             if differ:
                 raise ValueError(
-                    f"write_fit_results: adata has the fitted obs_names, but its {', '.join(differ)} differ from "
-                    "those the model was fitted on: these are other cells (or changed data), and the training run's "
+                    "write_fit_results: adata has the fitted obs_names, but not the data the model was fitted on "
+                    f"({', '.join(differ)} differ): these are other cells (or changed data), and the training run's "
                     "labels would land on the wrong cells. Use model.predict(adata) to label them."
                 )
         write_fit(adata, key_added, fitted, outcome, self._coarse, self._neighbour_coarse)
