@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import uuid
 import warnings
 import zipfile
@@ -64,9 +65,19 @@ def json_ready(value: Any) -> Any:
 
 # ---------------------------------------------------------------------- save
 def _check_target(path: Path, overwrite: bool) -> None:
-    """Refuse a file, a non-empty folder without ``overwrite``, and any folder that is not a saved model."""
+    """Refuse what a save must not replace, before anything is written.
+
+    That is: a file, a non-empty folder without ``overwrite``, any folder that is not a saved model, and the
+    working directory (or a folder holding it), which the save would replace under the running process.
+    """
     if not path.exists():
         return
+    cwd = Path.cwd().resolve()
+    if path == cwd or path in cwd.parents:
+        raise FileExistsError(
+            f"{str(path)!r} is the working directory (or holds it); a save replaces its folder as a whole, so give a "
+            "folder inside it instead, e.g. model.save('model')."
+        )
     if not path.is_dir():
         raise FileExistsError(f"{str(path)!r} is a file; give the path of a folder to save the model into.")
     entries = list(path.iterdir())
@@ -135,7 +146,7 @@ def save_model(path: Path, model_class: str, setup: SetupParams, fitted: FittedS
     else is refused before a file is written. The files go into a new folder beside ``path`` that is renamed into
     place at the end; on any failure it is deleted and what was at ``path`` stays as it was.
     """
-    path = path.resolve() if path.is_symlink() else path
+    path = path.resolve()  # ".", ".." and a link to a folder: the real folder, whose parent holds the new one
     _check_target(path, overwrite)
     settings = _settings(model_class, setup, fitted)
     _, arrays = fitted.transform.state()
@@ -145,6 +156,8 @@ def save_model(path: Path, model_class: str, setup: SetupParams, fitted: FittedS
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(path, "saving")
     tmp.mkdir()
+    if path.is_dir():  # the folder replaced keeps its permissions
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
     try:
         (tmp / FILES["settings"]).write_text(json.dumps(settings, indent=1))
         torch.save(weights, tmp / FILES["weights"])

@@ -104,7 +104,7 @@ def test_a_save_that_fails_leaves_the_previous_model_and_no_temporary_folder(sav
     assert np.array_equal(loaded.predict(new, copy=True).obs["falcon"].astype(str), labels)
 
 
-def test_overwrite_replaces_only_a_saved_model(saved, tmp_path):
+def test_overwrite_replaces_only_a_saved_model(saved, tmp_path, monkeypatch):
     model, _, new, folder, labels = saved
     target = copy_of(folder, tmp_path)
     with pytest.raises(FileExistsError, match="overwrite=True"):
@@ -126,6 +126,14 @@ def test_overwrite_replaces_only_a_saved_model(saved, tmp_path):
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(FileExistsError, match="is a file"):
         model.save(tmp_path / "a_file", overwrite=True)
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    with pytest.raises(FileExistsError, match="is the working directory"):
+        model.save(".")  # the folder would be replaced under the running process
+    (target / "notes.txt").unlink()
+    target.chmod(0o700)
+    model.save(target, overwrite=True)
+    assert target.stat().st_mode & 0o777 == 0o700  # the replaced folder keeps its permissions
 
 
 # ---------------------------------------------------------------------- load: each failure class
