@@ -338,7 +338,12 @@ def refine_cases(fx: Fixtures) -> list[Case]:
     add("X with NaN", "error", mutate(lambda a: setX(a, np.where(np.eye(n, g) > 0, np.nan, dense(a)))))
     add("X with inf", "error", mutate(lambda a: setX(a, np.where(np.eye(n, g) > 0, np.inf, dense(a)))))
     add("X negative counts", "error", mutate(lambda a: setX(a, -dense(a))), input_kind="counts")
-    add("X non-integer as counts", "error", mutate(lambda a: setX(a, dense(a) + 0.5)), input_kind="counts")
+    add(
+        "X non-integer as counts (an override: processed alike)",
+        "ok",
+        mutate(lambda a: setX(a, dense(a) + 0.5)),
+        input_kind="counts",
+    )
     add("X int64 counts", "ok", mutate(lambda a: setX(a, dense(a).astype(np.int64))))
     add("X csc", "ok", mutate(lambda a: setX(a, sp.csc_matrix(dense(a)))))
     add("X csr with duplicates", "ok", mutate(lambda a: setX(a, duplicated_csr(dense(a)))))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -88,6 +89,7 @@ class FalconModel:
             n_comps_within=n_comps_within,
             model_input=model_input,
         )
+        check_setup(adata, self.setup)  # the keys exist and the batches are sound: said now, not at fit time
         self._fitted: FittedState | None = None
         self._outcome: Outcome | None = None
         self._neighbour_coarse: np.ndarray | None = None
@@ -186,7 +188,7 @@ class FalconModel:
             soft_fraction=soft_fraction,
             show_progress=True if show_progress is None else show_progress,  # the bar waits 2 s: short runs are quiet
             precision=precision,
-            checkpoint_path=None if checkpoint_path is None else str(checkpoint_path),
+            checkpoint_path=os.fspath(checkpoint_path) if isinstance(checkpoint_path, os.PathLike) else checkpoint_path,
             resume=resume,
         )
         return self._fit(n_fine, fit, cfg)

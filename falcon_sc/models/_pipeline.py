@@ -116,6 +116,11 @@ def fit_falcon(
     ``n_fine``: the total, ``"auto"`` (estimated per coarse class from the neighbour graph) or a mapping coarse
     label -> count for the classes whose number is known (the others estimated).
     """
+    n_obs = len(problem.groups)
+    if fit.n_neighbors >= n_obs:  # the neighbour table is n_obs x n_neighbors: refuse before allocating it
+        raise ValueError(
+            f"n_neighbors={fit.n_neighbors} must be smaller than the number of samples ({n_obs:,}); the default is 20."
+        )
     warn_small_classes(problem.groups, problem.group_names, fit.n_neighbors)
     neighbors = within_class_neighbors(problem.space, problem.groups, fit.n_neighbors, random_state=fit.random_state)
     prior, estimate, known = fit.children_prior, None, {}

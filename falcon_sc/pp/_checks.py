@@ -69,7 +69,12 @@ def obs_batch_codes(adata: ad.AnnData, batch_key: str | None) -> np.ndarray:
     col = adata.obs[batch_key]
     if col.isna().any():
         raise ValueError(f"batch_key={batch_key!r} has missing values; fill them before calling.")
-    return pd.Categorical(col).codes.astype(np.int64)
+    return batch_categories(col).codes.astype(np.int64)
+
+
+def batch_categories(col: pd.Series) -> pd.Categorical:
+    """The batches of an obs column as a categorical of the batches that hold cells (unused categories dropped)."""
+    return pd.Categorical(col).remove_unused_categories()
 
 
 def check_input_kind(input_kind: Any) -> None:

@@ -13,6 +13,7 @@ from scipy import sparse
 
 from .._checks import check_bool, check_choice, check_int
 from ._checks import (
+    batch_categories,
     check_codes,
     check_input_kind,
     expression_matrix,
@@ -169,7 +170,7 @@ class FeatureTransform:
         else:
             prepared = _check_prepared(prepared, adata.n_obs)
         batch_names = (
-            [str(b) for b in pd.Categorical(adata.obs[batch_key]).categories] if batch_key is not None else ["all"]
+            [str(b) for b in batch_categories(adata.obs[batch_key]).categories] if batch_key is not None else ["all"]
         )
         transform = cls(
             layer=layer,

@@ -7,6 +7,7 @@ import warnings
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 
 import falcon_sc as fal
@@ -200,3 +201,49 @@ def test_write_fit_results_needs_the_training_run_and_its_cells(data, fitted, ha
     half_model.save(tmp_path / "m")
     with pytest.raises(RuntimeError, match="training run of this session"):
         fal.FalconModel.load(tmp_path / "m").write_fit_results(test.copy())
+
+
+# ---------------------------------------------------------------------------------------- small cases of the audit
+QUICK = dict(n_epochs=3, accelerator="cpu", show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def small():
+    """300 simulated cells (the tests below fit it in about a second)."""
+    return simulate(n_cells=300)
+
+
+def test_setup_names_a_missing_key_at_once(small):
+    """A missing coarse or batch column is an error of the setup, not of a later fit."""
+    with pytest.raises(KeyError, match="coarse_key='nope'"):
+        fal.FalconModel(small, "nope")
+    with pytest.raises(KeyError, match="batch_key='nope'"):
+        fal.FalconModel(small, "coarse", batch_key="nope")
+
+
+def test_checkpoint_path_must_be_a_path(small, tmp_path, monkeypatch):
+    """A number is refused (it was turned into a file name '5' in the working directory)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TypeError, match="checkpoint_path=5"):
+        fal.FalconModel(small, "coarse").fit(N_FINE, checkpoint_path=5, **QUICK)
+    assert not (tmp_path / "5").exists()
+
+
+def test_n_neighbors_beyond_the_cells_is_refused_before_allocating(small):
+    """n_neighbors=10**7 allocated cells x 10**7 integers (a MemoryError) before."""
+    with pytest.raises(ValueError, match="n_neighbors=10000000 must be smaller than the number of samples"):
+        fal.FalconModel(small, "coarse").fit(N_FINE, n_neighbors=10**7, **QUICK)
+
+
+def test_unused_batch_categories_are_ignored(small):
+    """An unused category of a categorical batch_key divided by zero in the batch statistics."""
+    adata = small.copy()
+    batches = np.where(np.arange(adata.n_obs) % 2 == 0, "b1", "b3")
+    adata.obs["batch"] = pd.Categorical(batches, categories=["b1", "b2", "b3"])
+    model = fal.FalconModel(adata, "coarse", batch_key="batch").fit(N_FINE, **QUICK)
+    reference = adata.copy()
+    reference.obs["batch"] = pd.Categorical(batches)
+    expected = fal.FalconModel(reference, "coarse", batch_key="batch").fit(N_FINE, **QUICK)
+    assert np.array_equal(
+        model.predict(adata, copy=True).obs["falcon"], expected.predict(reference, copy=True).obs["falcon"]
+    )
