@@ -85,7 +85,8 @@ def read_text_file(path: Path, what: str) -> str:
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise DatasetFileError(
-            f"{path}, line {line}: byte {err.start} is not UTF-8 text ({err.reason}); expected text with {what}."
+            f"{path}, line {line}: the byte at offset {err.start} is not UTF-8 text ({err.reason}); expected text "
+            f"with {what}."
         ) from None
 
 
