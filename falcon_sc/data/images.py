@@ -111,7 +111,8 @@ class ImageFiles:
         FileNotFoundError
             A file does not exist (the message names it).
         OSError
-            A file cannot be decoded as an image (the message names it).
+            A file cannot be decoded as an image: not an image, truncated, or larger than PIL's decompression-bomb
+            limit ``PIL.Image.MAX_IMAGE_PIXELS`` (the message names it).
         """
         idx = np.asarray(idx).reshape(-1)
         out = np.empty((len(idx), self.channels, self.size, self.size), dtype=np.float32)
@@ -137,7 +138,7 @@ class ImageFiles:
                 img = img.convert("RGB" if self.channels == 3 else "L")
                 img = _resize_centre_crop(img, self.resize, self.size)
                 pixels = np.asarray(img, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError, ValueError) as err:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
             raise OSError(f"cannot read image file {path}: {err}") from err
         pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
         return pixels.astype(np.float32) / 255.0

@@ -84,6 +84,17 @@ def test_missing_and_unreadable_files_are_named(solids, tmp_path):
         source.load(np.array([2]))
 
 
+def test_truncated_and_oversized_images_are_named(solids, tmp_path, monkeypatch):
+    paths, _ = solids
+    raw = open(paths[0], "rb").read()
+    (tmp_path / "half.png").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(OSError, match=r"cannot read image file .*half\.png"):
+        ImageFiles([tmp_path / "half.png"], size=8).load(np.array([0]))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # a 40 x 30 image is then a decompression bomb
+    with pytest.raises(OSError, match=r"cannot read image file .*img0\.png.*decompression bomb"):
+        ImageFiles([paths[0]], size=8).load(np.array([0]))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
