@@ -184,6 +184,14 @@ def breeds_classes(hierarchy_dir: str | os.PathLike, name: str) -> dict[str, lis
     the hierarchy (below its ancestor) with enough ImageNet classes below them, each with that many of them drawn
     at random (``numpy.random.RandomState(2)``, superclasses in sorted order).
 
+    Raises
+    ------
+    FileNotFoundError
+        ``hierarchy_dir`` or one of its files is missing.
+    falcon_sc.errors.DatasetFileError
+        A hierarchy file is empty, binary or malformed (bad JSON, a line that is not ``parent child``), or the
+        hierarchy gives the dataset no superclass (the message names the file and the line or entry).
+
     Examples
     --------
     >>> import falcon_sc as fal

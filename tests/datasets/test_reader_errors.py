@@ -180,7 +180,7 @@ def test_cifar_fuzz_reads_correctly_or_refuses(tmp_path, cifar_files, target, mu
     try:
         adata = cifar100(root, split="all")
     except DatasetFileError as err:
-        assert str(root / target) in str(err) or "no images found" in str(err)
+        assert str(root) in str(err)  # names the file (a label clash may name the other data file)
     else:
         assert adata.n_obs > 0 and adata.X.shape[1] == 3072 and adata.X.dtype == np.uint8
         assert not adata.obs["fine"].isna().any() and not adata.obs["coarse"].isna().any()
