@@ -13,8 +13,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -169,3 +171,10 @@ def validate(params: Any) -> None:
 def defaults(cls: type) -> dict[str, Any]:
     """Field name -> default of the parameter class ``cls`` (fields without a default are left out)."""
     return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
+def folder_path(name: str, value: Any) -> Path:
+    """``value`` as a :class:`~pathlib.Path`; a ``TypeError`` naming ``name`` unless it is a str or os.PathLike."""
+    if isinstance(value, bool) or not isinstance(value, str | os.PathLike) or value == "":
+        raise TypeError(f"{name}={value!r} must be a path (a non-empty str or os.PathLike).")
+    return Path(value)

@@ -360,7 +360,7 @@ def refine_cases(fx: Fixtures) -> list[Case]:
     add("coarse numeric with NaN", "error", mutate(lambda a: numeric_coarse(a, nan=True)))
     add("coarse all NaN", "error", mutate(lambda a: all_nan_coarse(a)))
     add("single coarse class", "ok", mutate(lambda a: one_class(a)), n_fine=3)
-    add("coarse class of 1 cell", "error", mutate(lambda a: tiny_class(a, 1)))
+    add("coarse class of 1 cell (kept whole, with a warning)", "ok", mutate(lambda a: tiny_class(a, 1)))
     add(
         "n_fine=60 uniform prior, 3-cell class",
         "error",

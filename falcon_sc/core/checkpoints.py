@@ -159,8 +159,8 @@ def error_reason(err: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- reading
-def read_checkpoint(fabric: Fabric, path: str | Path) -> dict[str, Any]:
-    """The checkpoint at ``path``, read with ``weights_only=True`` and its digest checked.
+def read_checkpoint(fabric: Fabric | None, path: str | Path) -> dict[str, Any]:
+    """The checkpoint at ``path``, read with ``weights_only=True`` (by ``fabric``, else onto the CPU), digest checked.
 
     Raises
     ------
@@ -172,7 +172,10 @@ def read_checkpoint(fabric: Fabric, path: str | Path) -> dict[str, Any]:
     try:
         with warnings.catch_warnings():  # torch's remarks on the pickle protocol of a foreign file
             warnings.simplefilter("ignore", UserWarning)
-            content = fabric.load(path, weights_only=True)
+            if fabric is None:
+                content = torch.load(path, map_location="cpu", weights_only=True)
+            else:
+                content = fabric.load(path, weights_only=True)
     except pickle.UnpicklingError:
         raise invalid(path, "it holds objects other than tensors and plain values (they were not unpickled)") from None
     except Exception as err:
@@ -196,6 +199,33 @@ def read_checkpoint(fabric: Fabric, path: str | Path) -> dict[str, Any]:
     if not isinstance(digest, str) or digest != state_digest(content):
         raise invalid(path, "it is damaged: its content no longer matches the digest written with it")
     return content
+
+
+def check_before_training(path: str | Path, current: Mapping[str, Any]) -> None:
+    """Refuse, before any training, a checkpoint that cannot be resumed by this run.
+
+    The file is read and its digest checked (:func:`read_checkpoint`), and its fingerprint is compared with
+    ``current``: the sections of this run's fingerprint known before a warm start (e.g. ``data``, ``extra`` and some
+    ``settings``; the keys of a section absent from ``current`` are not compared). The training loop checks the
+    whole fingerprint and the structure again when it resumes.
+
+    Raises
+    ------
+    CheckpointError
+        As :func:`read_checkpoint`, or the fingerprint differs (the message says what differs).
+    """
+    content = read_checkpoint(None, path)
+    saved = content["fingerprint"] if isinstance(content["fingerprint"], dict) else {}
+    current = plain(dict(current))
+    subset: dict[str, Any] = {}
+    for section, now in current.items():
+        before = saved.get(section)
+        if section != "data" and isinstance(now, dict) and isinstance(before, dict):
+            before = {key: before.get(key, "absent") for key in now}
+        subset[section] = before
+    differences = fingerprint_differences(subset, current)
+    if differences:
+        raise mismatch(path, differences)
 
 
 # ---------------------------------------------------------------------------------------------------- comparing

@@ -27,6 +27,7 @@ from tqdm import tqdm  # the text bar honours `delay` everywhere (the notebook w
 from .._checks import Anything, Bool, Choice, Int, Real, check_choice, check_int, param, validate
 from .checkpoints import (
     FORMAT,
+    check_before_training,
     data_fingerprint,
     error_reason,
     fingerprint_differences,
@@ -454,6 +455,23 @@ def train_minibatches(
     with torch_threads(cpu_threads(model, cfg.n_threads)):
         loop.run()
     return loop.history
+
+
+def check_resumable(cfg: OptimSettings, data: Any, extra: Mapping[str, Any]) -> None:
+    """With ``cfg.resume`` and an existing checkpoint: refuse it now if it cannot be resumed on ``data``.
+
+    For callers with work before the training loop (FALCON's warm start): the checkpoint is read and its digest,
+    data hash, ``extra`` (``fingerprint_extra`` to be) and the settings known now are compared
+    (:func:`~falcon_sc.core.checkpoints.check_before_training`), so that a foreign or damaged checkpoint is said
+    before any work rather than after it. Does nothing without ``resume`` or without the file.
+    """
+    path = cfg.checkpoint_path
+    if not cfg.resume or path is None or not Path(path).is_file():
+        return
+    late = ("n_epochs", "max_steps")  # FALCON decides them from the data; the loop compares them
+    settings = {key: getattr(cfg, key) for key in RESULT_SETTINGS if key not in late and hasattr(cfg, key)}
+    current = {"data": data_fingerprint(Features(data).data), "settings": settings, "extra": dict(extra)}
+    check_before_training(path, current)
 
 
 class _Loop:

@@ -12,7 +12,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .._checks import check_bool, check_choice, check_int
+from .._checks import check_bool, check_choice, check_int, folder_path
 from .._coarse import as_keys
 from .._layout import check_key_added, history_table, relations_table
 from .._names import renamed
@@ -485,7 +485,7 @@ class FalconModel:
         """
         fitted = self._check_fitted()
         single_scheme_only(fitted, "save")
-        save_model(Path(dir_path), type(self).__name__, self.setup, fitted, overwrite=overwrite)
+        save_model(folder_path("dir_path", dir_path), type(self).__name__, self.setup, fitted, overwrite=overwrite)
 
     @classmethod
     def load(cls, dir_path: str | Path, adata: ad.AnnData | None = None) -> FalconModel:
@@ -523,7 +523,7 @@ class FalconModel:
         >>> bool((adata.obs["loaded"] == model.predict(adata, copy=True).obs["falcon"]).all())
         True
         """
-        setup, fitted = load_model(Path(dir_path), cls.__name__)
+        setup, fitted = load_model(folder_path("dir_path", dir_path), cls.__name__)
         model = cls.__new__(cls)
         model.adata = adata
         model.setup = setup

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ..errors import DegenerateInputError
 from ..pp import FeatureTransform, check_values
 from ..pp._checks import matrix_source
 
@@ -58,7 +59,14 @@ def check_genes(adata: ad.AnnData, layer: str | None) -> None:
             f"{list(adata.layers)})."
         )
     if not adata.isbacked:
-        check_values(adata.X if layer is None else adata.layers[layer], matrix_source(layer))
+        X = adata.X if layer is None else adata.layers[layer]
+        check_values(X, matrix_source(layer))
+        stored = X.data if sparse.issparse(X) else np.asarray(X)
+        if not np.any(stored):
+            raise DegenerateInputError(
+                f"{matrix_source(layer)} of the new cells is all zero: there is no expression to label them by. "
+                "Pass the cells' counts or normalised values (or the layer that holds them)."
+            )
 
 
 def check_new_cells(adata: Any, transform: FeatureTransform, n_input: int) -> None:

@@ -30,7 +30,7 @@ from ..core.relation import solve_relation
 from ..core.schemes import fill_missing, joint_groups, joint_relation, scheme_relations
 from ..core.selection import choose_per_class
 from ..core.trainer import FalconConfig, FalconResult, train_falcon
-from ..core.training import TrainingDiverged
+from ..core.training import TrainingDiverged, check_resumable
 from ._params import FitParams
 
 KMEANS_RESTARTS = 10
@@ -130,6 +130,10 @@ def fit_falcon(
         if isinstance(n_fine, Mapping):
             known = {problem.group_names.index(str(k)): int(v) for k, v in n_fine.items()}
         n_fine = int(sum(prior.values()))
+    # a checkpoint's fingerprint also holds the coarse names (the core knows codes only) and n_fine
+    names = [problem.coarse_names] if problem.schemes is None else problem.schemes.names
+    identity = {"coarse_names": names, "n_fine": n_fine}
+    check_resumable(cfg, problem.features, identity)  # a foreign or damaged checkpoint is said before the warm start
     initial, init_labels, targets = warm_start(
         problem.space,
         neighbors,
@@ -153,9 +157,7 @@ def fit_falcon(
     if problem.schemes is not None:
         options.update(scheme_start(problem.schemes, init_labels, n_fine))
         coarse_arg, n_coarse = problem.schemes.codes, problem.schemes.n_coarse
-    # a checkpoint's fingerprint also holds the coarse names (the core knows codes only) and n_fine
-    names = [problem.coarse_names] if problem.schemes is None else problem.schemes.names
-    cfg = cfg.with_fingerprint({"coarse_names": names, "n_fine": n_fine})
+    cfg = cfg.with_fingerprint(identity)
     result = train(network, problem.features, coarse_arg, neighbors, n_coarse, cfg, engine, fit.random_state, options)
     outcome = _labels(problem, result, initial, fit)
     outcome.update(network=network, n_fine=n_fine, children_prior=prior, targets=targets, estimate=estimate)

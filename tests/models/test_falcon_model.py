@@ -9,6 +9,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import sparse
 
 import falcon_sc as fal
 from falcon_sc import metrics
@@ -213,6 +214,12 @@ def small():
     return simulate(n_cells=300)
 
 
+@pytest.fixture(scope="module")
+def small_model(small):
+    """A model fitted on ``small``."""
+    return fal.FalconModel(small.copy(), "coarse").fit(N_FINE, **QUICK)
+
+
 def test_setup_names_a_missing_key_at_once(small):
     """A missing coarse or batch column is an error of the setup, not of a later fit."""
     with pytest.raises(KeyError, match="coarse_key='nope'"):
@@ -247,3 +254,48 @@ def test_unused_batch_categories_are_ignored(small):
     assert np.array_equal(
         model.predict(adata, copy=True).obs["falcon"], expected.predict(reference, copy=True).obs["falcon"]
     )
+
+
+def test_a_foreign_or_damaged_checkpoint_is_refused_before_the_warm_start(small, tmp_path, monkeypatch):
+    """The warm start trains a network too: a checkpoint that cannot be resumed is said before it, not after."""
+    from falcon_sc.core import training
+    from falcon_sc.errors import CheckpointError
+
+    path = tmp_path / "ck.pt"
+    fal.FalconModel(small, "coarse").fit(N_FINE, checkpoint_path=path, **QUICK)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[:1000])
+    runs = []
+    monkeypatch.setattr(training._Loop, "run", lambda self: runs.append(1))
+    other = simulate(n_cells=300, random_state=5)
+    cases = [
+        (other, {"checkpoint_path": path}, "the data differ"),
+        (small, {"checkpoint_path": path, "lr": 1e-2}, "lr 0.0003 vs 0.01"),
+        (small, {"checkpoint_path": truncated}, "cannot be read"),
+    ]
+    for adata, options, message in cases:
+        with pytest.raises(CheckpointError, match=message):
+            fal.FalconModel(adata, "coarse").fit(N_FINE, resume=True, **{**QUICK, **options})
+    assert runs == []
+
+
+def test_predict_refuses_cells_without_expression(small, small_model):
+    """All-zero new cells were labelled (every cell the same fine class) without a word."""
+    from falcon_sc.errors import DegenerateInputError
+
+    model = small_model
+    empty = small.copy()
+    empty.X = sparse.csr_matrix(empty.shape, dtype=np.float32)
+    with pytest.raises(DegenerateInputError, match="X of the new cells is all zero"):
+        model.predict(empty)
+    assert "falcon" not in empty.obs
+
+
+@pytest.mark.parametrize("path", [None, 5, "", True])
+def test_save_and_load_name_a_bad_path(small_model, path):
+    """save(None) failed inside pathlib."""
+    model = small_model
+    with pytest.raises(TypeError, match="dir_path=.* must be a path"):
+        model.save(path)
+    with pytest.raises(TypeError, match="dir_path=.* must be a path"):
+        fal.FalconModel.load(path)
