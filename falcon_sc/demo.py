@@ -120,6 +120,7 @@ def save_figures(adata: ad.AnnData, out: Path, seed: int) -> list[Path]:
     from matplotlib.figure import Figure
 
     from . import pl
+    from .pl._utils import family_colors
 
     n_nodes = max(adata.obs[KEY].nunique(), adata.obs[FINE].nunique())
     top = max(3.5, 0.28 * n_nodes + 1.2)
@@ -128,9 +129,29 @@ def save_figures(adata: ad.AnnData, out: Path, seed: int) -> list[Path]:
     pl.relations(adata, key=KEY, true_key=FINE, ax=[axs["rel"], axs["true"]], show=False)
     # both panels on the same coordinates: a UMAP of FALCON's learned representation (obsm["falcon_embedding"]),
     # computed once and kept in obsm["falcon_umap"] of the demo's own AnnData
-    pl.embedding(adata, KEY, color=FINE, ax=axs["umap_true"], random_state=seed, store=True, size=12, show=False)
+    # the true classes in the hue of the coarse class holding most of their cells, as FALCON's classes (a shade each)
+    # (the coarse class of most cells, as in the true relation panel above)
+    true_parent = pd.crosstab(adata.obs[FINE].astype(str), adata.obs[COARSE].astype(str)).idxmax(axis=1)
+    order = [str(c) for c in adata.obs[FINE].astype("category").cat.categories if str(c) in true_parent.index]
+    coarse_names = [str(c) for c in adata.uns[KEY]["relations"].columns]
+    true_colors = family_colors({t: str(true_parent[t]) for t in order}, coarse_names)
+    pl.embedding(
+        adata,
+        KEY,
+        color=FINE,
+        palette=true_colors,
+        ax=axs["umap_true"],
+        random_state=seed,
+        store=True,
+        size=12,
+        show=False,
+    )
     pl.embedding(adata, KEY, ax=axs["umap_falcon"], size=12, show=False)  # colours: parent's hue, a shade each
-    axs["umap_true"].set_title(f"true fine labels (obs['{FINE}'])\nUMAP of FALCON's embedding", fontsize=11)
+    axs["umap_true"].set_title(
+        f"true fine labels (obs['{FINE}']), UMAP of FALCON's embedding\ncolour: hue of the coarse class of most of "
+        "its cells, a shade per class",
+        fontsize=11,
+    )
     axs["umap_falcon"].set_title(
         f"FALCON fine classes (obs['{KEY}'])\nsame UMAP; colour: hue of the parent coarse class, a shade per class",
         fontsize=11,

@@ -20,7 +20,9 @@ from .._layout import FalconResults, read_results
 from ..metrics import match_labels
 from ._utils import category_order, finish, new_axes, obs_labels, palette, root_figure
 
-_AGREE, _DIFFER = "same parent in both panels", "matched class has another parent (or no match)"
+_AGREE, _DIFFER = "same parent in both panels", "matched class has another parent, or no match"
+#: colour of the edges that differ between the panels: black, which no coarse class gets (tab10/tab20/gist_ncar)
+_DIFFER_COLOR = "black"
 
 
 @doc_params(plot_output=plot_output)
@@ -40,17 +42,21 @@ def relations(
 
     ``kind="graph"`` draws a bipartite graph: coarse classes on the left, fine classes on the right, one edge from
     each fine class to its parent; node areas are proportional to the number of cells (fine classes without cells
-    are hollow) and edge widths to the fine class size. ``kind="heatmap"`` shows the fine x coarse table: dark
-    cells mark each fine class's parent, rows are labelled with the fine class's number of cells
+    are hollow) and edge widths to the fine class size (legend under the graph). ``kind="heatmap"`` shows the fine x
+    coarse table: dark cells mark each fine class's parent, rows are labelled with the fine class's number of cells
     (``uns[key]["fine_classes"]["n_cells"]``), e.g. ``"T cell/1 (312 cells)"``, and each cell of the heatmap holds
     the number of cells of that fine class carrying that coarse label.
 
     With ``true_key``, a second panel shows the true relation: each true fine class is attached to the coarse class
-    holding most of its cells. Learned fine classes are matched to true ones with
-    :func:`~falcon_sc.metrics.match_labels`; labels show the partner in brackets (graph) or after ``~`` (heatmap),
-    and edges that the other panel does not have (the partner hangs under another coarse class, or there is no
-    partner) are red and dashed (heatmap: red row labels). In the heatmap the true panel is shaded by the share of
-    each true class's cells per coarse class, with the cell counts written in.
+    holding most of its cells. Learned fine classes are paired one-to-one with true ones by the Hungarian matching of
+    :func:`~falcon_sc.metrics.match_labels`; a pair whose classes share no cell is no pair (the matching pairs every
+    class it can, even with a class none of its cells carry, and naming that class would read as an annotation).
+    Labels name the partner and the cells carrying both labels in brackets (graph, e.g. ``"B/1  (CD19+ B: 65
+    cells)"``) or after ``~`` (heatmap). Edges that the other panel does not have (the partner hangs under another
+    coarse class, or there is no partner) are black and dashed (black is no coarse class's colour); heatmap: red row
+    labels. A legend under the graph gives the cells of two edge widths (and, with two panels, the edge styles). In
+    the heatmap the true panel is shaded by the share of each true class's cells per coarse class, with the cell
+    counts written in.
 
     Parameters
     ----------
@@ -185,9 +191,13 @@ def _truth(res: FalconResults, learned: _Learned, true_key: str) -> _Truth:
     true_order = category_order(adata, true_key)
     table = pd.crosstab(true, coarse).reindex(index=true_order, columns=learned.coarse.names, fill_value=0)
     true_parent = table.to_numpy().argmax(axis=1)
-    matching = {
-        str(g): None if t is None else str(t) for g, t in match_labels(true.to_numpy(), pred.to_numpy()).items()
+    overlap = pd.crosstab(pred, true)
+    shared = {  # cells carrying both labels of each matched pair; a pair sharing no cell is no match
+        (str(g), str(t)): int(overlap.loc[g, t]) if g in overlap.index and t in overlap.columns else 0
+        for g, t in match_labels(true.to_numpy(), pred.to_numpy()).items()
+        if t is not None
     }
+    matching: dict[str, str | None] = {g: (t if n > 0 else None) for (g, t), n in shared.items()}
     partner_of_true = {t: g for g, t in matching.items() if t is not None}
     learned_pos = {g: i for i, g in enumerate(fine_names)}
     true_idx = {t: i for i, t in enumerate(true_order)}
@@ -216,7 +226,10 @@ def _truth(res: FalconResults, learned: _Learned, true_key: str) -> _Truth:
         names=true_names,
         parent=t_parent,
         sizes=table.to_numpy().sum(axis=1)[order].astype(float),
-        text=[f"{t}  ({partner_of_true[t]})" if t in partner_of_true else t for t in true_names],
+        text=[
+            f"{t}  ({partner_of_true[t]}: {shared[(partner_of_true[t], t)]} cells)" if t in partner_of_true else t
+            for t in true_names
+        ],
         ok=true_ok,
         partners=[partner_of_true.get(t) for t in true_names],
     )
@@ -224,7 +237,10 @@ def _truth(res: FalconResults, learned: _Learned, true_key: str) -> _Truth:
         fine=fine,
         counts=table.to_numpy()[order].astype(float),
         learned_ok=learned_ok,
-        learned_text=[f"{g}  ({matching[g]})" if matching.get(g) is not None else g for g in fine_names],
+        learned_text=[
+            f"{g}  ({matching[g]}: {shared[(g, str(matching[g]))]} cells)" if matching.get(g) is not None else g
+            for g in fine_names
+        ],
         learned_partners=learned_partners,
     )
 
@@ -250,7 +266,7 @@ def _draw_compared(axes: list[Axes], kind: str, res: FalconResults, learned: _Le
     """Two panels: the learned relation (matched classes in the labels) and the true one."""
     key, coarse = res.key, learned.coarse
     if kind == "graph":
-        note = "node area ~ cells; (in brackets: matched class of the other panel)"
+        note = "node area ~ cells; (X: n cells): paired class X of the other panel (legend)"
         fine = replace(learned.fine, text=truth.learned_text, ok=truth.learned_ok)
         _draw_graph(axes[0], coarse, fine, f"learned relation ({key})\n{note}")
         title = f"true relation ({true_key}): parent = coarse class of most cells\n{note}"
@@ -262,7 +278,7 @@ def _draw_compared(axes: list[Axes], kind: str, res: FalconResults, learned: _Le
         _row_labels(learned.fine.names, learned.fine.sizes, truth.learned_partners),
         truth.learned_ok,
         f"learned relation ({key}): parent of each fine class\n"
-        "numbers: cells; ~ X: matched true class X; red: X has another parent",
+        "numbers: cells; ~ X: paired true class X (sharing cells); red: X has another parent, or no pair",
         learned.values,
         _learned_counts(res, learned),
     )
@@ -272,7 +288,7 @@ def _draw_compared(axes: list[Axes], kind: str, res: FalconResults, learned: _Le
         _row_labels(truth.fine.names, truth.fine.sizes, truth.fine.partners),
         truth.fine.ok,
         f"true relation ({true_key}): cells of each true class per coarse class\n"
-        "~ X: matched learned class X; red: X has another parent",
+        "~ X: paired learned class X (sharing cells); red: X has another parent, or no pair",
         truth.counts / np.maximum(truth.fine.sizes[:, None], 1),
         truth.counts,
     )
@@ -303,8 +319,7 @@ def _draw_graph(ax: Axes, coarse: _Coarse, fine: _Fine, title: str) -> None:
             yc[c] = yf[fine.parent == c].mean()
     fontsize = float(np.clip(220.0 / max(n_f, n_c, 1), 5.0, 9.0))
     coarse_text = [f"{c} ({int(n)})" for c, n in zip(coarse.names, coarse.sizes, strict=True)]
-    legend = fine.ok is not None and not fine.ok.all()
-    _graph_limits(ax, coarse_text, fine.text, fontsize, legend)
+    _graph_limits(ax, coarse_text, fine.text, fontsize)
     _graph_edges(ax, yc, yf, coarse, fine)
     area_c = 15.0 + 500.0 * np.asarray(coarse.sizes, dtype=float) / coarse.smax
     area_f = 15.0 + 500.0 * np.asarray(fine.sizes, dtype=float) / coarse.smax
@@ -318,14 +333,13 @@ def _draw_graph(ax: Axes, coarse: _Coarse, fine: _Fine, title: str) -> None:
         ax.annotate(text, (0.0, y), xytext=(-(np.sqrt(s) / 2 + 4), 0), ha="right", fontweight="bold", **label)
     for text, y, s in zip(fine.text, yf, area_f, strict=True):
         ax.annotate(text, (1.0, y), xytext=(np.sqrt(s / np.pi) + 4, 0), ha="left", **label)
-    if legend:
-        _graph_legend(ax, fontsize)
+    _graph_legend(ax, fontsize, max(float(fine.sizes.max()), 1.0), fine.ok is not None)
     ax.set_title(title, fontsize=fontsize + 2)
     ax.set_axis_off()
 
 
-def _graph_limits(ax: Axes, coarse_text: list[str], fine_text: list[str], fontsize: float, legend: bool) -> None:
-    """Axis limits leaving room for the labels (their width estimated as a share of the axes width) and the legend."""
+def _graph_limits(ax: Axes, coarse_text: list[str], fine_text: list[str], fontsize: float) -> None:
+    """Axis limits leaving room for the labels (their width estimated as a share of the axes width)."""
     width_pt = max(ax.get_position().width * root_figure(ax).get_figwidth() * 72.0, 50.0)
     char = 0.55 * fontsize / width_pt
     left = 0.06 + char * max(len(c) for c in coarse_text)
@@ -333,11 +347,11 @@ def _graph_limits(ax: Axes, coarse_text: list[str], fine_text: list[str], fontsi
     middle = max(1.0 - left - right, 0.3)
     span = 1.0 / middle
     ax.set_xlim(-left * span, 1.0 + right * span)
-    ax.set_ylim(-0.32 if legend else -0.08, 1.08)
+    ax.set_ylim(-0.08, 1.08)
 
 
 def _graph_edges(ax: Axes, yc: np.ndarray, yf: np.ndarray, coarse: _Coarse, fine: _Fine) -> None:
-    """One edge per fine class to its parent, as wide as the class is large; red and dashed where panels differ."""
+    """One edge per fine class to its parent, as wide as the class is large; black and dashed where panels differ."""
     segments, seg_colors, widths, styles = [], [], [], []
     fmax = max(fine.sizes.max(), 1.0)
     for f in range(len(fine.text)):
@@ -345,7 +359,7 @@ def _graph_edges(ax: Axes, yc: np.ndarray, yf: np.ndarray, coarse: _Coarse, fine
             continue
         segments.append([(0.0, yc[fine.parent[f]]), (1.0, yf[f])])
         bad = fine.ok is not None and not fine.ok[f]
-        seg_colors.append("tab:red" if bad else coarse.colors[fine.parent[f]])
+        seg_colors.append(_DIFFER_COLOR if bad else coarse.colors[fine.parent[f]])
         widths.append(0.6 + 3.0 * fine.sizes[f] / fmax)
         styles.append((0, (4, 2)) if bad else "solid")
     ax.add_collection(
@@ -353,19 +367,31 @@ def _graph_edges(ax: Axes, yc: np.ndarray, yf: np.ndarray, coarse: _Coarse, fine
     )
 
 
-def _graph_legend(ax: Axes, fontsize: float) -> None:
-    handles = [
-        Line2D([], [], color="0.4", lw=1.5, label=_AGREE),
-        Line2D([], [], color="tab:red", lw=1.5, ls=(0, (4, 2)), label=_DIFFER),
-    ]
+def _graph_legend(ax: Axes, fontsize: float, fmax: float, compared: bool) -> None:
+    """Legend under the axes: what the edge widths and (two panels) the edge styles mean."""
+    widths = [(fmax, 3.6), (fmax / 4.0, 1.35)]
+    handles = [Line2D([], [], color="0.5", lw=w, label=f"{max(int(round(n)), 1)} cells") for n, w in widths]
+    title = "edge width ~ cells of the fine class"
+    if compared:
+        handles += [
+            Line2D([], [], color="0.5", lw=1.5, label=_AGREE),
+            Line2D([], [], color=_DIFFER_COLOR, lw=1.5, ls=(0, (4, 2)), label=_DIFFER),
+        ]
+        title = (
+            "(X: n cells) = the class X of the other panel paired with this one by the one-to-one Hungarian matching,"
+            "\nn cells carry both labels; no brackets: no class of the other panel sharing a cell is paired with it"
+            f"\n{title}; edge style: compared with the other panel"
+        )
     ax.legend(
         handles=handles,
-        loc="lower left",
+        loc="upper left",
+        bbox_to_anchor=(0.0, 0.0),
         fontsize=fontsize - 1,
         frameon=False,
-        ncols=1,
-        title="edge, compared with the other panel",
+        ncols=2 if compared else 1,
+        title=title,
         title_fontsize=fontsize - 1,
+        alignment="left",
     )
 
 
