@@ -107,12 +107,18 @@ def test_confusion(adata, tmp_path):
     n_true, n_pred = adata.obs["fine"].nunique(), adata.obs["falcon"].nunique()
     assert values.shape == (n_true, n_pred)
     np.testing.assert_allclose(np.asarray(values).sum(axis=1), 1.0, rtol=1e-6)
-    # columns follow the Hungarian matching: matched pairs on the diagonal
+    # matched pairs sharing cells are outlined, each on a non-empty cell, in the Hungarian matching's pairs
     matching = fal.metrics.match_labels(adata.obs["fine"].astype(str), adata.obs["falcon"].astype(str))
     cols = [t.get_text() for t in ax.get_xticklabels()]
     rows = [t.get_text() for t in ax.get_yticklabels()]
-    for i, row in enumerate(rows[: min(n_true, n_pred)]):
-        assert matching[cols[i]] == row
+    outlined = [(int(p.get_y() + 0.5), int(p.get_x() + 0.5)) for p in ax.patches]
+    assert outlined and all(np.asarray(values)[i, j] > 0 and matching[cols[j]] == rows[i] for i, j in outlined)
+    overlap = pd.crosstab(adata.obs["fine"].astype(str), adata.obs["falcon"].astype(str))
+    assert len(outlined) == sum(t is not None and overlap.loc[t, g] > 0 for g, t in matching.items())
+    # rows grouped by the coarse class of most of their cells
+    majority = pd.crosstab(adata.obs["fine"].astype(str), adata.obs["coarse"].astype(str)).idxmax(axis=1)
+    seen = [majority[r] for r in rows]
+    assert seen == sorted(seen, key=list(adata.uns["falcon"]["relations"].columns).index)
     assert (tmp_path / "conf.png").stat().st_size > 0
     counts = pl.confusion(adata, "fine", normalize=False, show=False).images[0].get_array()
     assert np.asarray(counts).sum() == adata.n_obs
