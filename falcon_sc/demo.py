@@ -117,6 +117,7 @@ def print_relation(adata: ad.AnnData, table: pd.DataFrame) -> None:
 
 def save_figures(adata: ad.AnnData, out: Path, seed: int) -> list[Path]:
     """Write ``overview.png`` (relations + UMAPs), ``confusion.png`` and ``history.png``; return the paths."""
+    import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
 
     from . import pl
@@ -166,9 +167,10 @@ def save_figures(adata: ad.AnnData, out: Path, seed: int) -> list[Path]:
     pl.confusion(adata, FINE, key=KEY, ax=fig.add_subplot(), show=False)
     fig.savefig(paths[1], dpi=130)
 
-    fig = Figure(figsize=(11, 7), layout="constrained")
-    pl.history(adata, key=KEY, ax=list(fig.subplots(2, 2).ravel()), show=False)
-    fig.savefig(paths[2], dpi=130)
+    history = pl.history(adata, KEY, show=False)  # its own figure: the panels' heights follow the coarse classes
+    assert history is not None  # show=False returns the figure
+    history.savefig(paths[2], dpi=130)
+    plt.close(history)
     return paths
 
 

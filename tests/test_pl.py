@@ -86,14 +86,18 @@ def test_history(adata, tmp_path):
     before = _snapshot(adata)
     fig = pl.history(adata, show=False, save=tmp_path / "hist.pdf")
     assert isinstance(fig, Figure)
-    main = [a for a in fig.axes if a.get_title()]
-    assert len(main) == 4
+    main = [a for a in fig.axes if a.get_title("left")]
+    assert [a.get_title("left").split("\n")[0] for a in main] == [
+        "Did training settle?",
+        "Did the classes stabilise?",
+        "Was the relation revised?",
+    ]
     n_epochs = len(adata.uns["falcon"]["history"])
-    loss_ax = main[0]
-    assert len(loss_ax.lines) == 5 and all(len(line.get_xdata()) == n_epochs for line in loss_ax.lines)
+    assert len(main[0].lines) == 1 and len(main[0].lines[0].get_xdata()) == n_epochs
     assert (tmp_path / "hist.pdf").stat().st_size > 0
-    fig = pl.history(adata, panels=["loss"], show=False)
-    assert len(fig.axes) == 1
+    fig = pl.history(adata, panels=["loss_terms"], show=False)
+    assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 4
+    assert len(pl.history(adata, panels=["relation_changes", "children"], show=False).axes) == 1  # older names
     with pytest.raises(ValueError, match="unknown panels"):
         pl.history(adata, panels=["nope"], show=False)
     assert _snapshot(adata) == before
@@ -187,12 +191,12 @@ def _texts(ax):
     return " ".join(t.get_text() for t in ax.texts)
 
 
-def test_history_states_constant_quantities():
+def test_history_says_what_to_act_on_when_nothing_changed():
     n = 20
     hist = pd.DataFrame(
         {
             "epoch": range(n),
-            "loss": np.linspace(1.0, 0.2, n),
+            "loss": np.r_[np.linspace(1.0, 0.2, n // 2), np.full(n - n // 2, 0.2)],
             "fine_in_use": 10,
             "largest_fine_share": 0.22,
             "relation_changes": 0,
@@ -201,23 +205,23 @@ def test_history_states_constant_quantities():
     )
     small = _history_adata(hist, np.tile([2, 4, 2, 1, 1], (n, 1)), ["T", "M", "B", "NK", "P"], 10)
     fig = pl.history(small, show=False)
-    loss, in_use, changes, children = fig.axes[:4]
-    # constant panels: a sentence instead of a flat line or an empty panel
-    assert not in_use.lines and "constant: 10 of 10 fine classes in use every epoch" in _texts(in_use)
-    assert "22%" in _texts(in_use)
-    assert not changes.patches and "no fine class changed parent" in _texts(changes)
-    assert "40 relation solves" in _texts(changes).replace("\n", " ")
-    assert not children.lines and "T: 2, M: 4, B: 2, NK: 1, P: 1" in _texts(children)
-    for a in (loss, in_use, changes, children):
-        assert a.get_xlabel() == "epoch" and a.get_title()
-    # the loss legend sits outside the axes (to the right), never over the curves
-    legend = loss.get_legend()
-    fig.canvas.draw()
-    assert legend.get_window_extent().x0 >= loss.get_window_extent().x1
+    loss, in_use, relation = fig.axes[:3]
+    assert "settled" in loss.get_title("left")
+    # the classes: drawn (a flat line is the picture of stability), the verdict in the title
+    assert len(in_use.lines[0].get_xdata()) == n
+    title = in_use.get_title("left")
+    assert "stable all through training (10 fine classes in use, the largest 22% of the cells)" in title
+    assert "no fine class changed parent in the 40 relation solves" in relation.get_title("left")
+    # the relation: one row per coarse class, the count written once for a constant row
+    assert relation.images[0].get_array().shape == (5, n)
+    assert [t.get_text() for t in relation.get_yticklabels()] == ["T", "M", "B", "NK", "P"]
+    assert _texts(relation).split() == ["2", "4", "2", "1", "1"]
+    for a in (loss, in_use, relation):
+        assert a.get_xlabel() == "epoch"
     # no solve at all: the panel says why
     hist["relation_solves"] = 0
     fig = pl.history(_history_adata(hist, np.tile([2, 4, 2, 1, 1], (n, 1)), ["T", "M", "B", "NK", "P"], 10), show=False)
-    assert "relation_every=30" in _texts(fig.axes[2])
+    assert "relation_every=30" in fig.axes[2].get_title("left")
 
 
 def test_history_varying_quantities_and_many_coarse_classes():
@@ -227,7 +231,7 @@ def test_history_varying_quantities_and_many_coarse_classes():
             "epoch": range(n),
             "loss": np.linspace(1.0, 0.2, n),
             "fine_in_use": [4, 5] + [6] * (n - 2),
-            "largest_fine_share": np.linspace(0.4, 0.2, n),
+            "largest_fine_share": np.r_[np.linspace(0.4, 0.2, 4), np.full(n - 4, 0.2)],
             "relation_changes": [0, 2, 1] + [0] * (n - 3),
             "relation_solves": 1,
         }
@@ -235,17 +239,18 @@ def test_history_varying_quantities_and_many_coarse_classes():
     children = np.tile([2, 2, 2], (n, 1))
     children[5:] = [1, 2, 3]
     fig = pl.history(_history_adata(hist, children, ["C0", "C1", "C2"], 6), show=False)
-    in_use, changes, children_ax = fig.axes[1], fig.axes[2], fig.axes[3]
-    assert len(in_use.lines[0].get_xdata()) == n
-    assert len(changes.patches) == n and "3 changes in 2 epoch(s)" in _texts(changes)
-    assert len(children_ax.lines) == 3
-    assert [t.get_text() for t in children_ax.get_legend().get_texts()] == ["C0", "C1", "C2"]
-    # more than 8 coarse classes: epochs x coarse heatmap
-    names = [f"type {i}" for i in range(12)]
-    many = np.random.default_rng(0).integers(1, 4, (n, 12))
-    fig = pl.history(_history_adata(hist, many, names, 24), panels=["children"], show=False)
+    loss, in_use, relation = fig.axes[0], fig.axes[1], fig.axes[2]
+    assert "still falling" in loss.get_title("left") and "n_epochs" in loss.get_title("left")
+    assert "stable from epoch 4 on" in in_use.get_title("left")
+    assert "3 fine class(es) changed parent in 2 epoch(s), the last at epoch 3" in relation.get_title("left")
+    assert [line.get_xdata()[0] for line in relation.lines] == [2, 3]  # the epochs with changes, marked
+    assert _texts(relation).split() == ["2", "1", "2", "2", "3"]  # the count where it changes
+    # many coarse classes: one row each
+    names = [f"type {i}" for i in range(30)]
+    many = np.random.default_rng(0).integers(1, 4, (n, 30))
+    fig = pl.history(_history_adata(hist, many, names, 60), panels=["relation"], show=False)
     ax = fig.axes[0]
-    assert ax.images and ax.images[0].get_array().shape == (12, n)
+    assert ax.images and ax.images[0].get_array().shape == (30, n)
     assert [t.get_text() for t in ax.get_yticklabels()] == names
 
 

@@ -10,9 +10,9 @@ import numpy as np
 from anndata import AnnData
 from matplotlib.axes import Axes
 
-from .._docs import doc_params, plot_output
+from .._docs import doc_params
 from ..tl._conflicts import cell_conflicts
-from ._utils import finish, new_axes, palette, root_figure
+from ._utils import finish, new_axes, palette, plot_output, root_figure
 
 
 @doc_params(plot_output=plot_output)
@@ -26,7 +26,7 @@ def coarse_conflicts(
     ax: Axes | None = None,
     figsize: tuple[float, float] | None = None,
     show: bool | None = None,
-    save: str | Path | None = None,
+    save: bool | str | Path | None = None,
 ) -> Axes | None:
     """Plot the coarse-label conflicts of :func:`falcon_sc.tl.coarse_conflicts`.
 
@@ -92,7 +92,7 @@ def coarse_conflicts(
         size = (max(4.5, 0.5 * k + 3.0), max(3.5, 0.4 * k + 2.2))
         fig, axes, _ = new_axes(ax, 1, figsize=figsize if figsize is not None else size)
         _draw_heatmap(axes[0], panel, f"{flag_col}{conf}")
-    return finish(fig, axes[0], show=show, save=save)
+    return finish(fig, axes[0], show=show, save=save, name="coarse_conflicts")
 
 
 @dataclass

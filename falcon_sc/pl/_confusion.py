@@ -11,10 +11,10 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 
-from .._docs import doc_params, plot_output
+from .._docs import doc_params
 from .._layout import FalconResults, read_results
 from ..metrics import match_labels
-from ._utils import category_order, finish, new_axes, obs_labels
+from ._utils import category_order, finish, new_axes, obs_labels, plot_output
 
 
 @doc_params(plot_output=plot_output)
@@ -29,7 +29,7 @@ def confusion(
     ax: Axes | None = None,
     figsize: tuple[float, float] | None = None,
     show: bool | None = None,
-    save: str | Path | None = None,
+    save: bool | str | Path | None = None,
 ) -> Axes | None:
     """Heatmap of true fine classes (rows) x predicted fine classes (columns).
 
@@ -111,7 +111,7 @@ def confusion(
         f"columns in the order of the Hungarian matching{grouped}\nred outline: matched pair (sharing cells)",
         fontsize=9,
     )
-    return finish(fig, a, show=show, save=save)
+    return finish(fig, a, show=show, save=save, name="confusion")
 
 
 @dataclass
@@ -129,11 +129,12 @@ def _layout(
     adata: AnnData, key: str, true: pd.Series, pred: pd.Series, true_order: list[str], pred_order: list[str]
 ) -> _Layout:
     """Rows grouped by the coarse class of most of their cells; columns: each row's partner, then the others."""
-    overlap = pd.crosstab(true, pred)
+    both = pd.crosstab(true, pred).stack()
+    overlap = {(str(t), str(g)): int(n) for (t, g), n in both.items()}  # type: ignore[misc]
     partner = {
         str(t): str(g)
         for g, t in match_labels(true.to_numpy(), pred.to_numpy()).items()
-        if t is not None and overlap.loc[t, g] > 0
+        if t is not None and overlap.get((str(t), str(g)), 0) > 0
     }
     res = FalconResults(adata, key)
     coarse_key = res.coarse_key

@@ -13,9 +13,9 @@ from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 from scipy import sparse
 
-from .._docs import doc_params, plot_output
+from .._docs import doc_params
 from .._layout import FalconResults, read_results
-from ._utils import family_colors, finish, new_axes
+from ._utils import family_colors, finish, new_axes, plot_output
 from ._utils import palette as default_palette
 
 
@@ -37,7 +37,7 @@ def embedding(
     ax: Axes | Sequence[Axes] | None = None,
     figsize: tuple[float, float] | None = None,
     show: bool | None = None,
-    save: str | Path | None = None,
+    save: bool | str | Path | None = None,
 ) -> Axes | list[Axes] | None:
     """Scatter plot of the cells on a UMAP of FALCON's representation, coloured by fine class or other columns.
 
@@ -161,7 +161,7 @@ def embedding(
         a.set_yticks([])
         a.set_title(_title(c, key, adata, family), fontsize=10)
     out = axes[0] if n == 1 else axes
-    return finish(fig, out, show=show, save=save)
+    return finish(fig, out, show=show, save=save, name="embedding")
 
 
 def _title(column: str, key: str, adata: AnnData, family: bool = False) -> str:

@@ -12,11 +12,11 @@ import scanpy as sc
 from anndata import AnnData
 from matplotlib.figure import Figure
 
-from .._docs import doc_params, plot_output
+from .._docs import doc_params
 from .._layout import markers_key as markers_key_of
 from .._layout import read_markers, read_results
 from ..tl._markers import OTHER_COARSE, lognorm_expression
-from ._utils import finish
+from ._utils import finish, plot_output
 
 #: scanpy's dot plot sizes (inches): per gene column, per group row, legends, the least height of a plot
 _COL, _ROW, _LEGENDS, _MIN_HEIGHT = (
@@ -40,7 +40,7 @@ def fine_markers(
     standard_scale: str | None = "var",
     figsize: tuple[float, float] | None = None,
     show: bool | None = None,
-    save: str | Path | None = None,
+    save: bool | str | Path | None = None,
     **kwds,
 ) -> Figure | None:
     """Dot plots of the marker genes of each fine class (:func:`falcon_sc.tl.fine_markers`), one per coarse class.
@@ -121,7 +121,7 @@ def fine_markers(
         x, y, w, h = box  # scanpy splits the axes' subplot spec: one grid cell per panel, placed exactly
         ax = fig.add_subplot(fig.add_gridspec(1, 1, left=x, right=x + w, bottom=y, top=y + h)[0])
         sc.pl.dotplot(sub, genes, "group", ax=ax, show=False, title=title, **options)
-    return finish(fig, fig, show=show, save=save)
+    return finish(fig, fig, show=show, save=save, name="fine_markers")
 
 
 def _panel(

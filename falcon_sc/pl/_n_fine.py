@@ -8,9 +8,9 @@ import numpy as np
 from anndata import AnnData
 from matplotlib.axes import Axes
 
-from .._docs import doc_params, plot_output
+from .._docs import doc_params
 from .._layout import read_results
-from ._utils import finish, new_axes, palette
+from ._utils import finish, new_axes, palette, plot_output
 
 
 @doc_params(plot_output=plot_output)
@@ -22,7 +22,7 @@ def n_fine(
     ax: Axes | None = None,
     figsize: tuple[float, float] = (6.5, 4.0),
     show: bool | None = None,
-    save: str | Path | None = None,
+    save: bool | str | Path | None = None,
 ) -> Axes | None:
     """Plot how the number of fine classes of each coarse class was estimated (``refine(..., n_fine="auto")``).
 
@@ -41,8 +41,6 @@ def n_fine(
         Right end of the x axis (default: a few past the largest estimate).
     ax
         Axes to draw on. Default: a new figure.
-    figsize
-        Size of a new figure.
     {plot_output}
 
     Returns
@@ -83,4 +81,4 @@ def n_fine(
     a.set_ylabel("highest connectivity between\ntwo of the k clusters")
     a.set_title(f"n_fine estimate: {int(table['used'].sum())} fine classes (dot: the estimate of each class)")
     a.legend(title="coarse: estimate", fontsize="small", frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return finish(fig, a, show=show, save=save)
+    return finish(fig, a, show=show, save=save, name="n_fine")

@@ -15,10 +15,10 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .._docs import doc_params, plot_output
+from .._docs import doc_params
 from .._layout import FalconResults, read_results
 from ..metrics import match_labels
-from ._utils import category_order, finish, new_axes, obs_labels, palette, root_figure
+from ._utils import category_order, finish, new_axes, obs_labels, palette, plot_output, root_figure
 
 _AGREE, _DIFFER = "same parent in both panels", "matched class has another parent, or no match"
 #: colour of the edges that differ between the panels: black, which no coarse class gets (tab10/tab20/gist_ncar)
@@ -36,7 +36,7 @@ def relations(
     ax: Axes | Sequence[Axes] | None = None,
     figsize: tuple[float, float] | None = None,
     show: bool | None = None,
-    save: str | Path | None = None,
+    save: bool | str | Path | None = None,
 ) -> Axes | Figure | None:
     """Plot the learned coarse-fine relation (``uns[key]["relations"]``).
 
@@ -99,9 +99,9 @@ def relations(
     fig, axes, _ = new_axes(ax, 1 if true_key is None else 2, figsize=figsize)
     if truth is None:
         _draw_learned(axes[0], kind, res, learned)
-        return finish(fig, axes[0], show=show, save=save)
+        return finish(fig, axes[0], show=show, save=save, name="relations")
     _draw_compared(axes, kind, res, learned, truth, str(true_key))
-    return finish(fig, fig, show=show, save=save)
+    return finish(fig, fig, show=show, save=save, name="relations")
 
 
 @dataclass
@@ -191,9 +191,10 @@ def _truth(res: FalconResults, learned: _Learned, true_key: str) -> _Truth:
     true_order = category_order(adata, true_key)
     table = pd.crosstab(true, coarse).reindex(index=true_order, columns=learned.coarse.names, fill_value=0)
     true_parent = table.to_numpy().argmax(axis=1)
-    overlap = pd.crosstab(pred, true)
+    both = pd.crosstab(pred, true).stack()
+    overlap = {(str(g), str(t)): int(n) for (g, t), n in both.items()}  # type: ignore[misc]
     shared = {  # cells carrying both labels of each matched pair; a pair sharing no cell is no match
-        (str(g), str(t)): int(overlap.loc[g, t]) if g in overlap.index and t in overlap.columns else 0
+        (str(g), str(t)): overlap.get((str(g), str(t)), 0)
         for g, t in match_labels(true.to_numpy(), pred.to_numpy()).items()
         if t is not None
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,17 +62,57 @@ def root_figure(ax: Axes) -> Figure:
     return fig
 
 
-def finish(fig: Figure, out: Any, *, show: bool | None, save: str | Path | None) -> Any:
-    """Save and/or show ``fig``; return ``out`` unless the figure was shown (scanpy convention)."""
-    if save is not None:
+#: docstring fragment of the figure options shared by every plot (``{plot_output}``, filled by ``doc_params``)
+plot_output = """\
+figsize
+    Size of a new figure.
+show
+    Show the figure; default: when scanpy's ``autoshow`` is on and the backend is interactive.
+save
+    As in scanpy's plots: ``True`` or a ``str`` writes the figure to scanpy's ``settings.figdir`` as
+    ``f"{name}{save}{settings.plot_suffix}.{ext}"`` (``name``: the plot's name, e.g. ``history``; ``ext`` from a
+    ``save`` ending in ``.png``, ``.pdf`` or ``.svg``, else ``settings.file_format_figs``), so ``save="_pbmc.png"``
+    writes ``figures/history_pbmc.png``; ``None`` follows ``settings.autosave``. A :class:`pathlib.Path` is written
+    to exactly that path instead (``.png`` appended when it has no suffix)."""
+
+#: the file endings scanpy's ``save=`` recognises
+_SAVE_EXTS = (".svg", ".pdf", ".png")
+
+
+def figure_path(name: str, save: bool | str | Path) -> Path:
+    """Where ``save`` writes the figure of plot ``name``: scanpy's ``figdir`` rule, or a :class:`~pathlib.Path`."""
+    import scanpy as sc
+
+    if isinstance(save, os.PathLike):
         path = Path(save)
-        if not path.suffix:
-            path = path.with_suffix(".png")
+        return path if path.suffix else path.with_suffix(".png")
+    suffix = "" if save is True else str(save)
+    ext = str(sc.settings.file_format_figs)
+    for candidate in _SAVE_EXTS:
+        if suffix.endswith(candidate):
+            suffix, ext = suffix[: -len(candidate)], candidate[1:]
+            break
+    return Path(sc.settings.figdir) / f"{name}{suffix}{sc.settings.plot_suffix}.{ext}"
+
+
+def finish(fig: Figure, out: Any, *, show: bool | None, save: bool | str | Path | None, name: str) -> Any:
+    """Save and/or show ``fig`` as scanpy's plots do; return ``out`` unless the figure was shown.
+
+    ``name`` is the plot's name, the start of the file name under scanpy's ``settings.figdir``.
+    """
+    import scanpy as sc
+    from scanpy import logging as logg
+
+    if save is None:
+        save = bool(sc.settings.autosave)
+    if save is not False:
+        if not isinstance(save, bool | str | os.PathLike):
+            raise TypeError(f"save must be True, a str or a pathlib.Path, got {type(save).__name__}")
+        path = figure_path(name, save)
         path.parent.mkdir(parents=True, exist_ok=True)
+        logg.warning(f"saving figure to file {path}")  # as scanpy: at warning level, so the user sees it
         fig.savefig(path, dpi=150, bbox_inches="tight")
     if show is None:
-        import scanpy as sc
-
         interactive = matplotlib.get_backend().lower() not in {"agg", "pdf", "ps", "svg", "cairo", "template"}
         show = bool(sc.settings.autoshow) and interactive
     if show:
