@@ -53,10 +53,10 @@ def cell_problem(
     the within-class components are fitted inside the joint groups.
     """
     coarse, coarse_names, schemes = coarse_codes(adata, keys)
-    groups, group_names, first = coarse, coarse_names, None
+    groups, group_names, first, table = coarse, coarse_names, None, None
     if schemes is not None:
         _, first = fit_features(adata, setup, coarse, len(coarse_names), random_state, n_comps_within=0)
-        groups, group_names = filled_groups(schemes, first.neighbour_space, n_fine)
+        groups, group_names, table = filled_groups(schemes, first.neighbour_space, n_fine)
     reuse = {} if first is None else {"prepared": first.prepared}  # the preprocessing does not depend on the groups
     transform, inputs = fit_features(adata, setup, groups, len(group_names), random_state, **reuse)
     problem = Problem(
@@ -68,5 +68,6 @@ def cell_problem(
         group_names=group_names,
         schemes=schemes,
         shared=None if inputs.prepared is None else inputs.prepared.embedding,  # the global components
+        group_table=table,
     )
     return problem, transform, inputs

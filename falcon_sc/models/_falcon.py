@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import anndata as ad
 import numpy as np
@@ -22,6 +22,7 @@ from ..core.trainer import FalconConfig
 from ..core.training import predict as predict_probs
 from ..pp import INPUT_KINDS
 from ._cells import cell_problem
+from ._inference import Inference, coarse_codes_of, scheme_columns, scheme_inference, scheme_labels
 from ._io import load_model, save_model
 from ._newcells import check_new_cells
 from ._params import FitParams, Prior, SetupParams
@@ -348,7 +349,7 @@ class FalconModel:
         self,
         adata: ad.AnnData,
         *,
-        coarse_key: str | None = None,
+        coarse_key: str | Sequence[str | None] | None = None,
         input_kind: Literal["auto", "counts", "normalized", "lognorm"] = "auto",
         key_added: str = "falcon",
         batch_size: int = 4096,
@@ -363,6 +364,17 @@ class FalconModel:
         own within-class inputs) and written to ``obs[f"{key_added}_coarse"]``. Batches unseen at fit time are
         centred and scaled within themselves, as every batch was at fit time.
 
+        The soft output is ``obsm[f"{key_added}_probs"]``: per-class probabilities, one column per fine class in the
+        order of ``uns[key_added]["fine_classes"].index``; ``obsm[f"{key_added}_embedding"]`` holds the network's
+        embedding (as :meth:`get_latent_representation` returns it).
+
+        A model fitted on several coarse schemes reads each fitted column ``adata.obs`` has (a missing column or
+        value: no label in that scheme). A cell's fine class is chosen among the classes that are a child of its
+        label in every scheme that labels it, as at fit time; where it lacks labels, its within-class inputs are
+        those of the label combination (completed joint group) whose allowed classes get the highest total
+        probability, written to ``obs[f"{key_added}_coarse"]`` (``"A0|B1"``); a cell with no label at all is
+        restricted to that combination, as a cell without its coarse label with one scheme. See :doc:`/schemes`.
+
         Parameters
         ----------
         adata
@@ -371,6 +383,7 @@ class FalconModel:
             non-negative expression values.
         coarse_key
             Column of coarse labels; ``None`` uses the fitted key when present, else predicts the coarse class.
+            With several schemes: a list of one column (or ``None``) per fitted scheme, in the fitted order.
         input_kind
             What the new expression matrix holds (``"auto"`` detects it).
         key_added
@@ -398,34 +411,93 @@ class FalconModel:
         ['C0', 'C1', 'C2']
         """
         fitted = self._check_fitted()
-        single_scheme_only(fitted, "predict")
-        check_int("batch_size", batch_size, 1)
         check_bool("copy", copy)
-        check_choice("input_kind", input_kind, INPUT_KINDS)
-        if coarse_key is not None and not isinstance(coarse_key, str):
-            raise TypeError(f"coarse_key={coarse_key!r} must be a column name of adata.obs (a string) or None.")
-        network = fitted.network
-        assert isinstance(network, MLPClassifier)
-        check_new_cells(adata, fitted.transform, network.n_input)
-        fitted_key = self.setup.coarse_key
-        key = coarse_key if coarse_key is not None else (fitted_key if fitted_key in adata.obs else None)
-        check_key_added(key_added, coarse_keys=[key], batch_key=self.setup.batch_key)
-        if coarse_key is not None and coarse_key not in adata.obs:
-            raise KeyError(f"coarse_key={coarse_key!r} is not a column of adata.obs.")
+        inference, keys = self._infer(adata, coarse_key, input_kind, batch_size, key_added=key_added)
         adata = adata.copy() if copy else adata
-        if key is not None:
-            coarse = coarse_codes_of(adata.obs[key], fitted.coarse_names, key)
-            x = fitted.transform.transform(adata, coarse, input_kind=input_kind)
-            probs, emb = self._forward(x, coarse, batch_size)
-        else:
-            probs, emb, coarse = self._predict_coarse(adata, input_kind, batch_size)
-        write_prediction(adata, key_added, fitted, probs, emb, coarse, coarse_predicted=key is None)
+        write_prediction(adata, key_added, fitted, inference)
         return adata if copy else None
 
-    def _forward(self, x: np.ndarray, coarse: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def get_latent_representation(
+        self,
+        adata: ad.AnnData,
+        *,
+        coarse_key: str | Sequence[str | None] | None = None,
+        input_kind: Literal["auto", "counts", "normalized", "lognorm"] = "auto",
+        batch_size: int = 4096,
+    ) -> np.ndarray:
+        """The network's embedding (its penultimate layer) of the cells of ``adata``, as scvi-tools models give it.
+
+        The cells are read exactly as :meth:`predict` reads them (genes, input kind, batches, coarse labels or their
+        prediction); nothing is written into ``adata``. The rows are the cells, the columns the last hidden layer
+        (``hidden[-1]`` wide); the same values :meth:`predict` writes to ``obsm[f"{key_added}_embedding"]``.
+
+        Parameters
+        ----------
+        adata, coarse_key, input_kind, batch_size
+            As in :meth:`predict`.
+
+        Returns
+        -------
+        Cells x embedding dimensions, float32.
+
+        Examples
+        --------
+        >>> import falcon_sc as fal
+        >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(1, 2, 3), random_state=0)
+        >>> model = fal.FalconModel(adata, "coarse").fit(n_fine=6, n_epochs=3, show_progress=False, hidden=(32, 16))
+        >>> model.get_latent_representation(adata).shape
+        (300, 16)
+        """
+        inference, _ = self._infer(adata, coarse_key, input_kind, batch_size)
+        return np.asarray(inference.embedding, dtype=np.float32)
+
+    def _infer(
+        self,
+        adata: ad.AnnData,
+        coarse_key: Any,
+        input_kind: str,
+        batch_size: int,
+        key_added: str | None = None,
+    ) -> tuple[Inference, list[str | None]]:
+        """Check the arguments and the cells, then compute probabilities, embedding and coarse groups."""
+        fitted = self._check_fitted()
+        check_int("batch_size", batch_size, 1)
+        check_choice("input_kind", input_kind, INPUT_KINDS)
+        network = fitted.network
+        assert isinstance(network, MLPClassifier)
+        if fitted.schemes is None and coarse_key is not None and not isinstance(coarse_key, str):
+            raise TypeError(f"coarse_key={coarse_key!r} must be a column name of adata.obs (a string) or None.")
+        check_new_cells(adata, fitted.transform, network.n_input)
+        if fitted.schemes is not None:
+            keys = scheme_columns(adata.obs, fitted.schemes["keys"], coarse_key)
+        else:
+            fitted_key = self.setup.coarse_key
+            keys = [coarse_key if coarse_key is not None else (fitted_key if fitted_key in adata.obs else None)]
+        if key_added is not None:
+            check_key_added(key_added, coarse_keys=keys, batch_key=self.setup.batch_key)
+        if fitted.schemes is None and coarse_key is not None and coarse_key not in adata.obs:
+            raise KeyError(f"coarse_key={coarse_key!r} is not a column of adata.obs.")
+        if fitted.schemes is not None:
+            codes = scheme_labels(adata.obs, keys, fitted.schemes["names"])
+            forward = partial(self._forward, batch_size=batch_size, warm=False)
+            return scheme_inference(adata, fitted.schemes, codes, fitted.transform, forward, input_kind), keys
+        key = keys[0]
+        names, relation = list(fitted.coarse_names), fitted.relation
+        if key is None:
+            probs, emb, coarse = self._predict_coarse(adata, input_kind, batch_size)
+            predicted = pd.Categorical.from_codes(coarse, categories=pd.Index(names))
+            return Inference(probs, emb, coarse, names, relation, predicted), keys
+        coarse = coarse_codes_of(adata.obs[key], fitted.coarse_names, key)
+        x = fitted.transform.transform(adata, coarse, input_kind=input_kind)
+        probs, emb = self._forward(x, coarse, batch_size)
+        return Inference(probs, emb, coarse, names, relation), keys
+
+    def _forward(
+        self, x: np.ndarray, coarse: np.ndarray, batch_size: int, warm: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         fitted = self._check_fitted()
         probs, emb = predict_probs(fitted.network, x, "cpu", batch_size)
-        if fitted.warm_network is not None and fitted.use_warm.any():
+        if warm and fitted.warm_network is not None and fitted.use_warm.any():
             rows = fitted.use_warm[coarse]
             if rows.any():
                 probs[rows] = predict_probs(fitted.warm_network, x[rows], "cpu", batch_size)[0]
@@ -484,12 +556,16 @@ class FalconModel:
         ['model.json', 'preprocessing.npz', 'weights.pt']
         """
         fitted = self._check_fitted()
-        single_scheme_only(fitted, "save")
         save_model(folder_path("dir_path", dir_path), type(self).__name__, self.setup, fitted, overwrite=overwrite)
 
     @classmethod
     def load(cls, dir_path: str | Path, adata: ad.AnnData | None = None) -> FalconModel:
         """Load a model saved by :meth:`save`; ``adata`` (optional) becomes its setup AnnData.
+
+        As in scvi-tools, an ``adata`` given here is checked against the model first: it must hold every gene the
+        model reads (its ``var_names``; the error names the missing ones), or the fitted embedding ``obsm[use_rep]``
+        with its width. To label cells that lack some genes, load without ``adata`` and call :meth:`predict`, which
+        fills missing genes with 0 and warns.
 
         Nothing is trusted or built before it is checked. ``model.json`` is checked against the saved-model schema:
         every field present, with its type and range, and the fields consistent with each other (the relation gives
@@ -502,6 +578,8 @@ class FalconModel:
         ------
         FileNotFoundError
             ``dir_path`` does not exist.
+        ValueError, KeyError
+            ``adata`` lacks genes (or the embedding) the model reads.
         falcon_sc.errors.SavedModelError
             Anything else that is not a complete, consistent model of this class (a missing, truncated, edited,
             swapped or foreign file, another format version): one error naming the file and the field, entry or
@@ -524,6 +602,8 @@ class FalconModel:
         True
         """
         setup, fitted = load_model(folder_path("dir_path", dir_path), cls.__name__)
+        if adata is not None:
+            check_setup_adata(adata, fitted.transform, fitted.network)
         model = cls.__new__(cls)
         model.adata = adata
         model.setup = setup
@@ -534,24 +614,18 @@ class FalconModel:
         return model
 
 
-def single_scheme_only(fitted: FittedState, what: str) -> None:
-    """``NotImplementedError`` for a model fitted on several coarse schemes."""
-    if fitted.schemes is not None:
-        raise NotImplementedError(
-            f"{what} is not available yet for a model fitted on several coarse schemes {fitted.schemes['keys']}: "
-            "its labels and relations are written by fit / refine; fit one scheme for a model to save and apply."
-        )
-
-
-def coarse_codes_of(col: pd.Series, coarse_names: list[str], key: str) -> np.ndarray:
-    if col.isna().any():
-        raise ValueError(f"adata.obs[{key!r}] has {int(col.isna().sum())} missing labels; fill or drop them.")
-    values = col.astype(str).to_numpy()
-    unknown = sorted(set(values) - set(coarse_names))
-    if unknown:
+def check_setup_adata(adata: Any, transform: Any, network: Any) -> None:
+    """The AnnData given to :meth:`FalconModel.load` holds what the model reads: every gene, or the embedding."""
+    if not isinstance(adata, ad.AnnData):
+        raise TypeError(f"load(adata=...) must be an AnnData or None, got {type(adata).__name__}.")
+    if transform.use_rep is not None:
+        check_new_cells(adata, transform, network.n_input)
+        return
+    genes = pd.Index(adata.var_names.astype(str))
+    missing = [g for g in transform.genes if g not in genes]
+    if missing:
         raise ValueError(
-            f"adata.obs[{key!r}] has coarse labels the model was not fitted on: {unknown[:10]}; the model knows "
-            f"{coarse_names}. Rename them, or pass coarse_key=None to predict the coarse class."
+            f"load(adata=...): adata.var_names lacks {len(missing)} of the model's {len(transform.genes)} genes, e.g. "
+            f"{missing[:10]}. Give an AnnData with every gene the model was fitted on, or load without adata and "
+            "call model.predict(adata), which fills missing genes with 0 (with a warning)."
         )
-    lookup = {c: i for i, c in enumerate(coarse_names)}
-    return np.array([lookup[v] for v in values], dtype=np.int64)

@@ -136,7 +136,7 @@ def image_problem(schemes: CoarseSchemes, images: np.ndarray | ImageFiles, space
     """The FALCON problem of ``images``: their coarse labels and the neighbour space ``space`` (initial features)."""
     multi = len(schemes.keys) > 1
     coarse, coarse_names = (schemes.joint, schemes.joint_names) if multi else (schemes.codes[:, 0], schemes.names[0])
-    groups, group_names = filled_groups(schemes, space, n_fine) if multi else (coarse, coarse_names)
+    groups, group_names, table = filled_groups(schemes, space, n_fine) if multi else (coarse, coarse_names, None)
     return Problem(
         features=images,
         space=space,
@@ -145,4 +145,5 @@ def image_problem(schemes: CoarseSchemes, images: np.ndarray | ImageFiles, space
         groups=groups,
         group_names=group_names,
         schemes=schemes if multi else None,
+        group_table=table,
     )

@@ -122,7 +122,7 @@ def _settings(model_class: str, setup: SetupParams, fitted: FittedState) -> dict
     network = fitted.network
     assert isinstance(network, MLPClassifier)
     transform_settings, _ = fitted.transform.state()
-    return {
+    settings = {
         "model_class": model_class,
         "format_version": FORMAT_VERSION,
         "falcon_sc_version": __version__,
@@ -137,6 +137,11 @@ def _settings(model_class: str, setup: SetupParams, fitted: FittedState) -> dict
         "history": json_ready(fitted.history),
         "transform": transform_settings,
     }
+    if fitted.schemes is not None:  # several coarse schemes (one scheme: no such field, as format 1 always had)
+        settings["schemes"] = json_ready(
+            {k: fitted.schemes[k] for k in ("keys", "names", "relations", "joint", "groups")}
+        )
+    return settings
 
 
 def save_model(path: Path, model_class: str, setup: SetupParams, fitted: FittedState, *, overwrite: bool) -> None:
@@ -203,7 +208,7 @@ def read_settings(path: Path, model_class: str) -> tuple[dict[str, Any], SetupPa
         if found is not None:
             break
         problem = rule(settings)
-        found = None if problem is None else (name, problem)
+        found = problem if isinstance(problem, tuple) else None if problem is None else (name, problem)
     if found is not None:
         raise broken(file, f"field {found[0]!r}", found[1])
     try:
@@ -335,5 +340,17 @@ def load_model(path: Path, model_class: str) -> tuple[SetupParams, FittedState]:
         hidden=settings["hidden"],
         params=settings["params"],
         history=settings["history"],
+        schemes=None if settings.get("schemes") is None else schemes_state(settings["schemes"]),
     )
     return setup, fitted
+
+
+def schemes_state(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``schemes`` of a model's ``model.json`` (checked) as the fitted model keeps them (arrays)."""
+    return {
+        "keys": list(record["keys"]),
+        "names": [list(n) for n in record["names"]],
+        "relations": [np.asarray(r, dtype=np.int8) for r in record["relations"]],
+        "joint": np.asarray(record["joint"], dtype=np.int64),
+        "groups": np.asarray(record["groups"], dtype=np.int64),
+    }

@@ -55,6 +55,9 @@ class Problem:
         the joint groups after filling missing labels (:func:`filled_groups`).
     schemes
         Several coarse schemes (``None``: one).
+    group_table
+        With several schemes: ``groups x schemes`` coarse class of every group after filling (the rows of
+        :func:`filled_groups`), which a saved model needs to choose the within-class inputs of new cells.
     shared
         The space common to all coarse classes where ``children_prior="variance"`` measures spread and
         ``init="kmeans"`` clusters (cells: the global principal components; default ``space``).
@@ -68,6 +71,7 @@ class Problem:
     group_names: list[str]
     schemes: CoarseSchemes | None = None
     shared: np.ndarray | None = None
+    group_table: np.ndarray | None = None
 
 
 @dataclass
@@ -176,7 +180,7 @@ def _labels(problem: Problem, result: FalconResult, initial: np.ndarray, fit: Fi
     else:  # a fine class is allowed in a joint group when it is a child there in every labelled scheme
         relation = joint_relation(result.relations, problem.schemes.table).astype(bool)
         names = problem.schemes.names[0]
-        record = scheme_record(problem.schemes, result.relations)
+        record = scheme_record(problem.schemes, result.relations, problem.group_table)
     labels = restricted_probs(result.probs, relation, problem.coarse).argmax(axis=1)
     fine_names = list(fine_class_names(result.relation.astype(bool), labels, names))
     return {
@@ -322,8 +326,11 @@ def estimate_n_fine(
     return {"table": table, "evidence": evidence, "threshold": est.threshold}
 
 
-def filled_groups(schemes: CoarseSchemes, space: np.ndarray, n_fine: int) -> tuple[np.ndarray, list[str]]:
-    """Joint groups after filling missing labels from neighbours (:func:`~falcon_sc.core.schemes.fill_missing`)."""
+def filled_groups(schemes: CoarseSchemes, space: np.ndarray, n_fine: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Joint groups after filling missing labels from neighbours (:func:`~falcon_sc.core.schemes.fill_missing`).
+
+    Returns the group of every sample, the group names and the ``groups x schemes`` table of their coarse classes.
+    """
     groups, table = joint_groups(fill_missing(space, schemes.codes))
     names = ["|".join(schemes.names[s][c] for s, c in enumerate(row)) for row in table]
     if n_fine < len(names):
@@ -331,7 +338,7 @@ def filled_groups(schemes: CoarseSchemes, space: np.ndarray, n_fine: int) -> tup
             f"n_fine={n_fine} is below the {len(names)} combinations of coarse labels across the schemes "
             f"{schemes.keys} ({names[:6]}...); ask for at least {len(names)} fine classes."
         )
-    return groups, names
+    return groups, names, table
 
 
 def scheme_start(schemes: CoarseSchemes, init_labels: np.ndarray | None, n_fine: int) -> dict[str, Any]:
@@ -342,9 +349,23 @@ def scheme_start(schemes: CoarseSchemes, init_labels: np.ndarray | None, n_fine:
     return {"relation": relations, "target_counts": [r.sum(axis=0).astype(float) for r in relations]}
 
 
-def scheme_record(schemes: CoarseSchemes, relations: list[np.ndarray]) -> dict[str, Any]:
-    """Keys, class names and learned relation of every scheme (what the writers and the saved model keep)."""
-    return {"keys": schemes.keys, "names": schemes.names, "relations": [r.astype(np.int8) for r in relations]}
+def scheme_record(
+    schemes: CoarseSchemes, relations: list[np.ndarray], group_table: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Keys, class names and learned relation of every scheme (what the writers and the saved model keep).
+
+    Also the observed joint groups (``"joint"``: groups x schemes, ``-1`` where unlabelled; the model's coarse
+    classes) and the groups after filling (``"groups"``: the within-class inputs' groups, ``group_table``).
+    """
+    record: dict[str, Any] = {
+        "keys": schemes.keys,
+        "names": schemes.names,
+        "relations": [r.astype(np.int8) for r in relations],
+        "joint": np.asarray(schemes.table, dtype=np.int64),
+    }
+    if group_table is not None:
+        record["groups"] = np.asarray(group_table, dtype=np.int64)
+    return record
 
 
 def guard(

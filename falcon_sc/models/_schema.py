@@ -3,7 +3,8 @@
 Three tables describe the folder:
 
 - :data:`SETTINGS`: every field of ``model.json`` with its check (type and range; nested objects are tables too);
-- :data:`RULES`: the fields that must agree with each other (relation x names, transform x setup, ...);
+- :data:`RULES`: the fields that must agree with each other (relation x names, transform x setup, ...), and the
+  optional ``schemes`` object of a model fitted on several coarse schemes (:data:`SCHEMES`);
 - :func:`array_specs` / :func:`network_shapes`: the arrays of ``preprocessing.npz`` and the tensors of
   ``weights.pt`` with the dtype and shape the settings imply.
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from .._checks import is_int
+from ..core.schemes import joint_relation
 from ..errors import SavedModelError
 from ..pp import INPUT_KINDS
 
@@ -132,9 +134,16 @@ def params_record(value: Any) -> str | None:
     return None
 
 
+def coarse_keys(value: Any) -> str | None:
+    """One ``obs`` column, or a list of at least two different ones (several coarse schemes)."""
+    if isinstance(value, list):
+        return list_of(text, min_len=2, unique=True)(value)
+    return text(value)
+
+
 #: the fields of ``model.json``; a nested table is a nested object
 SETUP: dict[str, Any] = {
-    "coarse_key": text,
+    "coarse_key": coarse_keys,
     "layer": optional(text),
     "use_rep": optional(text),
     "input_kind": choice(INPUT_KINDS),
@@ -192,19 +201,88 @@ def check_fields(value: Mapping[str, Any], table: Mapping[str, Any], prefix: str
     return None
 
 
+#: the ``schemes`` object of a model fitted on several coarse schemes (absent with one scheme)
+SCHEMES: dict[str, Any] = {
+    "keys": list_of(text, min_len=2, unique=True),
+    "names": list_of(list_of(text, min_len=1, unique=True), min_len=2),
+    "relations": list_of(list_of(list_of(zero_one, min_len=1), min_len=1), min_len=2),
+    "joint": list_of(list_of(integer(-1), min_len=2), min_len=1),
+    "groups": list_of(list_of(integer(0), min_len=2), min_len=1),
+}
+
+
 # ---------------------------------------------------------------------- fields that must agree
-def _relation(s: dict[str, Any]) -> str | None:
-    relation = np.asarray(s["relation"]) if len({len(r) for r in s["relation"]}) == 1 else None
-    n_fine, n_coarse = len(s["fine_names"]), len(s["coarse_names"])
+def parent_table(table: list[list[int]], fine_names: list[str], coarse_names: list[str], of: str) -> str | None:
+    """A fine x coarse 0/1 table giving every fine class one parent and every coarse class a child (``of``: names)."""
+    relation = np.asarray(table) if len({len(r) for r in table}) == 1 else None
+    n_fine, n_coarse = len(fine_names), len(coarse_names)
     if relation is None or relation.shape != (n_fine, n_coarse):
-        return f"must be a fine x coarse table of {n_fine} rows (fine_names) of {n_coarse} (coarse_names) each"
+        return f"must be a fine x coarse table of {n_fine} rows (fine_names) of {n_coarse} ({of}) each"
     parents = relation.sum(axis=1)
     if (parents != 1).any():
-        fine = s["fine_names"][int(np.flatnonzero(parents != 1)[0])]
+        fine = fine_names[int(np.flatnonzero(parents != 1)[0])]
         return f"must give every fine class exactly one coarse class; {fine!r} has {int(parents[parents != 1][0])}"
     if (relation.sum(axis=0) == 0).any():
-        coarse = s["coarse_names"][int(np.flatnonzero(relation.sum(axis=0) == 0)[0])]
+        coarse = coarse_names[int(np.flatnonzero(relation.sum(axis=0) == 0)[0])]
         return f"must give every coarse class at least one fine class; {coarse!r} has none"
+    return None
+
+
+def _relation(s: dict[str, Any]) -> str | None:
+    if s.get("schemes") is None:
+        return parent_table(s["relation"], s["fine_names"], s["coarse_names"], "coarse_names")
+    schemes = s["schemes"]  # checked before (RULES order): the joint groups' table follows from the schemes'
+    relations = [np.asarray(r) for r in schemes["relations"]]
+    expected = joint_relation(relations, np.asarray(schemes["joint"], dtype=np.int64))
+    found = np.asarray(s["relation"]) if len({len(r) for r in s["relation"]}) == 1 else None
+    if found is None or found.shape != expected.shape or (found != expected).any():
+        return (
+            "must be the joint groups' table (fine x coarse_names) the schemes' relations give: a fine class is "
+            "allowed in a joint group when it is a child there in every labelled scheme"
+        )
+    return None
+
+
+def _code_rows(rows: list[list[int]], names: list[list[str]], missing: bool) -> str | None:
+    """Rows of coarse codes, one per scheme (``-1`` allowed with ``missing``), all different."""
+    for i, row in enumerate(rows):
+        if len(row) != len(names):
+            return f"item {i} must hold one coarse class per scheme ({len(names)}), found {len(row)}"
+        bad = [c for c, n in zip(row, names, strict=True) if c >= len(n) or (c < 0 and not missing)]
+        if bad or (missing and all(c < 0 for c in row)):
+            return f"item {i} must hold coarse class codes of each scheme's names{' (-1: no label)' if missing else ''}"
+    if len({tuple(r) for r in rows}) < len(rows):
+        return "must hold different rows"
+    return None
+
+
+def _schemes(s: dict[str, Any]) -> tuple[str, str] | str | None:
+    key = s["setup"]["coarse_key"]
+    if isinstance(key, str):
+        return None if s.get("schemes") is None else "must be absent for a model fitted on one coarse scheme"
+    if "schemes" not in s or not isinstance(s["schemes"], dict):
+        return "must be an object (keys, names, relations, joint, groups) for a model fitted on several schemes"
+    schemes = s["schemes"]
+    found = check_fields(schemes, SCHEMES, "schemes.")
+    if found is not None:
+        return found
+    if schemes["keys"] != key:
+        return "schemes.keys", f"must be setup.coarse_key {key}"
+    names = schemes["names"]
+    for field in ("names", "relations"):
+        if len(schemes[field]) != len(key):
+            return f"schemes.{field}", f"must hold one item per scheme ({len(key)}), found {len(schemes[field])}"
+    for i, (table, coarse) in enumerate(zip(schemes["relations"], names, strict=True)):
+        problem = parent_table(table, s["fine_names"], coarse, f"schemes.names item {i}")
+        if problem is not None:
+            return "schemes.relations", f"item {i} {problem}"
+    for field, missing in (("joint", True), ("groups", False)):
+        problem = _code_rows(schemes[field], names, missing)
+        if problem is not None:
+            return f"schemes.{field}", problem
+    joint = ["|".join("NA" if c < 0 else names[j][c] for j, c in enumerate(row)) for row in schemes["joint"]]
+    if joint != s["coarse_names"]:
+        return "coarse_names", "must be the names of the joint groups of schemes.joint (labels joined by '|')"
     return None
 
 
@@ -223,15 +301,21 @@ def _transform(s: dict[str, Any]) -> str | None:
         return f"must agree with setup on {differ}"
     if (t["input_kind"] is None) != (t["use_rep"] is not None):
         return "input_kind must be null exactly when the model reads an embedding (use_rep)"
-    n_within = len(s["coarse_names"]) if t["n_comps_within"] > 0 and t["use_rep"] is None else 0
+    n_groups = len(s["coarse_names"]) if s.get("schemes") is None else len(s["schemes"]["groups"])
+    n_within = n_groups if t["n_comps_within"] > 0 and t["use_rep"] is None else 0
     if len(t["within"]) != n_within:
         found = len(t["within"])
-        return f"within must hold {n_within} values (one per coarse class with n_comps_within > 0), found {found}"
+        return (
+            f"within must hold {n_within} values (one per coarse class, or per group of schemes.groups, with "
+            f"n_comps_within > 0), found {found}"
+        )
     return None
 
 
-#: cross-field rules: the field named in the message, and its check on the whole (type-checked) settings
-RULES: tuple[tuple[str, Callable[[dict[str, Any]], str | None]], ...] = (
+#: cross-field rules: the field named in the message, and its check on the whole (type-checked) settings (a rule
+#: may name a field itself: ``(field, problem)``)
+RULES: tuple[tuple[str, Callable[[dict[str, Any]], tuple[str, str] | str | None]], ...] = (
+    ("schemes", _schemes),
     ("relation", _relation),
     ("use_warm", _use_warm),
     ("transform", _transform),

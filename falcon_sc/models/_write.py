@@ -10,6 +10,7 @@ import pandas as pd
 
 from .._layout import partition_choice, write_fit_extras, write_labels
 from ..core.labels import fine_class_names
+from ._inference import Inference
 from ._pipeline import Outcome, Problem
 from ._state import FittedState
 
@@ -62,25 +63,22 @@ def write_fit(
     )
 
 
-def write_prediction(
-    adata: ad.AnnData,
-    key_added: str,
-    fitted: FittedState,
-    probs: np.ndarray,
-    embedding: np.ndarray,
-    coarse: np.ndarray,
-    coarse_predicted: bool,
-) -> None:
+def write_prediction(adata: ad.AnnData, key_added: str, fitted: FittedState, inference: Inference) -> None:
     """What :meth:`FalconModel.predict <falcon_sc.FalconModel.predict>` writes for new cells."""
     write_labels(
         adata,
         key_added,
-        probs=probs,
-        embedding=embedding,
-        coarse=coarse,
-        coarse_predicted=coarse_predicted,
-        **_labels_of(fitted),
+        probs=inference.probs,
+        embedding=inference.embedding,
+        coarse=inference.coarse,
+        relation=inference.relation,
+        fine_names=fitted.fine_names,
+        coarse_names=inference.coarse_names,
+        schemes=fitted.schemes,
+        coarse_predicted=inference.predicted is not None,
     )
+    if inference.predicted is not None:  # the predicted coarse class (several schemes: the completed group)
+        adata.obs[f"{key_added}_coarse"] = inference.predicted
     write_fit_extras(adata, key_added, params=fitted.params)
 
 
