@@ -622,7 +622,7 @@ def check_setup_adata(adata: Any, transform: Any, network: Any) -> None:
         check_new_cells(adata, transform, network.n_input)
         return
     genes = pd.Index(adata.var_names.astype(str))
-    missing = [g for g in transform.genes if g not in genes]
+    missing = [str(g) for g in transform.genes if g not in genes]
     if missing:
         raise ValueError(
             f"load(adata=...): adata.var_names lacks {len(missing)} of the model's {len(transform.genes)} genes, e.g. "
