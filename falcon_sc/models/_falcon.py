@@ -47,7 +47,9 @@ class FalconModel:
     adata
         Cells x genes to fit on (not modified by the model).
     coarse_key
-        Column of ``adata.obs`` with the coarse labels.
+        Column of ``adata.obs`` with the coarse labels, or a list of columns: several coarse schemes (labels may be
+        missing in some schemes; see :doc:`/schemes`). A model fitted on several schemes saves, loads and labels
+        new cells that carry any subset of them (:meth:`predict`).
     layer, use_rep, input_kind, batch_key, n_top_genes, n_comps, n_comps_within, model_input
         As in :func:`falcon_sc.tl.refine`.
 
@@ -57,13 +59,14 @@ class FalconModel:
     >>> adata = fal.datasets.pbmc68k()
     >>> model = fal.FalconModel(adata, "coarse").fit(n_fine=10)  # doctest: +SKIP
     >>> model.save("pbmc_model")  # doctest: +SKIP
-    >>> fal.FalconModel.load("pbmc_model").predict(new_cells)  # doctest: +SKIP
+    >>> fal.FalconModel.load("pbmc_model", adata=new_cells).predict(new_cells)  # doctest: +SKIP
+    >>> latent = model.get_latent_representation(new_cells)  # doctest: +SKIP
     """
 
     def __init__(
         self,
         adata: ad.AnnData,
-        coarse_key: str,
+        coarse_key: str | Sequence[str],
         *,
         layer: str | None = None,
         use_rep: str | None = None,
@@ -409,6 +412,21 @@ class FalconModel:
         >>> out = model.predict(unlabelled, copy=True)  # no coarse labels: the coarse class is predicted too
         >>> out.obs["falcon_coarse"].cat.categories.tolist()
         ['C0', 'C1', 'C2']
+
+        Several coarse schemes: a second scheme ``"half"`` splits each coarse class's fine classes; new cells carry
+        labels in both schemes, in one, or in none:
+
+        >>> adata = fal.datasets.simulate(n_cells=300, n_genes=200, children=(2, 2), random_state=0)
+        >>> adata.obs["half"] = adata.obs["fine"].astype(str).str[-1].map({"0": "first", "1": "second"})
+        >>> train, new = adata[:200].copy(), adata[200:].copy()
+        >>> model = fal.FalconModel(train, ["coarse", "half"]).fit(n_fine=4, n_epochs=3, show_progress=False)
+        >>> out = model.predict(new, copy=True)  # both schemes: each label is a child of both of the cell's labels
+        >>> sorted(out.uns["falcon"]["scheme_relations"])
+        ['coarse', 'half']
+        >>> del new.obs["half"]
+        >>> out = model.predict(new, copy=True)  # one scheme: the missing label is completed
+        >>> out.obs["falcon_coarse"].cat.categories.tolist()
+        ['C0|first', 'C0|second', 'C1|first', 'C1|second']
         """
         fitted = self._check_fitted()
         check_bool("copy", copy)
