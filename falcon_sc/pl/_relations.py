@@ -28,8 +28,8 @@ _DIFFER_COLOR = "black"
 @doc_params(plot_output=plot_output)
 def relations(
     adata: AnnData,
-    *,
     key: str = "falcon",
+    *,
     true_key: str | None = None,
     kind: Literal["graph", "heatmap"] = "graph",
     coarse_key: str | None = None,
