@@ -162,7 +162,7 @@ def resolve_n_fine(
     >>> resolve_n_fine({"T": 4, "B": 1}, coarse)
     Traceback (most recent call last):
     ...
-    ValueError: n_fine['T']=4 exceeds the 3 cells of that coarse class; ask for at most 3 fine classes there.
+    falcon_sc.errors.DegenerateInputError: n_fine['T']=4 exceeds the 3 cells of that coarse class; ask for at most ...
     """
     names = [str(c) for c in coarse.categories]
     codes = np.asarray(coarse.codes)

@@ -457,20 +457,28 @@ def train_minibatches(
     return loop.history
 
 
-def check_resumable(cfg: OptimSettings, data: Any, extra: Mapping[str, Any]) -> None:
+def check_resumable(
+    cfg: OptimSettings, data: Any, extra: Mapping[str, Any], network: Callable[[], nn.Module] | None = None
+) -> None:
     """With ``cfg.resume`` and an existing checkpoint: refuse it now if it cannot be resumed on ``data``.
 
     For callers with work before the training loop (FALCON's warm start): the checkpoint is read and its digest,
-    data hash, ``extra`` (``fingerprint_extra`` to be) and the settings known now are compared
+    data hash, ``extra`` (``fingerprint_extra`` to be), the settings known now and, given ``network`` (a function
+    that builds the network to train), the network's shapes are compared
     (:func:`~falcon_sc.core.checkpoints.check_before_training`), so that a foreign or damaged checkpoint is said
-    before any work rather than after it. Does nothing without ``resume`` or without the file.
+    before any work rather than after it. The network is built on torch's ``meta`` device (no memory, no random
+    numbers drawn). Does nothing without ``resume`` or without the file.
     """
     path = cfg.checkpoint_path
     if not cfg.resume or path is None or not Path(path).is_file():
         return
     late = ("n_epochs", "max_steps")  # FALCON decides them from the data; the loop compares them
     settings = {key: getattr(cfg, key) for key in RESULT_SETTINGS if key not in late and hasattr(cfg, key)}
-    current = {"data": data_fingerprint(Features(data).data), "settings": settings, "extra": dict(extra)}
+    current: dict[str, Any] = {"data": data_fingerprint(Features(data).data), "settings": settings}
+    if network is not None:
+        with torch.device("meta"):
+            current["network"] = {name: list(t.shape) for name, t in network().state_dict().items()}
+    current["extra"] = dict(extra)
     check_before_training(path, current)
 
 

@@ -120,13 +120,9 @@ def fit_falcon(
     ``n_fine``: the total, ``"auto"`` (estimated per coarse class from the neighbour graph) or a mapping coarse
     label -> count for the classes whose number is known (the others estimated).
     """
-    n_obs = len(problem.groups)
-    if fit.n_neighbors >= n_obs:  # the neighbour table is n_obs x n_neighbors: refuse before allocating it
-        raise ValueError(
-            f"n_neighbors={fit.n_neighbors} must be smaller than the number of samples ({n_obs:,}); the default is 20."
-        )
-    warn_small_classes(problem.groups, problem.group_names, fit.n_neighbors)
-    neighbors = within_class_neighbors(problem.space, problem.groups, fit.n_neighbors, random_state=fit.random_state)
+    n_neighbors = usable_neighbors(fit.n_neighbors, len(problem.groups))
+    warn_small_classes(problem.groups, problem.group_names, n_neighbors)
+    neighbors = within_class_neighbors(problem.space, problem.groups, n_neighbors, random_state=fit.random_state)
     prior, estimate, known = fit.children_prior, None, {}
     if not isinstance(n_fine, int):  # "auto" or known counts of some classes: estimate the rest
         estimate = estimate_n_fine(n_fine, neighbors, problem.groups, problem.group_names, fit.random_state)
@@ -137,7 +133,8 @@ def fit_falcon(
     # a checkpoint's fingerprint also holds the coarse names (the core knows codes only) and n_fine
     names = [problem.coarse_names] if problem.schemes is None else problem.schemes.names
     identity = {"coarse_names": names, "n_fine": n_fine}
-    check_resumable(cfg, problem.features, identity)  # a foreign or damaged checkpoint is said before the warm start
+    # a foreign or damaged checkpoint is said before the warm start
+    check_resumable(cfg, problem.features, identity, network=lambda: engine.make_network(n_fine))
     initial, init_labels, targets = warm_start(
         problem.space,
         neighbors,
@@ -191,6 +188,19 @@ def _labels(problem: Problem, result: FalconResult, initial: np.ndarray, fit: Fi
         "scores": scores,
         "scheme_record": record,
     }
+
+
+def usable_neighbors(n_neighbors: int, n_obs: int) -> int:
+    """``n_neighbors``, or ``n_obs - 1`` (with a warning) when it is not smaller than the number of samples.
+
+    Every coarse class then reuses all its samples as neighbours; a wider table only costs memory (cells x
+    ``n_neighbors`` integers: 10**7 neighbours of 240 cells asked for 18 GiB).
+    """
+    if n_neighbors < n_obs:
+        return n_neighbors
+    usable = max(1, n_obs - 1)
+    logg.warning(f"n_neighbors={n_neighbors} is not smaller than the number of samples ({n_obs:,}); using {usable}")
+    return usable
 
 
 def warn_small_classes(coarse: np.ndarray, coarse_names: list[str], n_neighbors: int) -> None:

@@ -236,10 +236,16 @@ def test_checkpoint_path_must_be_a_path(small, tmp_path, monkeypatch):
     assert not (tmp_path / "5").exists()
 
 
-def test_n_neighbors_beyond_the_cells_is_refused_before_allocating(small):
-    """n_neighbors=10**7 allocated cells x 10**7 integers (a MemoryError) before."""
-    with pytest.raises(ValueError, match="n_neighbors=10000000 must be smaller than the number of samples"):
-        fal.FalconModel(small, "coarse").fit(N_FINE, n_neighbors=10**7, **QUICK)
+def test_n_neighbors_beyond_the_cells_is_capped(small):
+    """n_neighbors=10**7 allocated cells x 10**7 integers (a MemoryError) before; now capped, with a warning."""
+    with scanpy_log() as log:
+        model = fal.FalconModel(small, "coarse").fit(N_FINE, n_neighbors=10**7, **QUICK)
+    assert (
+        f"n_neighbors=10000000 is not smaller than the number of samples (300); using {small.n_obs - 1}"
+        in log.getvalue()
+    )
+    capped = fal.FalconModel(small, "coarse").fit(N_FINE, n_neighbors=small.n_obs - 1, **QUICK)
+    assert np.array_equal(model.predict(small, copy=True).obs["falcon"], capped.predict(small, copy=True).obs["falcon"])
 
 
 def test_unused_batch_categories_are_ignored(small):
