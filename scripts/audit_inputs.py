@@ -265,7 +265,7 @@ def refine_cases(fx: Fixtures) -> list[Case]:
         "n_comps": [0, 1, "x"],
         "n_comps_within": [-1, 1.5],
         "model_input": ["bogus"],
-        "n_neighbors": [0, -1, 1.5, 10**7],
+        "n_neighbors": [0, -1, 1.5],
         "children_prior": ["bogus", {"x": 1}, 5],
         "init": ["bogus"],
         "hidden": [(0,), (-5,), "64", (64.5,), None],
@@ -373,6 +373,7 @@ def refine_cases(fx: Fixtures) -> list[Case]:
     add("use_rep constant", "error", mutate(lambda a: rep(a, const=True)), use_rep="X_rep")
     add("layer all zero", "error", mutate(lambda a: zero_layer(a)), layer="zeros")
     add("hidden=() (a linear model)", "ok", hidden=())
+    add("n_neighbors=10**7 (capped, with a warning)", "ok", n_neighbors=10**7)
     add("valid run", "ok")
     add("valid run, copy=True", "ok", copy=True)
     return out
