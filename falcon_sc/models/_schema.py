@@ -160,7 +160,7 @@ TRANSFORM: dict[str, Any] = {
     "model_input": choice(("pca", "hvg")),
     "n_comps_within": integer(0),
     "input_kind": optional(choice(_DETECTED_KINDS)),
-    "batch_names": list_of(text, min_len=1, unique=True),
+    "batch_names": list_of(text, unique=True),  # at least one unless the model reads an embedding (RULES)
     "within": list_of(flag),
 }
 SETTINGS: dict[str, Any] = {
@@ -301,6 +301,8 @@ def _transform(s: dict[str, Any]) -> str | None:
         return f"must agree with setup on {differ}"
     if (t["input_kind"] is None) != (t["use_rep"] is not None):
         return "input_kind must be null exactly when the model reads an embedding (use_rep)"
+    if t["use_rep"] is None and not t["batch_names"]:
+        return "batch_names must hold at least one batch name when the model reads genes"
     n_groups = len(s["coarse_names"]) if s.get("schemes") is None else len(s["schemes"]["groups"])
     n_within = n_groups if t["n_comps_within"] > 0 and t["use_rep"] is None else 0
     if len(t["within"]) != n_within:

@@ -357,6 +357,27 @@ def test_predict_checks_the_embedding(rep_model):
     assert one.obs["falcon"].iloc[0] == labels.iloc[0]
 
 
+def test_a_model_of_an_embedding_saves_and_loads(rep_model, tmp_path):
+    model, adata = rep_model  # its transform has no batches (was refused by the schema's batch_names rule)
+    model.save(tmp_path / "rep")
+    loaded = fal.FalconModel.load(tmp_path / "rep", adata=adata)
+    cells = adata[:50].copy()
+    assert np.array_equal(loaded.predict(cells, copy=True).obs["falcon"], model.predict(cells, copy=True).obs["falcon"])
+    np.testing.assert_array_equal(loaded.get_latent_representation(cells), model.get_latent_representation(cells))
+    missing = cells.copy()
+    del missing.obsm["X_emb"]
+    with pytest.raises(KeyError, match="obsm\\['X_emb'\\]"):
+        fal.FalconModel.load(tmp_path / "rep", adata=missing)
+    settings = json.loads((tmp_path / "rep" / "model.json").read_text())
+    settings["transform"]["use_rep"] = settings["setup"]["use_rep"] = None
+    settings["transform"]["input_kind"] = "lognorm"
+    settings["transform"]["n_comps_within"] = settings["setup"]["n_comps_within"]
+    settings["transform"]["model_input"] = settings["setup"]["model_input"]
+    (tmp_path / "rep" / "model.json").write_text(json.dumps(settings))
+    with pytest.raises(SavedModelError, match="field 'transform' batch_names must hold at least one batch"):
+        fal.FalconModel.load(tmp_path / "rep")
+
+
 # ---------------------------------------------------------------------- write_fit_results
 def test_write_fit_results_refuses_other_cells_with_the_same_obs_names(saved):
     model, adata, _, _, _ = saved
