@@ -21,8 +21,8 @@ from ._utils import category_order, finish, new_axes, obs_labels, plot_output
 def confusion(
     adata: AnnData,
     true_key: str,
-    *,
     key: str = "falcon",
+    *,
     normalize: bool = True,
     annotate: bool | None = None,
     cmap: str = "Blues",

@@ -192,7 +192,7 @@ def _fine_in_use(a: Axes, hist: pd.DataFrame, epoch: np.ndarray, res: FalconResu
         twin = a.twinx()
         (line,) = twin.plot(epoch, share, color="tab:orange", lw=1, label="largest class (share of cells, right)")
         twin.set_ylabel("largest class\n(share of cells)", color="tab:orange")
-        twin.set_ylim(0, 1)
+        twin.set_ylim(0, 1.05)
         handles, labels = [*handles, line], [*labels, str(line.get_label())]
         moved = np.abs(np.diff(share)) > 0.01  # the largest share counts as still when it moves by under 1 point
         last_move = int(np.flatnonzero(moved)[-1]) + 1 if moved.any() else 0

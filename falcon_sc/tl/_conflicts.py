@@ -103,7 +103,8 @@ def coarse_conflicts(
     *,
     coarse_key: str | None = None,
     min_confidence: float | None = None,
-    store: bool = False,
+    inplace: bool = False,
+    store: bool | None = None,
 ) -> pd.DataFrame:
     """Summarise, per coarse class, the cells whose FALCON prediction lies under another coarse class.
 
@@ -118,7 +119,7 @@ def coarse_conflicts(
     Parameters
     ----------
     adata
-        Annotated data matrix after :func:`~falcon_sc.tl.refine`; not modified unless ``store=True``.
+        Annotated data matrix after :func:`~falcon_sc.tl.refine`; not modified unless ``inplace=True``.
     key
         ``key_added`` used in :func:`~falcon_sc.tl.refine`.
     coarse_key
@@ -127,8 +128,11 @@ def coarse_conflicts(
     min_confidence
         Count a flagged cell only when the network gives its predicted other coarse class at least this
         probability (0 to 1); ``None`` counts every flag.
+    inplace
+        Also write the table to ``adata.uns[key]["conflicts"]`` (the only key written). As for every function of
+        :mod:`falcon_sc.tl` whose result is a table, the table is returned either way.
     store
-        Also write the table to ``adata.uns[key]["conflicts"]`` (the only key written).
+        Older name of ``inplace`` (kept working).
 
     Returns
     -------
@@ -162,7 +166,7 @@ def coarse_conflicts(
     Raises
     ------
     TypeError
-        ``key`` or ``coarse_key`` not a string (e.g. ``None`` for ``key``), ``store`` not a bool.
+        ``key`` or ``coarse_key`` not a string (e.g. ``None`` for ``key``), ``inplace`` or ``store`` not a bool.
     KeyError
         No FALCON results under ``key`` (run :func:`~falcon_sc.tl.refine` first), or ``coarse_key`` not in
         ``adata.obs``.
@@ -178,10 +182,13 @@ def coarse_conflicts(
     >>> table = fal.tl.coarse_conflicts(adata)
     >>> list(table.columns)
     ['n_cells', 'n_flagged', 'share_flagged', 'top_other', 'n_top_other']
-    >>> fal.tl.coarse_conflicts(adata, min_confidence=0.9, store=True)  # doctest: +SKIP
+    >>> fal.tl.coarse_conflicts(adata, min_confidence=0.9, inplace=True)  # doctest: +SKIP
     >>> adata.uns["falcon"]["conflicts"]  # doctest: +SKIP
     """
-    check_bool("store", store)
+    check_bool("inplace", inplace)
+    if store is not None:
+        check_bool("store", store)
+        inplace = inplace or store
     cells = cell_conflicts(adata, key, coarse_key=coarse_key, min_confidence=min_confidence)
     rows = []
     for c in range(len(cells.coarse_names)):
@@ -203,6 +210,6 @@ def coarse_conflicts(
             }
         )
     table = pd.DataFrame(rows, index=pd.Index(cells.coarse_names, name="coarse"), columns=list(COLUMNS))
-    if store:
+    if inplace:
         adata.uns[key]["conflicts"] = table
     return table

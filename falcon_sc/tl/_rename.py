@@ -15,8 +15,13 @@ from ..models import FalconModel
 
 
 def rename(
-    adata: ad.AnnData, mapping: Mapping[str, str], *, key: str = "falcon", model: FalconModel | None = None
-) -> None:
+    adata: ad.AnnData,
+    mapping: Mapping[str, str],
+    key: str = "falcon",
+    *,
+    model: FalconModel | None = None,
+    copy: bool = False,
+) -> ad.AnnData | None:
     """Give the fine classes found by :func:`~falcon_sc.tl.refine` new names, e.g. biological ones.
 
     ``mapping`` maps current names (``"T cell/1"``) to new ones (``"CD4 naive"``); classes it does not name keep
@@ -46,14 +51,18 @@ def rename(
     key
         ``key_added`` of :func:`~falcon_sc.tl.refine`.
     model
-        The :class:`~falcon_sc.FalconModel` that found these classes, renamed too (in place). A model whose classes
-        already carry the new names (renamed with another AnnData) is left as it is.
+        The :class:`~falcon_sc.FalconModel` that found these classes, renamed too (in place, also with ``copy=True``).
+        A model whose classes already carry the new names (renamed with another AnnData) is left as it is.
+    copy
+        Rename a copy of ``adata`` and return it, leaving ``adata`` as it is (as every function of
+        :mod:`falcon_sc.tl` that writes annotations).
 
     Returns
     -------
-    ``None``; ``adata`` (and ``model``) are renamed in place. A model predicts the classes in the order parent, then
-    name: after renaming, :meth:`~falcon_sc.FalconModel.predict` may list the categories in another order than
-    ``obs[key]`` here, with the same labels.
+    ``None`` (``adata`` renamed in place), or the renamed copy with ``copy=True``; ``model`` is renamed in place. A
+    model predicts the classes in the order parent, then name: after renaming,
+    :meth:`~falcon_sc.FalconModel.predict` may list the categories in another order than ``obs[key]`` here, with the
+    same labels.
 
     Raises
     ------
@@ -77,7 +86,12 @@ def rename(
     >>> fal.tl.rename(adata, {"T cell/1": "CD4 T", "T cell/2": "CD8 T"}, model=model)  # doctest: +SKIP
     >>> adata.obs["falcon"].cat.categories  # doctest: +SKIP
     """
+    if not isinstance(copy, bool):
+        raise TypeError(f"copy must be a bool, got {type(copy).__name__}.")
     res = read_results(adata, key, need=("relations", "labels"))
+    if copy:
+        adata = adata.copy()
+        res = read_results(adata, key, need=("relations", "labels"))
     names = res.fine_names
     what = f"fine classes of adata.uns[{key!r}]['relations']"
     new = dict(zip(names, renamed(names, mapping, what=what), strict=True))
@@ -99,6 +113,7 @@ def rename(
         model.rename(mapping)
     changed = [f"{old!r} -> {nn!r}" for old, nn in new.items() if old != nn]
     logg.info(f"renamed {len(changed)} fine classes of {key!r}: " + ", ".join(changed))
+    return adata if copy else None
 
 
 def _tables(res: FalconResults) -> list[tuple[str, pd.Index | pd.Series, Callable[[pd.Index | pd.Series], None]]]:
