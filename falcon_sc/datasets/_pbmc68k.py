@@ -1,4 +1,4 @@
-"""PBMC 68k (reduced) from scanpy, with a coarse grouping of its bulk labels."""
+"""scanpy's 700-cell ``pbmc68k_reduced`` (not the 68,579-cell PBMC data), with a coarse grouping of its bulk labels."""
 
 from __future__ import annotations
 
@@ -27,9 +27,10 @@ _OBS_KEEP = ("n_genes", "percent_mito", "n_counts", "S_score", "G2M_score", "pha
 
 
 def pbmc68k() -> ad.AnnData:
-    """PBMC 68k (reduced): 700 cells x 765 genes with 5 coarse and 10 fine classes.
+    """The ``pbmc68k_reduced`` of scanpy: 700 cells x 765 genes, 5 coarse and 10 fine classes (not the 68k cells).
 
-    Source: ``scanpy.datasets.pbmc68k_reduced()`` (bundled with scanpy, works offline), a subsample of the 10x
+    The name follows the source, but this is the small reduced set, not the 68,579-cell data set: it is
+    ``scanpy.datasets.pbmc68k_reduced()`` (bundled with scanpy, works offline), a 700-cell subsample of the 10x
     Genomics fresh 68k PBMC data of Zheng et al. 2017 (Nat. Commun. 8:14049). The fine labels are its
     ``bulk_labels`` (assigned by correlation with bulk profiles of sorted populations, hence noisy); the coarse
     grouping is ours: "T cell" (5 T subsets), "myeloid" (Dendritic, CD14+ Monocyte), "B" (CD19+ B), "NK" (CD56+ NK)
