@@ -72,7 +72,8 @@ def fine_markers(
     key_added
         Key of ``adata.uns`` for the results; default ``f"{key}_markers"``.
     inplace
-        Write the results into ``adata.uns[key_added]``; ``False`` only returns the table.
+        Write the results into ``adata.uns[key_added]``; ``False`` only returns the table. As for every function of
+        :mod:`falcon_sc.tl` whose result is a table (scanpy's ``inplace``), the table is returned either way.
 
     Returns
     -------
