@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import falcon_sc as fal
 from falcon_sc.errors import SavedModelError
+
+from .test_saved_model import JSON_VALUES, json_paths
 
 
 def crossed():
@@ -184,3 +190,38 @@ def test_predict_on_the_fitted_cells_reproduces_the_fit_where_every_label_is_giv
     np.testing.assert_allclose(again.obsm["falcon_probs"][both], fit.obsm["falcon_probs"][both], atol=1e-5)
     # a missing label is completed by the model here, by a neighbour vote at fit time: mostly the same (measured 0.97)
     assert (again.obs["falcon"].astype(str) == fit.obs["falcon"].astype(str))[~both].mean() > 0.85
+
+
+#: the fields of model.json the several-scheme layout adds or reads differently
+SCHEME_FIELDS = ("schemes", "coarse_names", "relation", "use_warm", "setup", "transform")
+
+
+@settings(max_examples=40)
+@given(data=st.data())
+def test_fuzz_scheme_fields_load_and_predict_or_are_one_error(fitted, data):
+    _, folder, new, _ = fitted
+    original = json.loads((folder / "model.json").read_text())
+    paths = sorted((p for p in json_paths(original) if p[0] in SCHEME_FIELDS), key=str)
+    path = data.draw(st.sampled_from(paths), label="path")
+    edited = json.loads(json.dumps(original))
+    parent = edited
+    for key in path[:-1]:
+        parent = parent[key]
+    if data.draw(st.booleans(), label="delete"):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = data.draw(JSON_VALUES, label="value")
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "copy"
+        shutil.copytree(folder, target)
+        (target / "model.json").write_text(json.dumps(edited))
+        try:
+            model = fal.FalconModel.load(target)
+        except SavedModelError:
+            return
+    cells = new.copy()
+    for s, key in enumerate(model._fitted.schemes["keys"]):  # an edited name: predict that scheme's labels instead
+        if key in cells.obs and not set(cells.obs[key].astype(str)) <= set(model._fitted.schemes["names"][s]):
+            del cells.obs[key]
+    out = model.predict(cells, copy=True)  # a model that loads must predict
+    assert set(out.obs["falcon"].astype(str)) <= set(model._fitted.fine_names)
