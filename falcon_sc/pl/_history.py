@@ -208,7 +208,7 @@ def _fine_in_use(a: Axes, hist: pd.DataFrame, epoch: np.ndarray, res: FalconResu
     else:
         verdict = f"stable from epoch {since} on ({now})"
     a.set_title(f"Did the classes stabilise?\n{verdict}", fontsize=9, loc="left")
-    a.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.16, 1.0), fontsize=7, frameon=False)
+    a.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.25, 1.0), fontsize=7, frameon=False)
 
 
 def _relation(a: Axes, hist: pd.DataFrame, epoch: np.ndarray, res: FalconResults) -> None:

@@ -32,8 +32,8 @@ def n_fine(
     Merging stops when it falls below the threshold (dashed line): the marked point is the estimate. A coarse class
     whose line stays above the threshold down to ``k = 2`` gets one fine class: its dot sits at ``k = 1``, joined to
     the last merge by a dotted line; a class too small to cut has a hollow dot at ``k = 1``. The connectivity (y axis)
-    is PAGA's: the kNN edges between two clusters over the number expected at random inside the coarse class, about
-    1 for pieces of one population, near 0 for distinct ones (:mod:`falcon_sc.core.n_fine`).
+    is PAGA's: the kNN edges between two clusters over the number expected at random inside the coarse class, near 0
+    for distinct populations and above the threshold (up to about 2) for pieces of one (:mod:`falcon_sc.core.n_fine`).
 
     Parameters
     ----------
@@ -100,7 +100,7 @@ def n_fine(
     a.set_ylabel("PAGA connectivity of the most\nconnected pair of the k clusters")
     a.set_title(
         f"n_fine estimate: {int(table['used'].sum())} fine classes (dot: each coarse class's estimate)\n"
-        "connectivity: kNN edges between two clusters over those expected at random (0: none, about 1: one population)",
+        "connectivity: kNN edges between two clusters over those expected at random (near 0: distinct populations)",
         fontsize=9,
     )
     a.legend(
