@@ -298,10 +298,13 @@ class FalconModel:
             return f"FalconModel(coarse_key={self.setup.coarse_key!r}, not fitted)"
         f = self._fitted
         source = f"obsm[{f.transform.use_rep!r}]" if f.transform.use_rep else f"{len(f.transform.genes)} genes"
-        return (
-            f"FalconModel(coarse_key={self.setup.coarse_key!r}, {len(f.fine_names)} fine classes under "
-            f"{len(f.coarse_names)} coarse classes, input {source})"
-        )
+        if f.schemes is not None:  # several schemes: the classes of each, not the joint groups
+            counts = " + ".join(str(len(n)) for n in f.schemes["names"])
+            under = f"{counts} coarse classes of {len(f.schemes['keys'])} schemes"
+            key = list(f.schemes["keys"])
+        else:
+            under, key = f"{len(f.coarse_names)} coarse classes", self.setup.coarse_key
+        return f"FalconModel(coarse_key={key!r}, {len(f.fine_names)} fine classes under {under}, input {source})"
 
     # ------------------------------------------------------------------ writing
     def write_fit_results(self, adata: ad.AnnData, key_added: str = "falcon") -> None:

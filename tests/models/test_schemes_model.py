@@ -58,6 +58,9 @@ def test_save_load_predict_gives_the_labels_of_the_fitted_model(fitted):
     assert settings["format_version"] == 1 and settings["schemes"]["keys"] == ["sa", "sb"]
     loaded = fal.FalconModel.load(folder, adata=new)
     assert repr(loaded) == repr(model)
+    assert repr(model) == (
+        "FalconModel(coarse_key=['sa', 'sb'], 4 fine classes under 2 + 2 coarse classes of 2 schemes, input 100 genes)"
+    )
     after = loaded.predict(new, copy=True)
     assert np.array_equal(after.obs["falcon"].astype(str), before.obs["falcon"].astype(str))
     np.testing.assert_array_equal(after.obsm["falcon_probs"], before.obsm["falcon_probs"])
