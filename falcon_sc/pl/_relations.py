@@ -267,7 +267,7 @@ def _draw_compared(axes: list[Axes], kind: str, res: FalconResults, learned: _Le
     """Two panels: the learned relation (matched classes in the labels) and the true one."""
     key, coarse = res.key, learned.coarse
     if kind == "graph":
-        note = "node area ~ cells; (X: n cells): paired class X of the other panel (legend)"
+        note = "node area ~ cells; (X: n cells): paired class (legend)"
         fine = replace(learned.fine, text=truth.learned_text, ok=truth.learned_ok)
         _draw_graph(axes[0], coarse, fine, f"learned relation ({key})\n{note}")
         title = f"true relation ({true_key}): parent = coarse class of most cells\n{note}"
@@ -379,9 +379,9 @@ def _graph_legend(ax: Axes, fontsize: float, fmax: float, compared: bool) -> Non
             Line2D([], [], color=_DIFFER_COLOR, lw=1.5, ls=(0, (4, 2)), label=_DIFFER),
         ]
         title = (
-            "(X: n cells) = the class X of the other panel paired with this one by the one-to-one Hungarian matching,"
-            "\nn cells carry both labels; no brackets: no class of the other panel sharing a cell is paired with it"
-            f"\n{title}; edge style: compared with the other panel"
+            "(X: n cells): X, the class of the other panel paired with this\none by the one-to-one Hungarian "
+            "matching; n cells carry both\nlabels. No brackets: no paired class shares a cell.\n"
+            f"{title};\nedge style: compared with the other panel"
         )
     ax.legend(
         handles=handles,
