@@ -95,11 +95,8 @@ def test_scheme_errors(crossed):
         fal.tl.refine(crossed, "a_half", 4, **FAST)
 
 
-def test_multi_scheme_model_refuses_predict_and_save(crossed, tmp_path):
+def test_multi_scheme_model_relations_name_the_first_scheme(crossed):
+    """``model.relations`` of a several-scheme model is the first scheme's (save/load/predict: test_schemes_model)."""
     fast = {k: v for k, v in FAST.items() if k not in ("n_top_genes", "n_comps")}
     model = fal.FalconModel(crossed, ["scheme_a", "scheme_b"], n_top_genes=200, n_comps=20).fit(4, **fast)
     assert list(model.relations.columns) == ["A0", "A1"]
-    with pytest.raises(NotImplementedError, match="several coarse schemes"):
-        model.predict(crossed)
-    with pytest.raises(NotImplementedError, match="several coarse schemes"):
-        model.save(tmp_path / "m")
