@@ -121,7 +121,6 @@ def save_figures(adata: ad.AnnData, out: Path, seed: int) -> list[Path]:
     from matplotlib.figure import Figure
 
     from . import pl
-    from .pl._utils import family_colors
 
     n_nodes = max(adata.obs[KEY].nunique(), adata.obs[FINE].nunique())
     top = max(3.5, 0.28 * n_nodes + 1.2)
@@ -130,17 +129,13 @@ def save_figures(adata: ad.AnnData, out: Path, seed: int) -> list[Path]:
     pl.relations(adata, key=KEY, true_key=FINE, ax=[axs["rel"], axs["true"]], show=False)
     # both panels on the same coordinates: a UMAP of FALCON's learned representation (obsm["falcon_embedding"]),
     # computed once and kept in obsm["falcon_umap"] of the demo's own AnnData
-    # the true classes in the hue of the coarse class holding most of their cells, as FALCON's classes (a shade each)
-    # (the coarse class of most cells, as in the true relation panel above)
-    true_parent = pd.crosstab(adata.obs[FINE].astype(str), adata.obs[COARSE].astype(str)).idxmax(axis=1)
-    order = [str(c) for c in adata.obs[FINE].astype("category").cat.categories if str(c) in true_parent.index]
-    coarse_names = [str(c) for c in adata.uns[KEY]["relations"].columns]
-    true_colors = family_colors({t: str(true_parent[t]) for t in order}, coarse_names)
+    # the true classes in the hue of the coarse class holding most of their cells, as FALCON's classes (a shade
+    # each), so the two UMAPs and the relation graph above share one colour code
     pl.embedding(
         adata,
         KEY,
         color=FINE,
-        palette=true_colors,
+        palette="family",
         ax=axs["umap_true"],
         random_state=seed,
         store=True,

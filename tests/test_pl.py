@@ -416,3 +416,21 @@ def test_coarse_conflicts_plot(adata, tmp_path, kind):
         pl.coarse_conflicts(data, key="other", show=False)
     with pytest.raises(ValueError, match="kind"):
         pl.coarse_conflicts(data, kind="pie", show=False)
+
+
+def test_embedding_family_palette_for_other_columns(with_umap):
+    """``palette="family"``: another column's categories in the hue of the coarse class of most of their cells."""
+    from falcon_sc.pl._utils import palette
+
+    ax = pl.embedding(with_umap, color="fine", palette="family", show=False)
+    legend = ax.get_legend()
+    colour_of = {
+        t.get_text(): to_rgba(h.get_color()) for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)
+    }
+    majority = pd.crosstab(with_umap.obs["fine"].astype(str), with_umap.obs["coarse"].astype(str)).idxmax(axis=1)
+    coarse = list(with_umap.uns["falcon"]["relations"].columns)
+    hues = dict(zip(coarse, palette(len(coarse)), strict=True))
+    for name, parent in majority.items():
+        if (majority == parent).sum() == 1:  # an only child takes its coarse class's colour
+            assert np.allclose(colour_of[name][:3], hues[parent][:3])
+    assert "coarse class of most of its cells" in ax.get_title()

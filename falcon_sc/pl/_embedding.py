@@ -31,7 +31,7 @@ def embedding(
     n_neighbors: int = 15,
     random_state: int = 0,
     legend_loc: Literal["right margin", "on data"] | None = "right margin",
-    palette: Literal["distinct"] | Sequence | Mapping[str, object] | None = None,
+    palette: Literal["distinct", "family"] | Sequence | Mapping[str, object] | None = None,
     size: float | None = None,
     ncols: int = 3,
     ax: Axes | Sequence[Axes] | None = None,
@@ -80,7 +80,8 @@ def embedding(
     palette
         Colours of the categories: a list (in category order) or a mapping category -> colour, for every
         categorical panel; ``"distinct"`` gives the fine classes a qualitative palette instead of the family
-        shades.
+        shades; ``"family"`` colours every categorical column by family: each category in the hue of the coarse
+        class holding most of its cells (e.g. true fine labels beside FALCON's, in the same colour code).
     size
         Marker area in points²; default ``min(20, 120000 / n_cells)``.
     ncols
@@ -168,6 +169,8 @@ def _title(column: str, key: str, adata: AnnData, family: bool = False) -> str:
     if column == key:
         note = "\ncolour: hue of the parent coarse class, a shade per class" if family else ""
         return f"FALCON fine classes ({column}){note}"
+    if family:
+        return f"{column}\ncolour: hue of the coarse class of most of its cells, a shade per class"
     if column not in adata.obs.columns:
         return f"{column} (expression)"
     return column
@@ -228,12 +231,16 @@ def _category_colors(
     key: str,
     column: str,
     values: pd.Categorical,
-    user: Literal["distinct"] | Sequence | Mapping[str, object] | None,
+    user: Literal["distinct", "family"] | Sequence | Mapping[str, object] | None,
 ) -> tuple[dict[str, Any], bool]:
     """Colours of the categories of ``column``, and whether they are the fine classes' family shades."""
     names = [str(c) for c in values.categories]
-    if isinstance(user, str) and user != "distinct":
-        raise ValueError(f"palette must be 'distinct', a list or a mapping of colours, got {user!r}")
+    if isinstance(user, str) and user not in ("distinct", "family"):
+        raise ValueError(f"palette must be 'distinct', 'family', a list or a mapping of colours, got {user!r}")
+    if user == "family" and column != key:
+        family = _column_family(adata, key, column, names)
+        if family is not None:
+            return family, True
     if user is not None and not isinstance(user, str):
         if isinstance(user, Mapping):
             missing = [n for n in names if n not in user]
@@ -246,7 +253,7 @@ def _category_colors(
         return dict(zip(names, user[: len(names)], strict=True)), False
     res = FalconResults(adata, key)
     fine = res.get("fine_classes")
-    if user is None and column == key and fine is not None and "parent" in fine.columns:
+    if user in (None, "family") and column == key and fine is not None and "parent" in fine.columns:
         coarse = res.coarse_names if res.has("relations") else sorted(set(fine["parent"]))
         family = family_colors({str(f): str(p) for f, p in fine["parent"].items()}, coarse)
         if all(n in family for n in names):
@@ -263,6 +270,17 @@ def _category_colors(
             lookup = dict(zip(all_names, stored, strict=True))
             return {n: lookup[n] for n in names}, False
     return dict(zip(names, default_palette(len(names)), strict=True)), False
+
+
+def _column_family(adata: AnnData, key: str, column: str, names: list[str]) -> dict[str, Any] | None:
+    """Colours of another column's categories: the hue of the coarse class holding most of each one's cells."""
+    res = FalconResults(adata, key)
+    coarse_key = res.coarse_key
+    if coarse_key is None or coarse_key not in adata.obs.columns or column not in adata.obs.columns:
+        return None
+    majority = pd.crosstab(adata.obs[column].astype(str), adata.obs[coarse_key].astype(str)).idxmax(axis=1)
+    coarse = res.coarse_names if res.has("relations") else sorted(str(c) for c in set(majority))
+    return dict(family_colors({n: str(majority[n]) for n in names if n in majority.index}, coarse))
 
 
 def _categorical(
