@@ -4,10 +4,10 @@ Each notebook is executed with nbclient in memory (the committed file is never r
 to the test's temporary folder), in a ``python3`` kernel started from this interpreter, with the tutorials folder as
 the working directory, at most :data:`TIMEOUT` seconds per cell.
 
-The notebooks take minutes (2 CPU cores, otherwise idle: 01 26 s, 02 38 s, 03 189 s, 04 24 s; about twice that on a
-busy machine), so they run when asked for: ``scripts/test.sh`` (CI) sets ``FALCON_TUTORIALS=1``; they also run under
-``CI=true`` or ``pytest -m tutorial``, and ``FALCON_TUTORIALS=0`` turns them off everywhere. A plain local ``pytest``
-skips them. They need the ``tutorials`` extra (nbclient, nbformat, ipykernel; ``scripts/setup.sh`` installs it):
+The notebooks take minutes (2 CPU cores, busy with other work: 01 35 s, 02 54 s, 03 97 s, 04 27 s), so they run
+when asked for: ``scripts/test.sh`` (CI) sets ``FALCON_TUTORIALS=1`` and runs them in a second pytest process beside the
+rest of the suite (``-m tutorial`` / ``-m "not tutorial"``); they also run under ``CI=true`` or ``pytest -m tutorial``,
+and ``FALCON_TUTORIALS=0`` turns them off everywhere. A plain local ``pytest`` skips them. They need the ``tutorials`` extra (nbclient, nbformat, ipykernel; ``scripts/setup.sh`` installs it):
 without it they are skipped locally and fail in CI.
 """
 
