@@ -87,14 +87,6 @@ random_state
 accelerator
     ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``."""
 
-plot_output = """\
-figsize
-    Size of a new figure.
-show
-    Show the figure; default: when scanpy's ``autoshow`` is on and the backend is interactive.
-save
-    Path of a file to save the figure to (``.png`` appended when it has no suffix)."""
-
 
 def doc_params(**fragments: str) -> Callable[[F], F]:
     """Fill ``{name}`` placeholders of a docstring with fragments, indented like the placeholder's line."""
