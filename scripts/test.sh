@@ -26,7 +26,7 @@ python -m pytest -q -p no:cacheprovider --durations=0 -m tutorial tests/test_tut
 notebooks=$!
 trap 'kill "$notebooks" 2>/dev/null || true' INT TERM
 set +e
-python -m pytest -q --cov=falcon_sc --cov-report=term:skip-covered -m "not tutorial"
+python -m pytest -q --cov=falcon_sc --cov-report=term:skip-covered --durations=15 -m "not tutorial"
 suite=$?
 wait "$notebooks"
 tutorial_rc=$?
