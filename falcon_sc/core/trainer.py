@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping  # noqa: F401 - Mapping: the docs resolve the inherited fingerprint_extra
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
