@@ -7,8 +7,9 @@ the working directory, at most :data:`TIMEOUT` seconds per cell.
 The notebooks take minutes (2 CPU cores, busy with other work: 01 35 s, 02 54 s, 03 97 s, 04 27 s), so they run
 when asked for: ``scripts/test.sh`` (CI) sets ``FALCON_TUTORIALS=1`` and runs them in a second pytest process beside the
 rest of the suite (``-m tutorial`` / ``-m "not tutorial"``); they also run under ``CI=true`` or ``pytest -m tutorial``,
-and ``FALCON_TUTORIALS=0`` turns them off everywhere. A plain local ``pytest`` skips them. They need the ``tutorials`` extra (nbclient, nbformat, ipykernel; ``scripts/setup.sh`` installs it):
-without it they are skipped locally and fail in CI.
+and ``FALCON_TUTORIALS=0`` turns them off everywhere. A plain local ``pytest`` skips them. They need the
+``tutorials`` extra (nbclient, nbformat, ipykernel; ``scripts/setup.sh`` installs it): without it they are skipped
+locally and fail in CI.
 """
 
 from __future__ import annotations
