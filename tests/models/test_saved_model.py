@@ -397,6 +397,19 @@ def test_write_fit_results_refuses_other_cells_with_the_same_obs_names(saved):
 
 
 # ---------------------------------------------------------------------- fuzz
+def edited_json(original: dict, path: tuple, data: st.DataObject) -> dict:
+    """A copy of ``original`` with the field at ``path`` deleted or given a value drawn from :data:`JSON_VALUES`."""
+    edited = json.loads(json.dumps(original))
+    parent = edited
+    for key in path[:-1]:
+        parent = parent[key]
+    if data.draw(st.booleans(), label="delete"):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = data.draw(JSON_VALUES, label="value")
+    return edited
+
+
 def json_paths(value, prefix=()):
     """Every path into the JSON value (only the first record of ``history``)."""
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
@@ -429,15 +442,7 @@ def mutate(data, folder: Path, original: dict, proof: Path) -> str:
         top = data.draw(st.sampled_from(sorted(original)), label="field")  # every field as likely, then a path in it
         paths = sorted((p for p in json_paths(original) if p[0] == top), key=str)
         path = data.draw(st.sampled_from(paths), label="path")
-        settings = json.loads(json.dumps(original))
-        parent = settings
-        for key in path[:-1]:
-            parent = parent[key]
-        if data.draw(st.booleans(), label="delete"):
-            del parent[path[-1]]
-        else:
-            parent[path[-1]] = data.draw(JSON_VALUES, label="value")
-        (folder / "model.json").write_text(json.dumps(settings))
+        (folder / "model.json").write_text(json.dumps(edited_json(original, path, data)))
         return f"json:{path[0]}"
     if kind == "rmdir":
         shutil.rmtree(folder)

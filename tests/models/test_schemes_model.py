@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import falcon_sc as fal
 from falcon_sc.errors import SavedModelError
 
-from .test_saved_model import JSON_VALUES, json_paths
+from .test_saved_model import edited_json, json_paths
 
 
 def crossed():
@@ -206,14 +206,7 @@ def test_fuzz_scheme_fields_load_and_predict_or_are_one_error(fitted, data):
     original = json.loads((folder / "model.json").read_text())
     paths = sorted((p for p in json_paths(original) if p[0] in SCHEME_FIELDS), key=str)
     path = data.draw(st.sampled_from(paths), label="path")
-    edited = json.loads(json.dumps(original))
-    parent = edited
-    for key in path[:-1]:
-        parent = parent[key]
-    if data.draw(st.booleans(), label="delete"):
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = data.draw(JSON_VALUES, label="value")
+    edited = edited_json(original, path, data)
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "copy"
         shutil.copytree(folder, target)
