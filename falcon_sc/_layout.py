@@ -242,6 +242,15 @@ def _scheme_tables(
 
 
 # ---------------------------------------------------------------------- writing
+def added_keys(adata: ad.AnnData, key_added: str) -> str:
+    """The keys of :func:`written_keys` that ``adata`` holds, one per line in scanpy's ``added`` style."""
+    keys = written_keys(key_added)
+    lines = [f"    'obs[{k!r}]'" for k in keys["obs"] if k in adata.obs.columns]
+    lines += [f"    'obsm[{k!r}]'" for k in keys["obsm"] if k in adata.obsm]
+    lines += [f"    'uns[{k!r}]'" for k in keys["uns"] if k in adata.uns]
+    return "\n".join(lines)
+
+
 def _warn_overwrite(adata: ad.AnnData, obs: list[str], obsm: list[str], uns: list[str]) -> None:
     """One warning naming every key about to be overwritten."""
     present = [

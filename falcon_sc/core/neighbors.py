@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
+from .progress import bar
+
 #: classes larger than this use pynndescent's approximate search; smaller ones exact brute force
 EXACT_MAX = 20000
 
@@ -36,7 +38,7 @@ def within_class_neighbors(
         raise ValueError(f"n_neighbors={n_neighbors} must be at least 1.")
     counts = np.bincount(groups)
     out = np.empty((X.shape[0], n_neighbors), dtype=np.int64)
-    for g in np.flatnonzero(counts):
+    for g in bar(np.flatnonzero(counts), "neighbours per coarse class"):
         idx = np.flatnonzero(groups == g)
         Xg = X[idx]
         k = min(n_neighbors, idx.size - 1)

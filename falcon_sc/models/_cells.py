@@ -71,3 +71,15 @@ def cell_problem(
         group_table=table,
     )
     return problem, transform, inputs
+
+
+def describe_inputs(transform: FeatureTransform, width: int) -> str:
+    """What the preprocessing produced, for its log line (``"lognorm; 2,000 genes -> 50 + 10 within-class PCs"``)."""
+    if transform.use_rep is not None:
+        return f"obsm[{transform.use_rep!r}], {width} dimensions"
+    head = f"{transform.input_kind}; {len(transform.genes):,} genes"
+    if transform.model_input == "hvg":
+        return f"{head} as inputs"
+    n_global = 0 if transform.pca is None else transform.pca.n_comps
+    within = f" + {transform.n_comps_within} within-class" if transform.n_comps_within else ""
+    return f"{head} -> {n_global}{within} PCs"

@@ -18,13 +18,14 @@ from .._layout import check_key_added, history_table, relations_table
 from .._names import renamed
 from .._validate import check_adata, check_data, check_fit, check_setup, resolve_device
 from ..core.neighbors import neighbour_vote
+from ..core.progress import phase, progress_shown
 from ..core.trainer import FalconConfig
 from ..core.training import predict as predict_probs
 from ..pp import INPUT_KINDS
-from ._cells import cell_problem
+from ._cells import cell_problem, describe_inputs
 from ._inference import Inference, coarse_codes_of, scheme_columns, scheme_inference, scheme_labels
 from ._io import load_model, save_model
-from ._newcells import check_new_cells
+from ._newcells import check_layer, check_new_cells
 from ._params import FitParams, Prior, SetupParams
 from ._pipeline import KMEANS_RESTARTS, Engine, Outcome, fit_falcon
 from ._state import FittedState, input_digests, warm_copy
@@ -199,15 +200,20 @@ class FalconModel:
 
     def _fit(self, n_fine: int | str | Mapping[str, int], fit: FitParams, cfg: FalconConfig) -> FalconModel:
         """Check the data, run the pipeline on the setup AnnData and keep what it learned."""
-        keys = check_setup(self.adata, self.setup)
-        check_fit(self.adata, keys, n_fine, fit.children_prior, cfg.regulariser)
-        check_data(self.adata, self.setup.layer, self.setup.use_rep)
-        device = resolve_device(fit.accelerator)
+        with phase("input checked") as found:
+            keys = check_setup(self.adata, self.setup)
+            check_fit(self.adata, keys, n_fine, fit.children_prior, cfg.regulariser)
+            check_data(self.adata, self.setup.layer, self.setup.use_rep)
+            device = resolve_device(fit.accelerator)
+            found.append(f"{self.adata.n_obs:,} cells x {self.adata.n_vars:,} genes, on {device}")
         requested = n_fine if isinstance(n_fine, str | Mapping) else int(n_fine)
-        problem, transform, inputs = cell_problem(self.adata, self.setup, keys, requested, fit.random_state)
-        make_network = partial(MLPClassifier, inputs.features.shape[1], hidden=list(fit.hidden))
-        engine = Engine(make_network, device, devices=fit.devices, kmeans_restarts=KMEANS_RESTARTS)
-        outcome = fit_falcon(problem, requested, fit, cfg, engine)
+        with progress_shown(cfg.show_progress):
+            with phase("preprocessed") as found:
+                problem, transform, inputs = cell_problem(self.adata, self.setup, keys, requested, fit.random_state)
+                found.append(describe_inputs(transform, inputs.features.shape[1]))
+            make_network = partial(MLPClassifier, inputs.features.shape[1], hidden=list(fit.hidden))
+            engine = Engine(make_network, device, devices=fit.devices, kmeans_restarts=KMEANS_RESTARTS)
+            outcome = fit_falcon(problem, requested, fit, cfg, engine)
         result = outcome.result
         params = {
             **self.setup.as_dict(),
@@ -242,8 +248,10 @@ class FalconModel:
         # coarse label most of each cell's neighbours carry in the label-free global components (one scheme)
         self._neighbour_coarse = None
         if problem.schemes is None:
-            space = problem.space if problem.shared is None else problem.shared
-            self._neighbour_coarse = neighbour_vote(space, problem.coarse, random_state=fit.random_state)
+            with phase("coarse labels checked against neighbours") as found:
+                space = problem.space if problem.shared is None else problem.shared
+                self._neighbour_coarse = neighbour_vote(space, problem.coarse, random_state=fit.random_state)
+                found.append(f"{int((self._neighbour_coarse != problem.coarse).sum()):,} cells' neighbours disagree")
         return self
 
     # ------------------------------------------------------------------ state
@@ -600,7 +608,7 @@ class FalconModel:
         FileNotFoundError
             ``dir_path`` does not exist.
         ValueError, KeyError
-            ``adata`` lacks genes (or the embedding) the model reads.
+            ``adata`` lacks genes, the fitted layer (``KeyError``) or the embedding the model reads.
         falcon_sc.errors.SavedModelError
             Anything else that is not a complete, consistent model of this class (a missing, truncated, edited,
             swapped or foreign file, another format version): one error naming the file and the field, entry or
@@ -642,6 +650,7 @@ def check_setup_adata(adata: Any, transform: Any, network: Any) -> None:
     if transform.use_rep is not None:
         check_new_cells(adata, transform, network.n_input)
         return
+    check_layer(adata, transform.layer)
     genes = pd.Index(adata.var_names.astype(str))
     missing = [str(g) for g in transform.genes if g not in genes]
     if missing:

@@ -44,6 +44,15 @@ def check_embedding(adata: ad.AnnData, use_rep: str, width: int) -> None:
         )
 
 
+def check_layer(adata: ad.AnnData, layer: str | None) -> None:
+    """``adata.layers`` holds the layer the model was fitted on (``None``: ``X``, nothing to check)."""
+    if layer is not None and layer not in adata.layers:
+        raise KeyError(
+            f"the model was fitted on layers[{layer!r}]; the new cells need it too (adata.layers has "
+            f"{list(adata.layers)})."
+        )
+
+
 def check_genes(adata: ad.AnnData, layer: str | None) -> None:
     """Unique gene names and finite, non-negative expression values (``X`` or ``layers[layer]``) of the new cells."""
     names = pd.Index(adata.var_names.astype(str))
@@ -53,11 +62,7 @@ def check_genes(adata: ad.AnnData, layer: str | None) -> None:
             f"adata.var_names has {len(twice)} duplicated gene name(s), e.g. {twice[:5]}; genes are matched to the "
             "model's by name, so each must be unique: call adata.var_names_make_unique() first."
         )
-    if layer is not None and layer not in adata.layers:
-        raise KeyError(
-            f"the model was fitted on layers[{layer!r}]; the new cells need it too (adata.layers has "
-            f"{list(adata.layers)})."
-        )
+    check_layer(adata, layer)
     if not adata.isbacked:
         X = adata.X if layer is None else adata.layers[layer]
         check_values(X, matrix_source(layer))

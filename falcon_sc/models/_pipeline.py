@@ -25,6 +25,7 @@ from ..core.labels import fine_class_names, restricted_probs
 from ..core.n_fine import estimate_children
 from ..core.neighbors import within_class_neighbors
 from ..core.prior import children_prior as size_prior
+from ..core.progress import phase
 from ..core.prior import kmeans_within_relation
 from ..core.relation import solve_relation
 from ..core.schemes import fill_missing, joint_groups, joint_relation, scheme_relations
@@ -122,10 +123,15 @@ def fit_falcon(
     """
     n_neighbors = usable_neighbors(fit.n_neighbors, len(problem.groups))
     warn_small_classes(problem.groups, problem.group_names, n_neighbors)
-    neighbors = within_class_neighbors(problem.space, problem.groups, n_neighbors, random_state=fit.random_state)
+    with phase("neighbours searched") as found:
+        neighbors = within_class_neighbors(problem.space, problem.groups, n_neighbors, random_state=fit.random_state)
+        found.append(f"{n_neighbors} per cell inside {len(problem.group_names)} coarse classes")
     prior, estimate, known = fit.children_prior, None, {}
     if not isinstance(n_fine, int):  # "auto" or known counts of some classes: estimate the rest
-        estimate = estimate_n_fine(n_fine, neighbors, problem.groups, problem.group_names, fit.random_state)
+        with phase("number of fine classes estimated") as found:
+            estimate = estimate_n_fine(n_fine, neighbors, problem.groups, problem.group_names, fit.random_state)
+            found.append(f"{int(estimate['table']['used'].sum())} in all")
+        log_estimate(estimate["table"], np.bincount(problem.groups, minlength=len(problem.group_names)))
         prior = dict(zip(problem.group_names, estimate["table"]["used"].tolist(), strict=True))
         if isinstance(n_fine, Mapping):
             known = {problem.group_names.index(str(k)): int(v) for k, v in n_fine.items()}
@@ -135,18 +141,20 @@ def fit_falcon(
     identity = {"coarse_names": names, "n_fine": n_fine}
     # a foreign or damaged checkpoint is said before the warm start
     check_resumable(cfg, problem.features, identity, network=lambda: engine.make_network(n_fine))
-    initial, init_labels, targets = warm_start(
-        problem.space,
-        neighbors,
-        problem.groups,
-        problem.group_names,
-        n_fine,
-        prior,
-        fit.init,
-        fit.random_state,
-        problem.shared,
-        engine.kmeans_restarts,
-    )
+    with phase(f"warm start ({fit.init})") as found:
+        initial, init_labels, targets = warm_start(
+            problem.space,
+            neighbors,
+            problem.groups,
+            problem.group_names,
+            n_fine,
+            prior,
+            fit.init,
+            fit.random_state,
+            problem.shared,
+            engine.kmeans_restarts,
+        )
+        found.append("children " + ", ".join(f"{n}={t:g}" for n, t in zip(problem.group_names, targets, strict=True)))
     torch.manual_seed(fit.random_state)
     network = engine.make_network(n_fine)
     options: dict[str, Any] = dict(relation=initial, target_counts=targets, init_labels=init_labels)
@@ -159,8 +167,11 @@ def fit_falcon(
         options.update(scheme_start(problem.schemes, init_labels, n_fine))
         coarse_arg, n_coarse = problem.schemes.codes, problem.schemes.n_coarse
     cfg = cfg.with_fingerprint(identity)
-    result = train(network, problem.features, coarse_arg, neighbors, n_coarse, cfg, engine, fit.random_state, options)
-    outcome = _labels(problem, result, initial, fit)
+    with phase("trained") as found:
+        result = train(network, problem.features, coarse_arg, neighbors, n_coarse, cfg, engine, fit.random_state, options)
+        found.append(describe_training(result.history, n_fine))
+    with phase("fine labels chosen"):
+        outcome = _labels(problem, result, initial, fit)
     outcome.update(network=network, n_fine=n_fine, children_prior=prior, targets=targets, estimate=estimate)
     outcome["group_names"] = problem.group_names
     return Outcome(result=result, initial=initial, init_labels=init_labels, **outcome)
@@ -257,7 +268,7 @@ def warm_start(
     targets = graph_relation.sum(axis=0).astype(float) if fixed is None else fixed
     if fixed is None:
         check_children_fit(sizes, coarse_names, targets, f"the neighbour graph's allotment of n_fine={n_fine}")
-    logg.info("    children prior: " + ", ".join(f"{n}={t:g}" for n, t in zip(coarse_names, targets, strict=True)))
+    logg.debug("children prior: " + ", ".join(f"{n}={t:g}" for n, t in zip(coarse_names, targets, strict=True)))
     if init == "leiden":
         return graph_relation, graph_labels, targets
     rng = np.random.default_rng(random_state)
@@ -328,12 +339,18 @@ def estimate_n_fine(
     )
     evidence = est.evidence.assign(coarse=[coarse_names[g] for g in est.evidence["group"]])
     evidence = evidence[["coarse", "n_children", "seed", "connectivity"]]
-    logg.info(
-        f"    n_fine estimated: {int(table['used'].sum())} ("
-        + ", ".join(f"{c}={u}" for c, u in zip(coarse_names, used, strict=True))
-        + ")"
-    )
     return {"table": table, "evidence": evidence, "threshold": est.threshold}
+
+
+def log_estimate(table: pd.DataFrame, sizes: np.ndarray) -> None:
+    """The per-class estimate as a small table, and how to set a count by hand."""
+    shown = table.assign(cells=sizes)[["cells", "estimated", "used"]].rename_axis(None)
+    logg.info("\n".join(f"        {row}" for row in shown.to_string().splitlines()))
+    example = {str(table.index[0]): int(table["used"].iloc[0]) + 1}
+    logg.info(
+        f"    to set some classes' counts yourself, pass a mapping, e.g. n_fine={example} (the other classes are "
+        "estimated); the evidence: falcon_sc.pl.n_fine(adata)"
+    )
 
 
 def filled_groups(schemes: CoarseSchemes, space: np.ndarray, n_fine: int) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -393,3 +410,17 @@ def guard(
     rows = use_warm[coarse]
     result.probs[rows] = result.warm_probs[rows]
     return use_warm, scores
+
+
+def describe_training(history: list[dict[str, Any]], n_fine: int) -> str:
+    """What training did, for its log line: epochs, relation solves and changes, fine classes in use at the end."""
+    if not history:
+        return "nothing left to train (resumed at the end)"
+    table = pd.DataFrame(history)
+    solves = int(table["relation_solves"].sum()) if "relation_solves" in table else 0
+    changes = int(table["relation_changes"].sum()) if "relation_changes" in table else 0
+    in_use = int(table["fine_in_use"].iloc[-1]) if "fine_in_use" in table else n_fine
+    return (
+        f"{len(table)} epochs, {solves} relation solves ({changes} changes), "
+        f"{in_use} of {n_fine} fine classes in use, final loss {float(table['loss'].iloc[-1]):.3f}"
+    )

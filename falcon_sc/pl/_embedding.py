@@ -15,6 +15,7 @@ from scipy import sparse
 
 from .._docs import doc_params
 from .._layout import FalconResults, read_results
+from ..core.progress import phase
 from ._utils import family_colors, finish, new_axes, plot_output
 from ._utils import palette as default_palette
 
@@ -204,8 +205,10 @@ def _coordinates(
 
     tmp = AnnData(obs=pd.DataFrame(index=adata.obs_names.copy()))
     tmp.obsm["X_rep"] = np.asarray(rep, dtype=np.float32)
-    sc.pp.neighbors(tmp, use_rep="X_rep", n_neighbors=int(n_neighbors), random_state=random_state)
-    sc.tl.umap(tmp, random_state=random_state)
+    with phase(f"UMAP of obsm[{key + '_embedding'!r}]") as found:
+        sc.pp.neighbors(tmp, use_rep="X_rep", n_neighbors=int(n_neighbors), random_state=random_state)
+        sc.tl.umap(tmp, random_state=random_state)
+        found.append(f"{adata.n_obs:,} cells" + ("" if store else "; store=True keeps it for the next plot"))
     xy = np.asarray(tmp.obsm["X_umap"], dtype=float)
     if store:
         adata.obsm[stored] = xy.astype(np.float32)

@@ -10,6 +10,7 @@ from scipy import sparse
 from scipy.linalg import eigh
 
 from .._checks import check_int
+from ..core.progress import bar
 from ._checks import check_codes, check_matrix
 
 #: rows per chunk of the covariance accumulation and of the projection
@@ -173,7 +174,7 @@ def fit_within_class_pca(
     """One :class:`WithinClassPCA` per group ``0..n_groups-1`` (``None`` for groups too small for a component)."""
     n_groups = int(groups.max()) + 1 if n_groups is None else n_groups
     fitted: list[WithinClassPCA | None] = []
-    for g in range(n_groups):
+    for g in bar(range(n_groups), "within-class components"):
         idx = np.flatnonzero(groups == g)
         k = min(n_comps, idx.size - 1, X.shape[1] - 1)
         if k < 1:

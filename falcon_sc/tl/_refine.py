@@ -10,7 +10,7 @@ from scanpy import logging as logg
 
 from .._checks import check_bool
 from .._coarse import as_keys
-from .._layout import check_key_added
+from .._layout import added_keys, check_key_added
 from .._validate import check_adata
 from ..models._falcon import FalconModel
 from ..models._params import Prior
@@ -283,11 +283,7 @@ def refine(
         show_progress=show_progress,
     )
     model.write_fit_results(adata, key_added)
-    logg.info(
-        "    finished",
-        time=start,
-        deep=f"added\n    'obs[{key_added!r}]', fine labels\n    'uns[{key_added!r}]', relations and history",
-    )
+    logg.info("    finished", time=start, deep="added\n" + added_keys(adata, key_added))
     if return_model:
         return model
     return adata if copy else None

@@ -497,3 +497,15 @@ def test_fuzz_a_damaged_saved_model_loads_and_predicts_or_is_one_error(saved, da
         if kind in ("json:params", "json:history", "json:falcon_sc_version"):
             assert np.array_equal(out.obs["falcon"].astype(str), labels)
         assert os.listdir(tmp) == ["copy"] or kind == "rmdir"
+
+
+def test_load_with_adata_checks_the_fitted_layer(tmp_path):
+    adata = tiny_data()
+    adata.layers["counts"] = adata.X.copy()
+    model = fal.FalconModel(adata, "coarse", layer="counts").fit(n_fine=6, n_epochs=1, show_progress=False)
+    model.save(tmp_path / "layer")
+    assert fal.FalconModel.load(tmp_path / "layer", adata=adata).adata is adata
+    without = adata.copy()
+    del without.layers["counts"]
+    with pytest.raises(KeyError, match=r"fitted on layers\['counts'\]; the new cells need it too"):
+        fal.FalconModel.load(tmp_path / "layer", adata=without)
