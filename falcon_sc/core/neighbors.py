@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
@@ -12,7 +14,13 @@ EXACT_MAX = 20000
 
 
 def within_class_neighbors(
-    X: np.ndarray, groups: np.ndarray, n_neighbors: int, *, metric: str = "cosine", random_state: int = 0
+    X: np.ndarray,
+    groups: np.ndarray,
+    n_neighbors: int,
+    *,
+    metric: str = "cosine",
+    random_state: int = 0,
+    device: Any = None,
 ) -> np.ndarray:
     """Indices of each sample's nearest neighbours among samples of the same group (itself excluded).
 
@@ -29,6 +37,10 @@ def within_class_neighbors(
         Distance metric (``"cosine"`` or ``"euclidean"``).
     random_state
         Seed for the approximate search.
+    device
+        A torch device (``"cuda"``): every class is searched exactly there
+        (:func:`~falcon_sc.core.torch_ops.exact_neighbors`), however large. ``None``: on the CPU, exact up to
+        :data:`EXACT_MAX` samples per class, approximate (pynndescent) above.
 
     Returns
     -------
@@ -45,7 +57,11 @@ def within_class_neighbors(
         if k == 0:
             out[idx] = idx[:, None]
             continue
-        if idx.size <= EXACT_MAX:
+        if device is not None:
+            from .torch_ops import exact_neighbors
+
+            local = exact_neighbors(Xg, k, metric=metric, device=device)
+        elif idx.size <= EXACT_MAX:
             nn = NearestNeighbors(n_neighbors=k + 1, metric=metric, algorithm="brute").fit(Xg)
             _, local = nn.kneighbors(Xg)
         else:

@@ -124,8 +124,11 @@ def fit_falcon(
     n_neighbors = usable_neighbors(fit.n_neighbors, len(problem.groups))
     warn_small_classes(problem.groups, problem.group_names, n_neighbors)
     with phase("neighbours searched") as found:
-        neighbors = within_class_neighbors(problem.space, problem.groups, n_neighbors, random_state=fit.random_state)
-        found.append(f"{n_neighbors} per cell inside {len(problem.group_names)} coarse classes")
+        on = engine.device if engine.device.type == "cuda" else None  # exact on the GPU; CPU: pynndescent when large
+        neighbors = within_class_neighbors(
+            problem.space, problem.groups, n_neighbors, random_state=fit.random_state, device=on
+        )
+        found.append(f"{n_neighbors} per cell inside {len(problem.group_names)} coarse classes, on {on or 'cpu'}")
     prior, estimate, known = fit.children_prior, None, {}
     if not isinstance(n_fine, int):  # "auto" or known counts of some classes: estimate the rest
         with phase("number of fine classes estimated") as found:

@@ -124,3 +124,29 @@ def test_approximate_path(monkeypatch):
     exact = _reference(X, groups, 5, "cosine")
     recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(got, exact, strict=True)])
     assert recall > 0.9
+
+
+TORCH_DEVICES = ["cpu"] + (["cuda"] if __import__("torch").cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", TORCH_DEVICES)
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_torch_search_matches_sklearn_brute_force(device, metric, monkeypatch):
+    """The accelerator path (``device=``) is the exact search; blocks smaller than a class change nothing."""
+    from falcon_sc.core import torch_ops
+
+    monkeypatch.setattr(torch_ops, "QUERY_BLOCK", 16)  # several query blocks per class
+    X, groups = _data(seed=3)
+    for k in (1, 5, 10):
+        got = within_class_neighbors(X, groups, k, metric=metric, device=device)
+        np.testing.assert_array_equal(got, _reference(X, groups, k, metric))
+
+
+def test_torch_search_of_tiny_groups_and_bad_metric():
+    from falcon_sc.core.torch_ops import exact_neighbors
+
+    X, groups = _data(seed=4, sizes=(1, 2, 30))
+    got = within_class_neighbors(X, groups, 5, device="cpu")
+    np.testing.assert_array_equal(got, within_class_neighbors(X, groups, 5))
+    with pytest.raises(ValueError, match="metric must be 'cosine' or 'euclidean'"):
+        exact_neighbors(X, 3, metric="manhattan")

@@ -12,7 +12,7 @@ from ..conftest import scanpy_log
 PHASES = (
     "input checked: 300 cells x 200 genes, on cpu",
     "preprocessed: ",
-    "neighbours searched: 20 per cell inside 3 coarse classes",
+    "neighbours searched: 20 per cell inside 3 coarse classes, on cpu",
     "number of fine classes estimated: ",
     "warm start (leiden): children C0=",
     "trained: 3 epochs, ",
