@@ -300,7 +300,10 @@ def train(
     launch = active_launch()
     try:
         if launch is not None:
-            result = launch.lead(network, features, coarse, neighbors, n_coarse, cfg, seed=seed, **options)
+            result = launch.lead(
+                network, features, coarse, neighbors, n_coarse, cfg, seed=seed,
+                student_view=engine.student_view, teacher_view=engine.teacher_view, **options,
+            )  # fmt: skip
         elif engine.devices > 1:
             result = train_falcon_ddp(
                 engine.devices, network, features, coarse, neighbors, n_coarse, cfg,
