@@ -52,7 +52,7 @@ def falcon_worker(
     (shared-memory tensors).
     """
     result = train_falcon(model, X, coarse, neighbors, n_coarse, cfg, fabric=fabric, **kwargs)
-    agree = _ranks_agree(fabric, result)
+    agree = ranks_agree(fabric, result)
     if fabric.global_rank == 0:
         torch.save(_payload(result, agree), out_path)
     fabric.barrier()
@@ -66,7 +66,7 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def _ranks_agree(fabric: Fabric, result: FalconResult) -> bool:
+def ranks_agree(fabric: Fabric, result: FalconResult) -> bool:
     """Whether every rank holds the same relations at the end and had the same children after every epoch."""
     children = np.array([r["children"] for r in result.history], dtype=np.float32)
     parts = [torch.as_tensor(r, dtype=torch.float32).ravel() for r in result.relations]

@@ -24,6 +24,7 @@ from . import losses
 from .checkpoints import array_digest
 from .ema import EMATeacher
 from .relation import random_relation, solve_relation
+from .relation_log import record_solve
 from .schemes import joint_groups, joint_relation
 from .training import (
     Features,
@@ -384,14 +385,18 @@ class FalconPlan(TrainingPlan):
         labels = torch.cat(self.recent_y)
         balance = self.cfg.lambda_relation if step <= self.soft_steps else 0.0
         for s, k in enumerate(self.schemes.n_coarse):  # each scheme's relation from the samples it labels
-            self._solve(s, P, labels[:, s], k, balance)
+            self._solve(s, P, labels[:, s], k, balance, step)
         self._update_allowed()
         self.stats.solves += 1
         self.recent_p.clear()
         self.recent_y.clear()
 
-    def _solve(self, s: int, P: torch.Tensor, labels: torch.Tensor, n_coarse: int, balance: float) -> None:
-        """Re-solve the relation of scheme ``s`` from the teacher probabilities ``P`` of the samples it labels."""
+    def _solve(self, s: int, P: torch.Tensor, labels: torch.Tensor, n_coarse: int, balance: float, step: int) -> None:
+        """Re-solve the relation of scheme ``s`` from the teacher probabilities ``P`` of the samples it labels.
+
+        The relation each rank holds after the broadcast is recorded when the environment asks
+        (:func:`~falcon_sc.core.relation_log.record_solve`).
+        """
         fabric = self.fabric
         known = labels >= 0
         Y = torch.nn.functional.one_hot(labels.clamp(min=0), n_coarse).float() * known[:, None]
@@ -411,6 +416,7 @@ class FalconPlan(TrainingPlan):
             )
             new = torch.as_tensor(solved, dtype=torch.float32, device=self.device)
         new = fabric.broadcast(new, src=0)
+        record_solve(fabric.global_rank, step, s, new)
         self.stats.solver_seconds += time.perf_counter() - t0
         self.stats.changes += int((new.argmax(1) != self.relations[s].argmax(1)).sum())
         self.relations[s] = new

@@ -338,13 +338,19 @@ class TrainingPlan:
 
 
 def make_fabric(
-    device: torch.device | str = "cpu", *, devices: int = 1, strategy: str = "auto", precision: str = "32-true"
+    device: torch.device | str = "cpu",
+    *,
+    devices: int = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str = "32-true",
 ) -> Fabric:
     """A launched Lightning :class:`~lightning_fabric.Fabric` on ``device``'s accelerator.
 
     The training engine: device placement, precision, distributed strategies and checkpoint files are Lightning's;
-    falcon_sc keeps only the method's steps. ``devices > 1`` with ``strategy="ddp"`` expects the processes to be
-    started by ``torchrun`` (or :func:`falcon_sc.core.distributed.spawn`).
+    falcon_sc keeps only the method's steps. ``strategy="ddp"`` expects the processes to be started by ``torchrun``
+    (``devices`` per node on ``num_nodes`` nodes; :class:`~falcon_sc.core.launch.TorchrunLaunch`), whose environment
+    Fabric reads; :func:`falcon_sc.core.distributed.spawn` starts them itself.
     """
     import logging
 
@@ -354,7 +360,13 @@ def make_fabric(
     for name in ("lightning_fabric", "lightning.fabric"):  # "Seed set to ..." / GPU availability chatter
         logging.getLogger(name).setLevel(logging.WARNING)
     device = torch.device(device)
-    fabric = Fabric(accelerator=device.type, devices=devices, strategy=strategy, precision=cast(Precision, precision))
+    fabric = Fabric(
+        accelerator=device.type,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=cast(Precision, precision),
+    )
     fabric.launch()
     return fabric
 

@@ -17,6 +17,7 @@ from .._coarse import as_keys
 from .._layout import check_key_added, history_table, relations_table
 from .._names import renamed
 from .._validate import check_adata, check_data, check_fit, check_setup, resolve_device
+from ..core.launch import active_launch
 from ..core.neighbors import neighbour_vote
 from ..core.progress import phase, progress_shown
 from ..core.trainer import FalconConfig
@@ -214,6 +215,7 @@ class FalconModel:
             make_network = partial(MLPClassifier, inputs.features.shape[1], hidden=list(fit.hidden))
             engine = Engine(make_network, device, devices=fit.devices, kmeans_restarts=KMEANS_RESTARTS)
             outcome = fit_falcon(problem, requested, fit, cfg, engine)
+        launch = active_launch()  # under torchrun the processes it started trained
         result = outcome.result
         params = {
             **self.setup.as_dict(),
@@ -225,7 +227,7 @@ class FalconModel:
             "init": fit.init,
             "hidden": list(fit.hidden),
             "accelerator": str(device),
-            "devices": fit.devices,
+            "devices": fit.devices if launch is None else launch.world_size,
             "random_state": fit.random_state,
             "guard_warm_start": fit.guard_warm_start,
             "input_kind_detected": None if inputs.prepared is None else inputs.prepared.input_kind_detected,

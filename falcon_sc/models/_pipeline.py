@@ -22,6 +22,7 @@ from .._coarse import CoarseSchemes, check_children_fit
 from ..core.distributed import train_falcon_ddp
 from ..core.graph_init import graph_clusters
 from ..core.labels import fine_class_names, restricted_probs
+from ..core.launch import active_launch
 from ..core.n_fine import estimate_children
 from ..core.neighbors import within_class_neighbors
 from ..core.prior import children_prior as size_prior
@@ -302,12 +303,22 @@ def train(
     seed: int,
     options: dict[str, Any],
 ) -> FalconResult:
-    """FALCON training on one device or ``engine.devices`` DDP processes; a diverging run is a clear error."""
+    """FALCON training on one device, ``engine.devices`` DDP processes or a torchrun launch; divergence is an error.
+
+    Inside ``with launch:`` (a :class:`~falcon_sc.core.launch.TorchrunLaunch`, on its rank 0) the training runs on
+    every process torchrun started (``engine.devices`` is not used).
+    """
     advice = f"with lr={cfg.lr:g} and optimizer={cfg.optimizer!r}; nothing was written. Retry with a smaller lr, "
     advice += f"e.g. lr={cfg.lr / 10:g} (default 3e-4)."
     result: FalconResult
+    launch = active_launch()
     try:
-        if engine.devices > 1:
+        if launch is not None:
+            result = launch.lead(
+                network, features, coarse, neighbors, n_coarse, cfg, seed=seed,
+                student_view=engine.student_view, teacher_view=engine.teacher_view, **options,
+            )  # fmt: skip
+        elif engine.devices > 1:
             result = train_falcon_ddp(
                 engine.devices, network, features, coarse, neighbors, n_coarse, cfg,
                 accelerator=engine.device.type, seed=seed, **options,
