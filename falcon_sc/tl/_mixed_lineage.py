@@ -8,6 +8,7 @@ from typing import Any, Literal
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scanpy as sc
 from scanpy import logging as logg
 from scipy import sparse
 
@@ -171,9 +172,17 @@ def mixed_lineage(
             f"mixed_lineage compares coarse classes, but adata.uns[{key!r}] has {len(present)} coarse class(es) with 2 "
             "cells or more: it needs at least 2."
         )
-    markers = fine_markers(
-        adata, key, n_genes=n_genes, method=method, layer=layer, use_raw=use_raw, input_kind=input_kind, inplace=False
-    )
+    with sc.settings.verbosity.override(min(sc.settings.verbosity, sc.Verbosity.error)):  # single children: NaN
+        markers = fine_markers(
+            adata,
+            key,
+            n_genes=n_genes,
+            method=method,
+            layer=layer,
+            use_raw=use_raw,
+            input_kind=input_kind,
+            inplace=False,
+        )
     use_raw = adata.raw is not None and layer is None if use_raw is None else bool(use_raw)
     expr, _ = lognorm_expression(adata, layer=layer, use_raw=use_raw, input_kind=input_kind)
     lineage = lineage_genes(_rank(expr, coarse, present, {c: c for c in present}, method, None, OTHER_COARSE), n_genes)
