@@ -15,7 +15,7 @@ from scipy import sparse
 from .._checks import check_bool, check_int, check_number
 from .._layout import read_results
 from ._doublets import DOUBLET_OBS_SUFFIXES, check_doublet_options, per_fine_class, scrublet_scores
-from ._markers import OTHER_COARSE, _rank, fine_markers, lognorm_expression
+from ._markers import OTHER_COARSE, fine_markers, lognorm_expression, rank_groups
 
 #: columns of the table (``parent`` and ``n_cells`` are those of ``uns[key]["fine_classes"]``, never overwritten)
 COLUMNS = (
@@ -185,7 +185,9 @@ def mixed_lineage(
         )
     use_raw = adata.raw is not None and layer is None if use_raw is None else bool(use_raw)
     expr, _ = lognorm_expression(adata, layer=layer, use_raw=use_raw, input_kind=input_kind)
-    lineage = lineage_genes(_rank(expr, coarse, present, {c: c for c in present}, method, None, OTHER_COARSE), n_genes)
+    lineage = lineage_genes(
+        rank_groups(expr, coarse, present, {c: c for c in present}, method, None, OTHER_COARSE), n_genes
+    )
     table = _overlap_table(expr, labels, parent, markers, lineage, n_genes)
     table["mixed_lineage"] = (table["marker_overlap"] >= min_overlap) & (table["other_expressing"] >= min_expressing)
     cells = None
