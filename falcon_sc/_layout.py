@@ -13,6 +13,8 @@ A run of :func:`falcon_sc.tl.refine` (or :meth:`~falcon_sc.FalconModel.predict`,
   ``n_fine_threshold`` and ``params``.
 
 :func:`falcon_sc.tl.fine_markers` writes ``uns[f"{key}_markers"]`` (``markers`` and ``params``).
+:func:`falcon_sc.tl.mixed_lineage` (``inplace=True``) adds columns to ``uns[key]["fine_classes"]`` and, with
+``doublets=True``, ``obs[f"{key}_doublet_score"]`` and ``obs[f"{key}_predicted_doublet"]``.
 
 This module imports no other part of the package than :mod:`falcon_sc.core`: models, ``tl`` and ``pl`` import it.
 """

@@ -138,9 +138,9 @@ def fine_markers(
             skipped.append(coarse)
         elif any(counts[f] >= 2 for f in kids):
             mask = labels.isin(kids).to_numpy()
-            tables.append(_rank(expr[mask], labels[mask], kids, parent, method, n_genes, SIBLINGS))
+            tables.append(rank_groups(expr[mask], labels[mask], kids, parent, method, n_genes, SIBLINGS))
     if alone:  # single children against every other coarse class's cells (their coarse class is all theirs)
-        tables.append(_rank(expr, labels, alone, parent, method, n_genes, OTHER_COARSE))
+        tables.append(rank_groups(expr, labels, alone, parent, method, n_genes, OTHER_COARSE))
     if skipped:
         logg.warning(
             "coarse classes with a single fine class have no siblings to compare with and were skipped: "
@@ -246,7 +246,7 @@ def _check_options(
     return None if n_genes is None else int(n_genes)
 
 
-def _rank(
+def rank_groups(
     expr: ad.AnnData,
     labels: pd.Series,
     groups: list[str],
@@ -255,7 +255,11 @@ def _rank(
     n_genes: int | None,
     reference: str,
 ) -> pd.DataFrame:
-    """``rank_genes_groups`` of ``groups`` (those with 2 cells or more) against the rest of ``expr``'s cells, tidy."""
+    """``rank_genes_groups`` of ``groups`` (those with 2 cells or more) against the rest of ``expr``'s cells, tidy.
+
+    Also ranks the coarse classes against each other for :func:`~falcon_sc.tl.mixed_lineage` (``parent`` then maps
+    each coarse class to itself).
+    """
     sub = expr.copy()  # (a view's rows only) scanpy may drop explicit zeros of the matrix in place
     present = set(labels)
     sub.obs["fine"] = pd.Categorical(labels.to_numpy(), categories=[f for f in parent if f in present])
