@@ -77,7 +77,7 @@ class FalconModel:
         n_comps_within: int = 10,
         model_input: Literal["pca", "hvg"] = "pca",
     ) -> None:
-        check_adata(adata)
+        check_adata(adata, out_of_core=True)
         if isinstance(coarse_key, list | tuple):  # several coarse schemes (one column: the plain case)
             keys = as_keys(coarse_key)
             coarse_key = keys[0] if len(keys) == 1 else keys

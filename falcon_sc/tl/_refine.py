@@ -243,7 +243,13 @@ def refine(
     start = logg.info(f"running FALCON refine on {coarse_key!r}")
     check_bool("copy", copy)
     check_bool("return_model", return_model)
-    check_adata(adata)
+    check_adata(adata, out_of_core=True)
+    if copy and adata.isbacked:
+        raise ValueError(
+            "copy=True with a backed adata would read its whole X into memory: call refine on the backed adata "
+            "without copy= (the results go to its in-memory obs, obsm and uns; the file is not modified), or load "
+            "it first with adata.to_memory()."
+        )
     check_key_added(key_added, coarse_keys=as_keys(coarse_key), batch_key=batch_key)
     adata = adata.copy() if copy else adata
     model = FalconModel(
