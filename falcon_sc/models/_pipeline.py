@@ -23,7 +23,7 @@ from ..core.distributed import train_falcon_ddp
 from ..core.graph_init import graph_clusters
 from ..core.labels import fine_class_names, restricted_probs
 from ..core.n_fine import estimate_children
-from ..core.neighbors import within_class_neighbors
+from ..core.neighbors import EXACT_MAX, RECALL_SAMPLE, neighbour_recall, within_class_neighbors
 from ..core.prior import children_prior as size_prior
 from ..core.prior import kmeans_within_relation
 from ..core.relation import solve_relation
@@ -92,7 +92,9 @@ class Outcome:
 
     ``relation`` is the relation the labels are restricted by (with several schemes: joint groups x fine); ``labels``
     and ``fine_names`` follow it. ``use_warm`` and ``scores``: the guard's choice per coarse class and the two
-    silhouettes (``None`` when the guard did not run).
+    silhouettes (``None`` when the guard did not run). ``neighbour_recall``: the share of the exact within-class
+    neighbours found where the search was approximate (:func:`~falcon_sc.core.neighbors.neighbour_recall`; ``None``
+    when every class was searched exactly).
     """
 
     result: FalconResult
@@ -110,6 +112,7 @@ class Outcome:
     estimate: dict[str, Any] | None = None
     scheme_record: dict[str, Any] | None = None
     group_names: list[str] = field(default_factory=list)
+    neighbour_recall: float | None = None
 
 
 def fit_falcon(
@@ -123,6 +126,12 @@ def fit_falcon(
     n_neighbors = usable_neighbors(fit.n_neighbors, len(problem.groups))
     warn_small_classes(problem.groups, problem.group_names, n_neighbors)
     neighbors = within_class_neighbors(problem.space, problem.groups, n_neighbors, random_state=fit.random_state)
+    recall = neighbour_recall(problem.space, problem.groups, neighbors, random_state=fit.random_state)
+    if recall is not None:
+        logg.info(
+            f"    classes over {EXACT_MAX:,} cells: approximate neighbours (pynndescent), recall {recall:.3f} of the "
+            f"exact search on {RECALL_SAMPLE:,} sampled cells per class"
+        )
     prior, estimate, known = fit.children_prior, None, {}
     if not isinstance(n_fine, int):  # "auto" or known counts of some classes: estimate the rest
         estimate = estimate_n_fine(n_fine, neighbors, problem.groups, problem.group_names, fit.random_state)
@@ -162,6 +171,7 @@ def fit_falcon(
     result = train(network, problem.features, coarse_arg, neighbors, n_coarse, cfg, engine, fit.random_state, options)
     outcome = _labels(problem, result, initial, fit)
     outcome.update(network=network, n_fine=n_fine, children_prior=prior, targets=targets, estimate=estimate)
+    outcome["neighbour_recall"] = recall
     outcome["group_names"] = problem.group_names
     return Outcome(result=result, initial=initial, init_labels=init_labels, **outcome)
 

@@ -13,11 +13,11 @@ from scanpy import logging as logg
 from scipy import sparse
 
 from .._checks import check_bool, check_int
-from ._checks import check_variation, expression_matrix, matrix_source, obs_batch_codes
+from ._checks import check_codes, check_variation, expression_matrix, matrix_source, obs_batch_codes
 from ._chunks import CHUNK_CELLS, is_out_of_core
 from ._input_kind import resolve_input_kind
 from ._pca import ScaledPCA
-from ._streamed import GeneStats, StreamedLognorm, global_pca, streamed_scores
+from ._streamed import GeneStats, Moments, StreamedLognorm, global_pca, streamed_scores
 
 
 @dataclass
@@ -127,6 +127,7 @@ def prepare(
     input_kind: Literal["auto", "counts", "normalized", "lognorm"] = "auto",
     random_state: int = 0,
     values_checked: bool = False,
+    groups: np.ndarray | None = None,
 ) -> Prepared:
     """Turn counts, normalised or log-normalised values into model inputs, leaving ``adata`` untouched.
 
@@ -157,6 +158,10 @@ def prepare(
         ``True`` when the caller has already run :func:`check_values` on the matrix ``layer`` names: the full scan
         for NaN, infinite and negative values is not repeated (only the probed rows are checked again). With the
         default ``False`` every value is checked here.
+    groups
+        Coarse class code per cell, optional. Only used with out-of-core input (a backed AnnData or a dask ``X``,
+        read in row chunks, see :doc:`/scale`): the per-class statistics of the within-class components are then
+        gathered in the same pass as the global ones (:class:`FeatureTransform` passes them).
 
     Returns
     -------
@@ -195,7 +200,9 @@ def prepare(
     )
     how = f"{why}, detected" if kind == detected else f"input_kind={input_kind!r}"
     if is_out_of_core(X):
-        return _prepare_streamed(adata, X, kind, detected, how, batches, batch_key, n_top_genes, n_comps, source)
+        groups = np.zeros(adata.n_obs, dtype=np.int64) if groups is None else check_codes("groups", groups, adata.n_obs)
+        settings = {"batch_key": batch_key, "n_top_genes": n_top_genes, "n_comps": n_comps, "source": source}
+        return _prepare_streamed(adata, X, (kind, detected, how), batches, groups, **settings)
     X = sparse.csr_matrix(X, dtype=np.float32) if sparse.issparse(X) else np.asarray(X, dtype=np.float32)
     tmp = ad.AnnData(X=X.copy(), obs=pd.DataFrame({"batch": pd.Categorical(batches)}, index=adata.obs_names))
     tmp.var_names = adata.var_names
@@ -223,23 +230,31 @@ def prepare(
 def _prepare_streamed(
     adata: ad.AnnData,
     X: Any,
-    kind: str,
-    detected: str,
-    how: str,
+    kinds: tuple[str, str, str],
     batches: np.ndarray,
+    groups: np.ndarray,
+    *,
     batch_key: str | None,
     n_top_genes: int,
     n_comps: int,
     source: str,
 ) -> Prepared:
-    """:func:`prepare` on an out-of-core matrix, in row chunks (:mod:`falcon_sc.pp._streamed`): the same steps."""
+    """:func:`prepare` on an out-of-core matrix, in row chunks (:mod:`falcon_sc.pp._streamed`): the same steps.
+
+    ``kinds``: the input kind used, the detected one and why, in words.
+    """
+    kind, detected, how = kinds
     say_normalisation(kind, source, how)
-    logg.info(f"    {source} is read in chunks of {CHUNK_CELLS:,} cells (out-of-core input)")
+    start = logg.info(f"    {source} is out of core: read in chunks of {CHUNK_CELLS:,} cells")
     stats = GeneStats.gather(X, kind, batches, int(batches.max()) + 1)
     check_normalised(X, adata.var_names, kind, source, n_comps, ranges=(stats.lo, stats.hi))
     lognorm = StreamedLognorm(X, kind, stats.hvg(n_top_genes, batch_key is not None, adata.var_names))
-    pca = global_pca(lognorm, stats, batches, n_comps)
-    emb = streamed_scores(lognorm, pca.n_comps, lambda start, stop, rows: pca.transform(rows, batches[start:stop]))
+    start = logg.info(f"    gene statistics and {lognorm.shape[1]} HVGs", time=start)
+    lognorm.moments = Moments.gather(lognorm, groups, batches)
+    pca = global_pca(lognorm.moments, n_comps)
+    start = logg.info("    second moments (per class and batch) and global components", time=start)
+    emb = streamed_scores(lognorm, pca.n_comps, lambda i, j, rows: pca.transform(rows, batches[i:j]))
+    logg.info("    global scores", time=start)
     return Prepared(
         embedding=emb,
         lognorm=lognorm,

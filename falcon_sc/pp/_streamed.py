@@ -6,12 +6,16 @@ normalises them as the in-memory path does (the normalisation works row by row),
 1. per batch, sums and sums of squares of every gene's log-normalised values and of their ``expm1`` (the seurat HVG
    dispersions, :func:`~falcon_sc.pp._hvg.seurat_hvg`), non-zero counts, and each gene's smallest and largest value
    (the variation check);
-2. the genes x genes covariance of the HVGs standardised within batches, whose top eigenvectors are the loadings
-   (exact PCA, as :class:`~falcon_sc.pp.ScaledPCA`);
-3. the projection of every chunk on the loadings (the cells x ``n_comps`` embedding, kept in memory).
+2. per coarse class and batch (when the classes are given), cells, sums and genes x genes second moments of the
+   HVGs (:class:`Moments`, one matrix product per chunk): the covariance of the cells standardised within batches
+   follows for every class and for all cells, whose top eigenvectors are the loadings (exact PCA, as
+   :class:`~falcon_sc.pp.ScaledPCA`);
+3. the projection of every chunk on the loadings (the cells x ``n_comps`` embedding, kept in memory), and one more
+   for the within-class scores.
 
-The within-class components take three more passes (per class and batch statistics, the covariances of at most
-:data:`MAX_COVARIANCES` classes at a time, the projection).
+Memory: a few chunks (one float64 dense chunk of 20,000 cells x 2,000 HVGs is 320 MB) plus at most
+:data:`MAX_COVARIANCES` second moments (32 MB each for 2,000 HVGs; more classes x batches take more passes, not more
+memory) plus the outputs (cells x components float32).
 """
 
 from __future__ import annotations
@@ -23,15 +27,16 @@ from typing import Any
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scanpy as sc
 from scipy import sparse
 
 from ._checks import block_range
 from ._chunks import row_blocks
 from ._hvg import seurat_hvg
-from ._pca import ScaledPCA, WithinClassPCA, fixed_signs, inverse_sd, standardised, top_eigenvectors
+from ._pca import ScaledPCA, WithinClassPCA, fixed_signs, inverse_sd, top_eigenvectors
 
-#: genes x genes covariances accumulated in one pass of the within-class components (each n_genes^2 float64: 32 MB
-#: for 2,000 HVGs); more coarse classes take more passes
+#: genes x genes second moments (one per coarse class and batch) accumulated in one pass (each n_genes^2 float64:
+#: 32 MB for 2,000 HVGs, 512 MB in all); more classes x batches take more passes over the file, not more memory
 MAX_COVARIANCES = 16
 
 
@@ -42,7 +47,8 @@ def normalised_block(raw: Any, kind: str) -> Any:
     block = sparse.csr_matrix(raw, dtype=np.float32) if sparse.issparse(raw) else np.asarray(raw, dtype=np.float32)
     if kind != "lognorm":
         tmp = ad.AnnData(X=block)
-        log_normalised_rows(tmp, kind)
+        with sc.settings.verbosity.override("warning"):  # scanpy's messages once per chunk say nothing new
+            log_normalised_rows(tmp, kind)
         block = tmp.X
     return block
 
@@ -59,11 +65,15 @@ class StreamedLognorm:
         Its input kind (``"counts"``, ``"normalized"`` or ``"lognorm"``).
     columns
         Columns of ``X`` of the selected genes, in order.
+    moments
+        The :class:`Moments` the global PCA was fitted from (per coarse class and batch when the classes were
+        known), reused by the within-class components of the same classes.
     """
 
     X: Any
     kind: str
     columns: np.ndarray
+    moments: Moments | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -156,117 +166,92 @@ class GeneStats:
 
 
 @dataclass
-class _GroupTables:
-    """Per group (coarse class) and batch: cells, sums and sums of squares of the selected genes."""
+class Moments:
+    """Per key (a coarse class and batch): cells, sums and second moments (genes x genes) of the selected genes.
 
+    Every within-class and global statistic of the PCA follows from these: the batch tables (means and inverse
+    standard deviations) and the covariance of the cells standardised within their batches,
+    ``sum_b D_b (S_b - n_b m_b m_b^T) D_b``, so one pass of matrix products serves the global and every within-class
+    PCA. The in-memory path standardises first and then multiplies; both are exact (float64) and agree to rounding.
+    """
+
+    groups: np.ndarray
+    batches: np.ndarray
+    n_batches: int
     counts: np.ndarray
     sums: np.ndarray
-    squares: np.ndarray
-    small: dict[int, list[Any]]
+    second: dict[int, np.ndarray]
 
-    def batch_tables(self, group: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The batches the group holds, and their mean and inverse-sd tables (as :func:`batch_stats`)."""
-        seen = np.flatnonzero(self.counts[group] > 0)
-        n = self.counts[group, seen][:, None]
-        mean = self.sums[group, seen] / n
-        return seen, mean, inverse_sd(mean, self.squares[group, seen] / n)
+    @classmethod
+    def gather(cls, lognorm: StreamedLognorm, groups: np.ndarray, batches: np.ndarray) -> Moments:
+        """Passes over ``lognorm`` in row chunks, each holding at most :data:`MAX_COVARIANCES` second moments."""
+        n_batches = int(batches.max()) + 1
+        keys = groups * n_batches + batches
+        n_keys = int(keys.max()) + 1
+        counts = np.bincount(keys, minlength=n_keys)
+        present = np.flatnonzero(counts)
+        g = lognorm.shape[1]
+        sums = np.zeros((n_keys, g))
+        second: dict[int, np.ndarray] = {}
+        for first in range(0, present.size, MAX_COVARIANCES):
+            chosen = present[first : first + MAX_COVARIANCES]
+            second.update({int(k): np.zeros((g, g)) for k in chosen})
+            wanted = set(chosen.tolist())
+            for start, stop, block in lognorm.blocks():
+                for key, rows in _batch_rows(keys[start:stop]):
+                    if key in wanted:
+                        part = block if rows is None else block[rows]
+                        d = part.toarray() if sparse.issparse(part) else np.asarray(part)
+                        d = d.astype(np.float64, copy=False)
+                        second[key] += d.T @ d
+                        sums[key] += d.sum(axis=0)
+        return cls(groups, batches, n_batches, counts, sums, second)
+
+    def _keys(self, group: int | None) -> list[int]:
+        """The keys of one group (``None``: every group), those that hold cells."""
+        ks = np.flatnonzero(self.counts)
+        return [int(k) for k in ks if group is None or k // self.n_batches == group]
+
+    def pca(self, group: int | None, n_comps: int) -> WithinClassPCA:
+        """Batch tables and top ``n_comps`` loadings of one group (``None``: all cells, per batch)."""
+        g = self.sums.shape[1]
+        by_batch: dict[int, list[int]] = {}
+        for key in self._keys(group):
+            by_batch.setdefault(key % self.n_batches, []).append(key)
+        seen = np.array(sorted(by_batch), dtype=np.int64)
+        mean, scale = np.zeros((seen.size, g)), np.zeros((seen.size, g))
+        cov = np.zeros((g, g))
+        for i, b in enumerate(seen):
+            n = float(sum(self.counts[k] for k in by_batch[b]))
+            total = sum(self.sums[k] for k in by_batch[b])
+            second = sum(self.second[k] for k in by_batch[b])
+            mean[i] = total / n
+            scale[i] = inverse_sd(mean[i], np.diag(second) / n)
+            centred = second - n * np.outer(mean[i], mean[i])
+            cov += scale[i][:, None] * centred * scale[i][None, :]
+        loadings = fixed_signs(top_eigenvectors(cov, n_comps)[1])
+        return WithinClassPCA(ScaledPCA(mean, scale, loadings), seen)
 
 
-def _group_tables(lognorm: StreamedLognorm, groups: np.ndarray, batches: np.ndarray, small: set[int]) -> _GroupTables:
-    """One pass: per group and batch sums of the selected genes; the rows of the ``small`` groups, kept in memory."""
-    n_groups, n_batches, g = int(groups.max()) + 1, int(batches.max()) + 1, lognorm.shape[1]
-    tables = _GroupTables(
-        counts=np.zeros((n_groups, n_batches), dtype=np.int64),
-        sums=np.zeros((n_groups, n_batches, g)),
-        squares=np.zeros((n_groups, n_batches, g)),
-        small={grp: [] for grp in small},
-    )
-    for start, stop, block in lognorm.blocks():
-        gb, bb = groups[start:stop], batches[start:stop]
-        for code, rows in _batch_rows(gb * n_batches + bb):
-            part = block if rows is None else block[rows]
-            grp, b = divmod(code, n_batches)
-            tables.counts[grp, b] += part.shape[0]
-            tables.sums[grp, b] += _column_sums(part)
-            tables.squares[grp, b] += _column_sums(part, 2)
-        for grp in small.intersection(np.unique(gb).tolist()):
-            tables.small[grp].append(block[gb == grp])
-    return tables
+def global_pca(moments: Moments, n_comps: int) -> ScaledPCA:
+    """:meth:`ScaledPCA.fit <falcon_sc.pp.ScaledPCA.fit>` of all cells from their moments."""
+    n, g = int(moments.counts.sum()), moments.sums.shape[1]
+    return moments.pca(None, min(n_comps, g - 1, n - 1)).pca
 
 
-def _covariances(
-    lognorm: StreamedLognorm, groups: np.ndarray, batches: np.ndarray, tables: dict[int, tuple]
-) -> dict[int, np.ndarray]:
-    """One pass: genes x genes covariance of each group in ``tables`` (standardised within its batches)."""
-    g = lognorm.shape[1]
-    covs = {grp: np.zeros((g, g)) for grp in tables}
-    for start, stop, block in lognorm.blocks():
-        gb = groups[start:stop]
-        for grp in set(tables).intersection(np.unique(gb).tolist()):
-            rows = np.flatnonzero(gb == grp)
-            local, mean, scale = tables[grp]
-            z = standardised(block[rows], 0, rows.size, local[batches[start:stop][rows]], mean, scale)
-            covs[grp] += z.T @ z
-    return covs
+def fit_grouped_pca(moments: Moments, n_comps: int, n_groups: int) -> list[WithinClassPCA | None]:
+    """:func:`~falcon_sc.pp._pca.fit_within_class_pca` from moments: one fit per group ``0..n_groups-1``.
 
-
-def _stack(parts: list[Any]) -> Any:
-    return sparse.vstack(parts, format="csr") if sparse.issparse(parts[0]) else np.vstack(parts)
-
-
-def fit_grouped_pca(
-    lognorm: StreamedLognorm,
-    groups: np.ndarray,
-    batches: np.ndarray,
-    n_comps: int,
-    n_groups: int,
-    tables: _GroupTables | None = None,
-) -> list[WithinClassPCA | None]:
-    """:func:`~falcon_sc.pp._pca.fit_within_class_pca` on a streamed matrix: one fit per group ``0..n_groups-1``.
-
-    Groups with no more cells than genes are fitted in memory (their rows are gathered in the first pass) exactly
-    as the in-memory path fits them; larger ones from their covariance, accumulated over row chunks.
+    A group of fewer than 2 cells gets ``None`` (as in memory); a group of fewer cells than genes gets its top
+    components from the covariance, the same subspace as the in-memory path's Gram matrix.
     """
-    g = lognorm.shape[1]
-    sizes = np.bincount(groups, minlength=n_groups)
-    ks = [min(n_comps, int(s) - 1, g - 1) for s in sizes]
-    small = {grp for grp in range(n_groups) if ks[grp] >= 1 and sizes[grp] <= g}
-    if tables is None or small:
-        tables = _group_tables(lognorm, groups, batches, small)
-    fitted: list[WithinClassPCA | None] = [None] * n_groups
-    for grp in sorted(small):
-        seen, local = np.unique(batches[groups == grp], return_inverse=True)
-        pca = ScaledPCA.fit(_stack(tables.small[grp]), local.astype(np.int64), ks[grp])
-        fitted[grp] = WithinClassPCA(pca, seen)
-    large = [grp for grp in range(n_groups) if ks[grp] >= 1 and grp not in small]
-    for first in range(0, len(large), MAX_COVARIANCES):
-        chosen = {}
-        for grp in large[first : first + MAX_COVARIANCES]:
-            seen, mean, scale = tables.batch_tables(grp)
-            local = np.full(int(batches.max()) + 1, -1, dtype=np.int64)
-            local[seen] = np.arange(seen.size)
-            chosen[grp] = (local, mean, scale)
-        for grp, cov in _covariances(lognorm, groups, batches, chosen).items():
-            _, mean, scale = chosen[grp]
-            loadings = fixed_signs(top_eigenvectors(cov, ks[grp])[1])
-            fitted[grp] = WithinClassPCA(ScaledPCA(mean, scale, loadings), tables.batch_tables(grp)[0])
+    g = moments.sums.shape[1]
+    sizes = np.bincount(moments.groups, minlength=n_groups)
+    fitted: list[WithinClassPCA | None] = []
+    for grp in range(n_groups):
+        k = min(n_comps, int(sizes[grp]) - 1, g - 1)
+        fitted.append(moments.pca(grp, k) if k >= 1 else None)
     return fitted
-
-
-def global_pca(lognorm: StreamedLognorm, stats: GeneStats, batches: np.ndarray, n_comps: int) -> ScaledPCA:
-    """:meth:`ScaledPCA.fit <falcon_sc.pp.ScaledPCA.fit>` on a streamed matrix (batch tables from the first pass)."""
-    n, g = lognorm.shape
-    k = min(n_comps, g - 1, n - 1)
-    cols = lognorm.columns
-    tables = _GroupTables(
-        counts=stats.n_cells[None, :],
-        sums=stats.log_sum[None][:, :, cols],
-        squares=stats.log_sq[None][:, :, cols],
-        small={},
-    )
-    fit = fit_grouped_pca(lognorm, np.zeros(n, dtype=np.int64), batches, k, 1, tables)[0]
-    assert fit is not None  # prepare refuses data with fewer than 2 varying genes
-    return fit.pca
 
 
 def streamed_scores(lognorm: StreamedLognorm, width: int, score: Any) -> np.ndarray:

@@ -24,7 +24,7 @@ from ._features import CellFeatures, unit_rows
 from ._input_kind import resolve_input_kind
 from ._normalise import Prepared, prepare
 from ._pca import ScaledPCA, WithinClassPCA, batch_stats_table, fit_within_class_pca, within_class_scores
-from ._streamed import StreamedLognorm, fit_grouped_pca, streamed_scores
+from ._streamed import Moments, StreamedLognorm, fit_grouped_pca, streamed_scores
 
 #: fewest genes of the fitted gene list that new cells must have (share)
 MIN_SHARED_GENES = 0.5
@@ -167,6 +167,7 @@ class FeatureTransform:
                 input_kind=input_kind,
                 random_state=random_state,
                 values_checked=values_checked,
+                groups=coarse if n_comps_within > 0 else None,  # out-of-core input: one pass for both PCAs
             )
         else:
             prepared = _check_prepared(prepared, adata.n_obs)
@@ -203,7 +204,10 @@ class FeatureTransform:
         if not isinstance(lognorm, StreamedLognorm):
             self.within = fit_within_class_pca(lognorm, coarse, batches, k, n_coarse)
             return within_class_scores(self.within, lognorm, coarse, batches, k)
-        self.within = fit_grouped_pca(lognorm, coarse, batches, k, n_coarse)
+        moments = lognorm.moments
+        if moments is None or not np.array_equal(moments.groups, coarse):  # other classes than prepare saw
+            moments = Moments.gather(lognorm, coarse, batches)
+        self.within = fit_grouped_pca(moments, k, n_coarse)
         return streamed_scores(
             lognorm,
             k,
