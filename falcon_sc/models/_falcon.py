@@ -45,7 +45,8 @@ class FalconModel:
     Parameters
     ----------
     adata
-        Cells x genes to fit on (not modified by the model).
+        Cells x genes to fit on (not modified by the model); may be backed (``backed="r"``) or hold a dask matrix,
+        read in chunks as in :func:`falcon_sc.tl.refine`.
     coarse_key
         Column of ``adata.obs`` with the coarse labels, or a list of columns: several coarse schemes (labels may be
         missing in some schemes; see :doc:`/schemes`). A model fitted on several schemes saves, loads and labels

@@ -38,9 +38,14 @@ def is_out_of_core(X: Any) -> bool:
 
 
 def _in_memory(block: Any) -> Any:
-    """A block read from an out-of-core matrix as a CSR matrix or a numpy array."""
+    """A block read from an out-of-core matrix as a CSR matrix or a numpy array, never a view of user memory.
+
+    h5py and zarr reads are new arrays; a dask block may be a view of the array the dask matrix wraps, so it is
+    copied (the streamed normalisation works in place).
+    """
     if _is_dask(block):
         block = block.compute()
+        block = block.copy() if sparse.issparse(block) else np.array(block, copy=True)
     if sparse.issparse(block):
         return sparse.csr_matrix(block)
     return np.asarray(block)

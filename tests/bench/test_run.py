@@ -424,7 +424,7 @@ def test_peer_out_of_memory(tmp_path) -> None:
     """A limit the scanpy pipeline cannot run under is reported as out of memory, not a crash."""
     from falcon_sc.bench._peer import run_peer
 
-    sim = falcon_sc.datasets.simulate_h5ad(tmp_path / "s.h5ad", n_cells=300, n_genes=50)
+    sim = falcon_sc.datasets.simulate_h5ad(tmp_path / "s.h5ad", n_cells=2000, n_genes=50)
     sim.file.close()
     assert run_peer(tmp_path / "s.h5ad", 6, 0.3, 0)["status"].startswith("out of memory")
 

@@ -144,3 +144,17 @@ def test_out_of_core_checks_read_chunks(small_chunks, tmp_path):
             fal.tl.refine(backed, "coarse", 6, **FAST)
     finally:
         backed.file.close()
+
+
+def test_dask_matrix_same_as_in_memory(small_chunks):
+    """A dask ``X`` is read through the same chunk reader; its (in-memory) chunks are never modified."""
+    da = pytest.importorskip("dask.array")
+    adata = simulate(n_cells=800, random_state=6)
+    dense = adata.X.toarray()
+    lazy = ad.AnnData(X=da.from_array(dense, chunks=(100, dense.shape[1])), obs=adata.obs.copy(), var=adata.var)
+    fal.tl.refine(adata, "coarse", 6, **FAST)
+    fal.tl.refine(lazy, "coarse", 6, **FAST)
+    np.testing.assert_array_equal(lazy.obs["falcon"].astype(str), adata.obs["falcon"].astype(str))
+    np.testing.assert_array_equal(dense, adata.X.toarray())  # the array behind the dask matrix is untouched
+    with pytest.raises(ValueError, match=r"model_input='hvg'.*X is a dask array"):
+        fal.tl.refine(lazy, "coarse", 6, model_input="hvg", **FAST)
