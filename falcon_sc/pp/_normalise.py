@@ -17,7 +17,7 @@ from ._checks import check_codes, check_variation, expression_matrix, matrix_sou
 from ._chunks import CHUNK_CELLS, is_out_of_core
 from ._input_kind import resolve_input_kind
 from ._pca import ScaledPCA
-from ._streamed import GeneStats, Moments, StreamedLognorm, global_pca, streamed_scores
+from ._streamed import GeneStats, Moments, StreamedLognorm, WithinScores, fit_grouped_pca, global_pca, score_both
 
 
 @dataclass
@@ -128,6 +128,7 @@ def prepare(
     random_state: int = 0,
     values_checked: bool = False,
     groups: np.ndarray | None = None,
+    n_comps_within: int = 0,
 ) -> Prepared:
     """Turn counts, normalised or log-normalised values into model inputs, leaving ``adata`` untouched.
 
@@ -162,6 +163,9 @@ def prepare(
         Coarse class code per cell, optional. Only used with out-of-core input (a backed AnnData or a dask ``X``,
         read in row chunks, see :doc:`/scale`): the per-class statistics of the within-class components are then
         gathered in the same pass as the global ones (:class:`FeatureTransform` passes them).
+    n_comps_within
+        With ``groups`` and out-of-core input: components fitted inside each class, scored in the same pass as the
+        global components (kept in ``lognorm.within`` for :class:`FeatureTransform`); 0 fits none.
 
     Returns
     -------
@@ -202,6 +206,8 @@ def prepare(
     if is_out_of_core(X):
         groups = np.zeros(adata.n_obs, dtype=np.int64) if groups is None else check_codes("groups", groups, adata.n_obs)
         settings = {"batch_key": batch_key, "n_top_genes": n_top_genes, "n_comps": n_comps, "source": source}
+        check_int("n_comps_within", n_comps_within, 0)
+        settings["n_comps_within"] = int(n_comps_within)
         return _prepare_streamed(adata, X, (kind, detected, how), batches, groups, **settings)
     X = sparse.csr_matrix(X, dtype=np.float32) if sparse.issparse(X) else np.asarray(X, dtype=np.float32)
     tmp = ad.AnnData(X=X.copy(), obs=pd.DataFrame({"batch": pd.Categorical(batches)}, index=adata.obs_names))
@@ -238,6 +244,7 @@ def _prepare_streamed(
     n_top_genes: int,
     n_comps: int,
     source: str,
+    n_comps_within: int,
 ) -> Prepared:
     """:func:`prepare` on an out-of-core matrix, in row chunks (:mod:`falcon_sc.pp._streamed`): the same steps.
 
@@ -252,9 +259,16 @@ def _prepare_streamed(
     start = logg.info(f"    gene statistics and {lognorm.shape[1]} HVGs", time=start)
     lognorm.moments = Moments.gather(lognorm, groups, batches)
     pca = global_pca(lognorm.moments, n_comps)
-    start = logg.info("    second moments (per class and batch) and global components", time=start)
-    emb = streamed_scores(lognorm, pca.n_comps, lambda i, j, rows: pca.transform(rows, batches[i:j]))
-    logg.info("    global scores", time=start)
+    within = None
+    if n_comps_within > 0:
+        fits = fit_grouped_pca(lognorm.moments, n_comps_within, int(groups.max()) + 1)
+        within = WithinScores(groups, n_comps_within, fits, np.zeros((0, n_comps_within), dtype=np.float32))
+    start = logg.info("    second moments (per class and batch), global and within-class components", time=start)
+    emb, scores = score_both(lognorm, pca, batches, within)
+    if within is not None and scores is not None:
+        within.scores = scores
+        lognorm.within = within
+    logg.info("    scores", time=start)
     return Prepared(
         embedding=emb,
         lognorm=lognorm,

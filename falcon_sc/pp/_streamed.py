@@ -68,12 +68,16 @@ class StreamedLognorm:
     moments
         The :class:`Moments` the global PCA was fitted from (per coarse class and batch when the classes were
         known), reused by the within-class components of the same classes.
+    within
+        The within-class components fitted and scored in the same passes as the global ones (when
+        :func:`~falcon_sc.pp.prepare` was given the classes and ``n_comps_within``).
     """
 
     X: Any
     kind: str
     columns: np.ndarray
     moments: Moments | None = None
+    within: WithinScores | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -252,6 +256,36 @@ def fit_grouped_pca(moments: Moments, n_comps: int, n_groups: int) -> list[Withi
         k = min(n_comps, int(sizes[grp]) - 1, g - 1)
         fitted.append(moments.pca(grp, k) if k >= 1 else None)
     return fitted
+
+
+@dataclass
+class WithinScores:
+    """Within-class components of the classes ``groups`` (``n_comps`` each): the fits and every cell's scores."""
+
+    groups: np.ndarray
+    n_comps: int
+    fits: list[WithinClassPCA | None]
+    scores: np.ndarray
+
+
+def score_both(
+    lognorm: StreamedLognorm, pca: ScaledPCA, batches: np.ndarray, within: WithinScores | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Global scores, and the within-class scores of ``within`` (fits given), in one pass over the chunks."""
+    from ._pca import within_class_scores
+
+    k = 0 if within is None else within.n_comps
+
+    def score(i: int, j: int, rows: Any) -> np.ndarray:
+        out = pca.transform(rows, batches[i:j])
+        if within is None:
+            return out
+        return np.hstack([out, within_class_scores(within.fits, rows, within.groups[i:j], batches[i:j], k)])
+
+    both = streamed_scores(lognorm, pca.n_comps + k, score)
+    if within is None:
+        return both, None
+    return np.ascontiguousarray(both[:, : pca.n_comps]), np.ascontiguousarray(both[:, pca.n_comps :])
 
 
 def streamed_scores(lognorm: StreamedLognorm, width: int, score: Any) -> np.ndarray:

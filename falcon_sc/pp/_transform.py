@@ -168,6 +168,7 @@ class FeatureTransform:
                 random_state=random_state,
                 values_checked=values_checked,
                 groups=coarse if n_comps_within > 0 else None,  # out-of-core input: one pass for both PCAs
+                n_comps_within=n_comps_within,
             )
         else:
             prepared = _check_prepared(prepared, adata.n_obs)
@@ -204,6 +205,10 @@ class FeatureTransform:
         if not isinstance(lognorm, StreamedLognorm):
             self.within = fit_within_class_pca(lognorm, coarse, batches, k, n_coarse)
             return within_class_scores(self.within, lognorm, coarse, batches, k)
+        done = lognorm.within  # fitted and scored by prepare, in the same passes as the global components
+        if done is not None and done.n_comps == k and np.array_equal(done.groups, coarse):
+            self.within = done.fits + [None] * (n_coarse - len(done.fits))
+            return done.scores
         moments = lognorm.moments
         if moments is None or not np.array_equal(moments.groups, coarse):  # other classes than prepare saw
             moments = Moments.gather(lognorm, coarse, batches)
