@@ -10,8 +10,8 @@ normalises them as the in-memory path does (the normalisation works row by row),
    HVGs (:class:`Moments`, one matrix product per chunk): the covariance of the cells standardised within batches
    follows for every class and for all cells, whose top eigenvectors are the loadings (exact PCA, as
    :class:`~falcon_sc.pp.ScaledPCA`);
-3. the projection of every chunk on the loadings (the cells x ``n_comps`` embedding, kept in memory), and one more
-   for the within-class scores.
+3. the projection of every chunk on the global loadings and on its class's (the cells x components scores, kept in
+   memory; :func:`score_both`).
 
 Memory: a few chunks (one float64 dense chunk of 20,000 cells x 2,000 HVGs is 320 MB) plus at most
 :data:`MAX_COVARIANCES` second moments (32 MB each for 2,000 HVGs; more classes x batches take more passes, not more
