@@ -17,6 +17,7 @@ from ._checks import check_codes, check_variation, expression_matrix, matrix_sou
 from ._chunks import CHUNK_CELLS, is_out_of_core
 from ._input_kind import resolve_input_kind
 from ._pca import ScaledPCA
+from ._rows import log_normalised_rows
 from ._streamed import GeneStats, Moments, StreamedLognorm, WithinScores, fit_grouped_pca, global_pca, score_both
 
 
@@ -59,13 +60,6 @@ class Prepared:
     batches: np.ndarray
     input_kind_detected: str | None = None
     pca: ScaledPCA | None = None
-
-
-def log_normalised_rows(tmp: ad.AnnData, kind: str) -> None:
-    """Normalise ``tmp`` in place by its input kind (row by row): counts and normalised values to 1e4 + log1p."""
-    if kind in ("counts", "normalized"):
-        sc.pp.normalize_total(tmp, target_sum=1e4)
-        sc.pp.log1p(tmp)
 
 
 def say_normalisation(kind: str, source: str, how: str) -> None:

@@ -24,33 +24,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import anndata as ad
 import numpy as np
 import pandas as pd
-import scanpy as sc
 from scipy import sparse
 
 from ._checks import block_range
 from ._chunks import row_blocks
 from ._hvg import seurat_hvg
 from ._pca import ScaledPCA, WithinClassPCA, fixed_signs, inverse_sd, top_eigenvectors
+from ._rows import normalised_block
 
 #: genes x genes second moments (one per coarse class and batch) accumulated in one pass (each n_genes^2 float64:
 #: 32 MB for 2,000 HVGs, 512 MB in all); more classes x batches take more passes over the file, not more memory
 MAX_COVARIANCES = 16
-
-
-def normalised_block(raw: Any, kind: str) -> Any:
-    """Rows read from the matrix, log-normalised by the input kind (float32 CSR, or a float32 array)."""
-    from ._normalise import log_normalised_rows
-
-    block = sparse.csr_matrix(raw, dtype=np.float32) if sparse.issparse(raw) else np.asarray(raw, dtype=np.float32)
-    if kind != "lognorm":
-        tmp = ad.AnnData(X=block)
-        with sc.settings.verbosity.override("warning"):  # scanpy's messages once per chunk say nothing new
-            log_normalised_rows(tmp, kind)
-        block = tmp.X
-    return block
 
 
 @dataclass
