@@ -645,7 +645,8 @@ def simulate_h5ad(path: str | os.PathLike, **kwargs: Any) -> ad.AnnData:
     >>> import tempfile
     >>> import falcon_sc as fal
     >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     backed = fal.datasets.simulate_h5ad(os.path.join(tmp, "sim.h5ad"), n_cells=300, n_genes=200)
+    ...     path = os.path.join(tmp, "sim.h5ad")
+    ...     backed = fal.datasets.simulate_h5ad(path, n_cells=300, n_genes=200, children=(1, 2, 3))
     ...     print(backed.isbacked, backed.shape)
     ...     backed.file.close()
     True (300, 200)
