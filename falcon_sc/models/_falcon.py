@@ -242,6 +242,8 @@ class FalconModel:
         self._outcome, self._coarse = outcome, problem.coarse
         # coarse label most of each cell's neighbours carry in the label-free global components (one scheme)
         self._neighbour_coarse = None
+        problem.features = None  # the network inputs are not needed any more (1M cells x 60: 240 MB)
+        del inputs
         if problem.schemes is None:
             space = problem.space if problem.shared is None else problem.shared
             self._neighbour_coarse = neighbour_vote(space, problem.coarse, random_state=fit.random_state)

@@ -262,6 +262,7 @@ def _prepare_streamed(
     if within is not None and scores is not None:
         within.scores = scores
         lognorm.within = within
+        lognorm.moments = None  # every fit is done: free the second moments (32 MB per class and batch)
     logg.info("    scores", time=start)
     return Prepared(
         embedding=emb,
