@@ -652,8 +652,11 @@ def simulate_h5ad(path: str | os.PathLike, **kwargs: Any) -> ad.AnnData:
     True (300, 200)
     """
     import h5py
-    from anndata.experimental import sparse_dataset
-    from anndata.io import write_elem
+
+    try:
+        from anndata.io import sparse_dataset, write_elem
+    except ImportError:  # anndata < 0.11
+        from anndata.experimental import sparse_dataset, write_elem
 
     arguments = inspect.signature(simulate).bind(**kwargs)  # a TypeError names an unknown argument
     arguments.apply_defaults()
