@@ -19,6 +19,8 @@ from ._coarse import as_keys, check_children_fit, check_coarse_labels, coarse_sc
 from ._layout import check_obs_key
 from .errors import DegenerateInputError
 from .pp import check_values, check_variation
+from .pp._checks import matrix_source
+from .pp._chunks import is_out_of_core
 
 #: a batch with at most this many cells is standardised on too few cells to keep its cells' expression
 TINY_BATCH = 2
@@ -132,14 +134,32 @@ def _check_known_counts(n_fine: Mapping, coarse: pd.Categorical, coarse_key: str
         check_class_count("n_fine", name, value, sizes[name])
 
 
-def check_adata(adata: Any) -> None:
-    """An in-memory AnnData (a backed one is refused with the fix)."""
+def check_adata(adata: Any, *, out_of_core: bool = False, what: str = "refine") -> None:
+    """An AnnData; with ``out_of_core=False`` an in-memory one (a backed one is refused with the fix).
+
+    ``out_of_core=True`` (:func:`falcon_sc.tl.refine`, :class:`~falcon_sc.FalconModel`) accepts a backed AnnData
+    (``backed="r"``), whose expression matrix is read in row chunks (:mod:`falcon_sc.pp._streamed`); ``what`` names
+    the caller in the message.
+    """
     if not isinstance(adata, ad.AnnData):
         raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
-    if adata.isbacked:
+    if adata.isbacked and not out_of_core:
         raise ValueError(
-            "adata is backed (opened with backed='r'): refine needs it in memory; load it with adata.to_memory() "
+            f"adata is backed (opened with backed='r'): {what} needs it in memory; load it with adata.to_memory() "
             "(or read it without backed=)."
+        )
+
+
+def check_out_of_core(adata: ad.AnnData, setup: Any) -> None:
+    """What the streamed preprocessing of an out-of-core matrix (backed AnnData, dask) cannot do is refused here."""
+    X = adata.X if setup.layer is None else adata.layers[setup.layer]
+    if setup.use_rep is not None or not is_out_of_core(X):
+        return
+    where = "adata is backed" if adata.isbacked else f"{matrix_source(setup.layer)} is a dask array"
+    if setup.model_input == "hvg":
+        raise ValueError(
+            f"model_input='hvg' trains on the cells x HVG matrix, which is not kept in memory when {where} (it is "
+            "read in chunks); use model_input='pca' (default), or load the data with adata.to_memory()."
         )
 
 
@@ -206,7 +226,7 @@ def check_setup(adata: ad.AnnData, setup: Any) -> list[str]:
     the batches are not degenerate (:func:`check_batches`), and the options that need the expression matrix are not
     combined with ``use_rep``. Returns the coarse keys (one per scheme).
     """
-    check_adata(adata)
+    check_adata(adata, out_of_core=True)
     keys = as_keys(setup.coarse_key)
     for key in keys:
         check_obs_key("coarse_key", key, adata.obs)
@@ -220,6 +240,7 @@ def check_setup(adata: ad.AnnData, setup: Any) -> list[str]:
         )
     if setup.use_rep is not None and setup.model_input == "hvg":
         raise ValueError("model_input='hvg' needs the expression matrix; it cannot be combined with use_rep=.")
+    check_out_of_core(adata, setup)
     return keys
 
 

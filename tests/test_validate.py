@@ -267,12 +267,15 @@ def test_coarse_labels_mixing_int_and_str(small, no_prepare):
 
 
 def test_backed_anndata(small, no_prepare, tmp_path):
+    """A backed AnnData is read in chunks; what cannot work on it is refused with the fix (tests/pp/test_streamed)."""
     path = tmp_path / "small.h5ad"
     small.write_h5ad(path)
     backed = ad.read_h5ad(path, backed="r")
     try:
-        with pytest.raises(ValueError, match=r"backed.*adata.to_memory\(\)"):
-            fal.tl.refine(backed, "coarse", N_FINE)
+        with pytest.raises(ValueError, match=r"copy=True with a backed adata.*adata.to_memory\(\)"):
+            fal.tl.refine(backed, "coarse", N_FINE, copy=True)
+        with pytest.raises(ValueError, match=r"model_input='hvg'.*backed.*model_input='pca'"):
+            fal.tl.refine(backed, "coarse", N_FINE, model_input="hvg")
         assert "falcon" not in backed.obs
     finally:
         backed.file.close()

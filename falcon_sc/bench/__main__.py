@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     sc_ = sub.add_parser(
         "scale", help="wall time and peak memory of refine and of the scanpy pipeline on large simulated data"
     )
-    sc_.add_argument("--n-cells", type=int, default=100_000)
+    sc_.add_argument("--n-cells", type=int, default=100_000, help="cells (without --backed)")
     sc_.add_argument("--n-genes", type=int, default=2000)
     sc_.add_argument("--n-batches", type=int, default=1)
     sc_.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda"])
@@ -101,6 +101,21 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="first run each method untimed on 5,000 cells (imports and numba compilation then count for neither)",
     )
+    sc_.add_argument(
+        "--backed",
+        action="store_true",
+        help="write each simulation to an .h5ad (block by block) and refine it opened with backed='r'; the scanpy "
+        "pipeline reads it into memory in a child process under a memory limit",
+    )
+    sc_.add_argument(
+        "--sizes",
+        default=None,
+        help="with --backed: comma separated numbers of cells, e.g. 10000,100000,1000000 (default 10k,100k,300k,1M)",
+    )
+    sc_.add_argument("--peer-max-cells", type=int, default=300_000, help="with --backed: largest size for scanpy")
+    sc_.add_argument("--peer-limit-gb", type=float, default=16.0, help="with --backed: address space of scanpy's child")
+    sc_.add_argument("--workdir", default=None, help="with --backed: folder of the temporary .h5ad files")
+    sc_.add_argument("--out", default=None, help="with --backed: also write the table to this CSV file")
     return p
 
 
@@ -377,8 +392,11 @@ def _scale(args: argparse.Namespace) -> int:
 
     try:
         resolve_scale_methods(args.methods)
+        sizes = _sizes(args.sizes)
     except ValueError as err:
         return _usage_error(err)
+    if args.backed:
+        return _scale_backed(args, sizes)
     df = run_scale_bench(
         args.n_cells,
         args.n_genes,
@@ -394,6 +412,42 @@ def _scale(args: argparse.Namespace) -> int:
         print(df.to_string(index=False))
     if not pd.isna(df.attrs["ratio"]):
         print(f"ratio (falcon seconds / leiden_scanpy seconds): {df.attrs['ratio']:.2f}")
+    return 0
+
+
+def _sizes(text: str | None) -> list[int] | None:
+    """``--sizes``: positive whole numbers of cells (``10000,1e6`` style allowed); ``ValueError`` otherwise."""
+    if text is None:
+        return None
+    sizes = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        value = float(part)
+        if not value.is_integer() or value < 2:
+            raise ValueError(f"--sizes: {part!r} is not a number of cells (a whole number >= 2)")
+        sizes.append(int(value))
+    return sizes
+
+
+def _scale_backed(args: argparse.Namespace, sizes: list[int] | None) -> int:
+    """``falcon-bench scale --backed``: the table of :func:`~falcon_sc.bench.scale.run_backed_scale`."""
+    from .scale import BACKED_SIZES, run_backed_scale
+
+    df = run_backed_scale(
+        sizes or BACKED_SIZES,
+        args.n_genes,
+        n_batches=args.n_batches,
+        random_state=args.seed,
+        accelerator=args.accelerator,
+        peer_max_cells=args.peer_max_cells,
+        peer_limit_gb=args.peer_limit_gb,
+        workdir=args.workdir,
+        methods=args.methods,
+    )
+    with pd.option_context("display.width", 250, "display.max_columns", None, "display.precision", 3):
+        print(df.to_string(index=False))
+    if args.out:
+        df.to_csv(args.out, index=False)
+        print(f"wrote {args.out}")
     return 0
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Sequence
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -149,3 +151,121 @@ def scale_ratio(df: pd.DataFrame) -> float:
     if "falcon" not in sec or "leiden_scanpy" not in sec or not sec["leiden_scanpy"]:
         return float("nan")
     return round(float(sec["falcon"]) / float(sec["leiden_scanpy"]), 2)
+
+
+#: peak memory of the scanpy pipeline per cell (2,000 genes), measured at 100,000 cells (5.3 GB): a size whose
+#: estimate exceeds the peer's memory limit is reported as skipped instead of run
+PEER_BYTES_PER_CELL = 55_000
+#: sizes of ``falcon-bench scale --backed`` by default
+BACKED_SIZES = (10_000, 100_000, 300_000, 1_000_000)
+
+
+def _scores(truth: Any, labels: Any, coarse: Any) -> dict[str, float]:
+    from falcon_sc import metrics
+
+    s = metrics.evaluate(truth, labels, coarse=coarse)
+    return {k: s[k] for k in ("accuracy", "macro_accuracy", "ari", "within_coarse_ari")}
+
+
+def _backed_falcon(path: Path, seed: int, accelerator: str) -> dict[str, Any]:
+    """Run refine on the file opened with ``backed="r"``: seconds, peak added memory, scores, neighbour recall."""
+    import anndata as ad
+
+    from falcon_sc import tl
+
+    adata = ad.read_h5ad(path, backed="r")
+    try:
+        n_fine = adata.obs["fine"].nunique()
+        with PeakMemory() as mem:
+            start, cpu = time.perf_counter(), time.process_time()
+            model = tl.refine(
+                adata, "coarse", n_fine, random_state=seed, accelerator=accelerator, show_progress=False,
+                return_model=True,
+            )  # fmt: skip
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+        recall = model._outcome.neighbour_recall if model._outcome is not None else None
+        labels = adata.obs["falcon"].astype(str).to_numpy()
+        row = {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mem_mb": mem.peak_mb, "status": "ok"}
+        row["detail"] = "" if recall is None else f"neighbour recall {recall:.3f}"
+        return {**row, **_scores(adata.obs["fine"], labels, adata.obs["coarse"]), "n_fine_pred": len(set(labels))}
+    finally:
+        adata.file.close()
+
+
+def _peer_row(path: Path, n_cells: int, n_fine: int, seed: int, max_cells: int, limit_gb: float) -> dict[str, Any]:
+    """The scanpy pipeline on the same file in a child process, or why it did not run."""
+    import anndata as ad
+
+    from ._peer import run_peer
+
+    need = n_cells * PEER_BYTES_PER_CELL / 2**30
+    if n_cells > max_cells or need > limit_gb:
+        why = f"~{need:.0f} GB estimated" if need > limit_gb else f"above --peer-max-cells {max_cells:,}"
+        return {"status": f"skipped ({why}; limit {limit_gb:g} GB)"}
+    res = run_peer(path, n_fine, limit_gb, seed)
+    if res["status"] != "ok":
+        return res
+    obs = ad.read_h5ad(path, backed="r")
+    try:
+        scores = _scores(obs.obs["fine"], res["labels"], obs.obs["coarse"])
+    finally:
+        obs.file.close()
+    keep = ("seconds", "cpu_seconds", "peak_mem_mb", "status", "detail")
+    return {**{k: res[k] for k in keep}, **scores, "n_fine_pred": len(set(res["labels"]))}
+
+
+def run_backed_scale(
+    sizes: Sequence[int] = BACKED_SIZES,
+    n_genes: int = 2000,
+    *,
+    n_batches: int = 1,
+    random_state: int = 0,
+    accelerator: Literal["auto", "cpu", "cuda"] = "auto",
+    peer_max_cells: int = 300_000,
+    peer_limit_gb: float = 16.0,
+    workdir: str | Path | None = None,
+    methods: str | Sequence[str] = SCALE_METHODS,
+) -> pd.DataFrame:
+    """Time refine on simulated cells read from a backed ``.h5ad``, for each size, beside the scanpy pipeline.
+
+    Each size is simulated straight into an ``.h5ad`` file (:func:`falcon_sc.datasets.simulate_h5ad`, block by
+    block: the counts are never in memory) in ``workdir`` (default: a temporary folder, removed afterwards), opened
+    with ``backed="r"`` and refined (:func:`falcon_sc.tl.refine` with its defaults; the expression matrix is read in
+    chunks). The scanpy pipeline (:func:`falcon_sc.baselines.leiden_scanpy`) reads the same file into memory in a
+    child process whose address space is limited to ``peer_limit_gb`` (``RLIMIT_AS``): a size that does not fit is
+    reported as out of memory, and sizes above ``peer_max_cells`` or whose estimated need
+    (:data:`PEER_BYTES_PER_CELL`) exceeds the limit are skipped.
+
+    Returns
+    -------
+    One row per size and method: n_cells, method, status, seconds (wall, the file's reading included), cpu_seconds,
+    peak_mem_mb (peak resident memory added: for refine in this process, for the scanpy pipeline in its child,
+    reading the file included), cells_per_second, accuracy, macro accuracy, ARI, within-coarse ARI, n_fine_pred,
+    write_seconds (simulating and writing the file, not timed) and ``detail`` (refine: the recall of the
+    approximate neighbour search; scanpy: seconds per stage).
+    """
+    from falcon_sc import datasets
+
+    names = resolve_scale_methods(methods)
+    rows = []
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        for n_cells in sizes:
+            path = Path(tmp) / f"sim_{n_cells}.h5ad"
+            start = time.perf_counter()
+            sim = datasets.simulate_h5ad(path, n_cells=n_cells, n_genes=n_genes, n_batches=n_batches,
+                                         random_state=random_state)  # fmt: skip
+            n_fine = sim.obs["fine"].nunique()
+            sim.file.close()
+            write = time.perf_counter() - start
+            for name in names:
+                if name == "falcon":
+                    row = _backed_falcon(path, random_state, accelerator)
+                else:
+                    row = _peer_row(path, n_cells, n_fine, random_state, peer_max_cells, peer_limit_gb)
+                secs = row.get("seconds")
+                row["cells_per_second"] = round(n_cells / secs) if secs else None
+                rows.append({"n_cells": n_cells, "method": name, **row, "write_seconds": round(write, 1)})
+            path.unlink()
+    cols = ["n_cells", "method", "status", "seconds", "cpu_seconds", "peak_mem_mb", "cells_per_second", "accuracy",
+            "macro_accuracy", "ari", "within_coarse_ari", "n_fine_pred", "write_seconds", "detail"]  # fmt: skip
+    return pd.DataFrame(rows).reindex(columns=cols)

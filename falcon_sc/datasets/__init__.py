@@ -13,7 +13,7 @@ from ._image_folder import image_folder
 from ._imagenet import BREEDS_DATASETS, breeds, breeds_classes, tiered_imagenet
 from ._packaged import kang, moncada, pbmc3k, zeisel
 from ._pbmc68k import PBMC68K_RELATION, pbmc68k
-from ._simulate import PRESETS, simulate, simulate_preset
+from ._simulate import PRESETS, simulate, simulate_h5ad, simulate_preset
 from ._utils import true_relation
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "pbmc3k",
     "pbmc68k",
     "simulate",
+    "simulate_h5ad",
     "simulate_preset",
     "true_relation",
     "zeisel",

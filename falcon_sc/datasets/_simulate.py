@@ -8,7 +8,9 @@ result. The order of the draws is part of the output: a fixed seed gives the sam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -380,6 +382,16 @@ def draw_counts(
 
     Every chunk of :data:`_CHUNK` cells has a random stream of its own, spawned from ``seed``.
     """
+    blocks = list(count_blocks(settings, programs, cells, fine_parent, seed))
+    X = sparse.vstack(blocks, format="csr", dtype=np.float32) if len(blocks) > 1 else blocks[0]
+    X.sort_indices()
+    return X
+
+
+def count_blocks(
+    settings: SimSettings, programs: Programs, cells: Cells, fine_parent: np.ndarray, seed: np.random.SeedSequence
+) -> Iterator[sparse.csr_matrix]:
+    """The counts of :func:`draw_counts`, one CSR float32 block of :data:`_CHUNK` cells at a time."""
     s = settings
     n_cells, n_batches = s.n_cells, s.n_batches
     prof = programs.profiles
@@ -391,7 +403,6 @@ def draw_counts(
     fine_idx, batch_idx, lib, state = cells.fine_idx, cells.batch_idx, cells.library, cells.state
     n_chunks = -(-n_cells // _CHUNK)
     chunk_seeds = seed.spawn(n_chunks)
-    blocks = []
     for b in range(n_chunks):
         sl = slice(b * _CHUNK, min((b + 1) * _CHUNK, n_cells))
         r = np.random.default_rng(chunk_seeds[b])
@@ -407,15 +418,14 @@ def draw_counts(
         del gam
         if s.dropout > 0:
             counts[r.random(counts.shape) < s.dropout] = 0
-        blocks.append(_dense_to_csr(counts))
+        block = _dense_to_csr(counts)
         del counts
-    X = sparse.vstack(blocks, format="csr", dtype=np.float32) if len(blocks) > 1 else blocks[0]
-    X.sort_indices()
-    return X
+        block.sort_indices()
+        yield block
 
 
 def to_anndata(
-    settings: SimSettings, hierarchy: Hierarchy, programs: Programs, cells: Cells, X: sparse.csr_matrix
+    settings: SimSettings, hierarchy: Hierarchy, programs: Programs, cells: Cells, X: sparse.csr_matrix | None
 ) -> ad.AnnData:
     """The AnnData of :func:`simulate`: counts, ``obs``/``var`` annotations and ``uns["falcon_dataset"]``."""
     s, h = settings, hierarchy
@@ -598,6 +608,13 @@ def simulate(
         dropout=dropout,
         random_state=random_state,
     )
+    hierarchy, programs, cells, ss_counts = _draw(settings)
+    X = draw_counts(settings, programs, cells, hierarchy.fine_parent, ss_counts)
+    return to_anndata(settings, hierarchy, programs, cells, X)
+
+
+def _draw(settings: SimSettings) -> tuple[Hierarchy, Programs, Cells, np.random.SeedSequence]:
+    """Everything of a simulation but the counts, and the seed of the counts' stream."""
     seq = np.random.SeedSequence(settings.random_state)
     # the first three streams are those of earlier versions: the output for the old arguments is unchanged
     ss_params, ss_cells, ss_counts, ss_sizes = seq.spawn(4)
@@ -605,8 +622,54 @@ def simulate(
     hierarchy = class_hierarchy(settings, rng, np.random.default_rng(ss_sizes))
     programs = gene_programs(settings, rng, hierarchy.fine_parent)
     cells = draw_cells(settings, np.random.default_rng(ss_cells), hierarchy.sizes, programs.lib_shift)
-    X = draw_counts(settings, programs, cells, hierarchy.fine_parent, ss_counts)
-    return to_anndata(settings, hierarchy, programs, cells, X)
+    return hierarchy, programs, cells, ss_counts
+
+
+def simulate_h5ad(path: str | os.PathLike, **kwargs: Any) -> ad.AnnData:
+    """Write the simulation :func:`simulate` would return to an ``.h5ad`` file, count block by count block.
+
+    The counts are never held whole (memory: one block of 4,096 cells, plus ``obs``), so a million cells fit in a
+    few hundred MB; the file holds the same data as ``simulate(**kwargs).write_h5ad(path)``. Returns the file opened
+    with ``backed="r"`` (close it with ``adata.file.close()``).
+
+    Parameters
+    ----------
+    path
+        The ``.h5ad`` file to write (overwritten).
+    **kwargs
+        The arguments of :func:`simulate`.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> import falcon_sc as fal
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = os.path.join(tmp, "sim.h5ad")
+    ...     backed = fal.datasets.simulate_h5ad(path, n_cells=300, n_genes=200, children=(1, 2, 3))
+    ...     print(backed.isbacked, backed.shape)
+    ...     backed.file.close()
+    True (300, 200)
+    """
+    import h5py
+
+    try:
+        from anndata.io import sparse_dataset, write_elem
+    except ImportError:  # anndata < 0.11
+        from anndata.experimental import sparse_dataset, write_elem
+
+    arguments = inspect.signature(simulate).bind(**kwargs)  # a TypeError names an unknown argument
+    arguments.apply_defaults()
+    settings = check_settings(**arguments.arguments)
+    hierarchy, programs, cells, ss_counts = _draw(settings)
+    to_anndata(settings, hierarchy, programs, cells, None).write_h5ad(path)
+    with h5py.File(path, "r+") as f:
+        for i, block in enumerate(count_blocks(settings, programs, cells, hierarchy.fine_parent, ss_counts)):
+            if i == 0:
+                write_elem(f, "X", block)
+            else:
+                sparse_dataset(f["X"]).append(block)
+    return ad.read_h5ad(path, backed="r")
 
 
 #: Named simulator settings, see :func:`simulate_preset`.

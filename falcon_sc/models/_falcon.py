@@ -47,7 +47,8 @@ class FalconModel:
     Parameters
     ----------
     adata
-        Cells x genes to fit on (not modified by the model).
+        Cells x genes to fit on (not modified by the model); may be backed (``backed="r"``) or hold a dask matrix,
+        read in chunks as in :func:`falcon_sc.tl.refine`.
     coarse_key
         Column of ``adata.obs`` with the coarse labels, or a list of columns: several coarse schemes (labels may be
         missing in some schemes; see :doc:`/schemes`). A model fitted on several schemes saves, loads and labels
@@ -79,7 +80,7 @@ class FalconModel:
         n_comps_within: int = 10,
         model_input: Literal["pca", "hvg"] = "pca",
     ) -> None:
-        check_adata(adata)
+        check_adata(adata, out_of_core=True)
         if isinstance(coarse_key, list | tuple):  # several coarse schemes (one column: the plain case)
             keys = as_keys(coarse_key)
             coarse_key = keys[0] if len(keys) == 1 else keys
@@ -249,6 +250,8 @@ class FalconModel:
         self._outcome, self._coarse = outcome, problem.coarse
         # coarse label most of each cell's neighbours carry in the label-free global components (one scheme)
         self._neighbour_coarse = None
+        problem.features = None  # the network inputs are not needed any more (1M cells x 60: 240 MB)
+        del inputs
         if problem.schemes is None:
             with phase("coarse labels checked against neighbours") as found:
                 space = problem.space if problem.shared is None else problem.shared

@@ -15,6 +15,7 @@ from scipy import sparse
 from ..errors import DegenerateInputError
 from ..pp import FeatureTransform, check_values
 from ..pp._checks import matrix_source
+from ..pp._chunks import is_out_of_core
 
 
 def check_embedding(adata: ad.AnnData, use_rep: str, width: int) -> None:
@@ -80,6 +81,13 @@ def check_new_cells(adata: Any, transform: FeatureTransform, n_input: int) -> No
         raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
     if adata.n_obs == 0:
         raise ValueError("adata has 0 cells: there is nothing to label.")
+    layer = transform.layer
+    X = adata.X if layer is None else adata.layers[layer] if layer in adata.layers else None
+    if transform.use_rep is None and is_out_of_core(X):
+        raise ValueError(
+            "the new cells' expression matrix is out of core (a backed AnnData or a dask array): labelling new "
+            "cells reads them in memory; load them with adata.to_memory() (or in parts: adata[i:j].to_memory())."
+        )
     if transform.use_rep is not None:
         check_embedding(adata, transform.use_rep, n_input)
     else:

@@ -24,7 +24,7 @@ from ..core.graph_init import graph_clusters
 from ..core.labels import fine_class_names, restricted_probs
 from ..core.launch import active_launch
 from ..core.n_fine import estimate_children
-from ..core.neighbors import within_class_neighbors
+from ..core.neighbors import EXACT_MAX, RECALL_SAMPLE, neighbour_recall, within_class_neighbors
 from ..core.prior import children_prior as size_prior
 from ..core.progress import phase
 from ..core.prior import kmeans_within_relation
@@ -94,7 +94,9 @@ class Outcome:
 
     ``relation`` is the relation the labels are restricted by (with several schemes: joint groups x fine); ``labels``
     and ``fine_names`` follow it. ``use_warm`` and ``scores``: the guard's choice per coarse class and the two
-    silhouettes (``None`` when the guard did not run).
+    silhouettes (``None`` when the guard did not run). ``neighbour_recall``: the share of the exact within-class
+    neighbours found where the search was approximate (:func:`~falcon_sc.core.neighbors.neighbour_recall`; ``None``
+    when every class was searched exactly).
     """
 
     result: FalconResult
@@ -112,6 +114,7 @@ class Outcome:
     estimate: dict[str, Any] | None = None
     scheme_record: dict[str, Any] | None = None
     group_names: list[str] = field(default_factory=list)
+    neighbour_recall: float | None = None
 
 
 def fit_falcon(
@@ -130,6 +133,16 @@ def fit_falcon(
             problem.space, problem.groups, n_neighbors, random_state=fit.random_state, device=on
         )
         found.append(f"{n_neighbors} per cell inside {len(problem.group_names)} coarse classes, on {on or 'cpu'}")
+    recall = (
+        None
+        if on is not None
+        else neighbour_recall(problem.space, problem.groups, neighbors, random_state=fit.random_state)
+    )
+    if recall is not None:
+        logg.info(
+            f"    classes over {EXACT_MAX:,} cells: approximate neighbours (pynndescent), recall {recall:.3f} of the "
+            f"exact search on {RECALL_SAMPLE:,} sampled cells per class"
+        )
     prior, estimate, known = fit.children_prior, None, {}
     if not isinstance(n_fine, int):  # "auto" or known counts of some classes: estimate the rest
         with phase("number of fine classes estimated") as found:
@@ -172,11 +185,14 @@ def fit_falcon(
         coarse_arg, n_coarse = problem.schemes.codes, problem.schemes.n_coarse
     cfg = cfg.with_fingerprint(identity)
     with phase("trained") as found:
-        result = train(network, problem.features, coarse_arg, neighbors, n_coarse, cfg, engine, fit.random_state, options)
+        result = train(
+            network, problem.features, coarse_arg, neighbors, n_coarse, cfg, engine, fit.random_state, options
+        )
         found.append(describe_training(result.history, n_fine))
     with phase("fine labels chosen"):
         outcome = _labels(problem, result, initial, fit)
     outcome.update(network=network, n_fine=n_fine, children_prior=prior, targets=targets, estimate=estimate)
+    outcome["neighbour_recall"] = recall
     outcome["group_names"] = problem.group_names
     return Outcome(result=result, initial=initial, init_labels=init_labels, **outcome)
 

@@ -12,6 +12,7 @@ from scipy import sparse
 
 from .._checks import check_choice
 from ..errors import DegenerateInputError
+from ._chunks import is_out_of_core, row_blocks
 
 #: allowed values of ``input_kind`` (``"auto"`` detects the kind from the data)
 INPUT_KINDS = ("auto", "counts", "normalized", "lognorm")
@@ -95,7 +96,12 @@ def _value_counts(vals: np.ndarray) -> tuple[int, int, int]:
 
 
 def _value_chunks(X: Any) -> Iterable[np.ndarray]:
-    """The stored values of ``X`` in pieces: sparse, its ``data``; dense, row chunks (never a second copy of ``X``)."""
+    """The stored values of ``X`` in pieces: sparse, its ``data``; dense, row chunks (never a second copy of ``X``).
+
+    An out-of-core ``X`` (backed or dask) is read in row chunks of :data:`~falcon_sc.pp._chunks.CHUNK_CELLS` cells.
+    """
+    if is_out_of_core(X):
+        return (np.asarray(b.data) if sparse.issparse(b) else b.ravel() for _, _, b in row_blocks(X))
     if sparse.issparse(X):
         if X.format not in ("csr", "csc", "coo", "bsr"):
             X = X.tocsr()
@@ -179,6 +185,8 @@ def matrix_max(X: Any) -> float:
     """Largest value of a non-negative matrix (0 when empty), without modifying a sparse ``X`` in place."""
     if X.shape[0] == 0 or X.shape[1] == 0:
         return 0.0
+    if is_out_of_core(X):
+        return max(0.0, *(float(v.max()) for v in _value_chunks(X) if v.size))
     if sparse.issparse(X):
         data = canonical(X).data
         return float(max(0.0, data.max())) if data.size else 0.0
@@ -210,16 +218,41 @@ def _varying_sparse(X: Any, rtol: float) -> tuple[np.ndarray, bool]:
     return differs | (nonzero & (stored < n_cells)), bool(nonzero.any())
 
 
+def block_range(block: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, the smallest and largest value of an in-memory block of rows (implicit zeros of CSR count)."""
+    if sparse.issparse(block):
+        block = sparse.csr_matrix(block)
+        lo = np.asarray(block.min(axis=0).todense()).ravel()
+        hi = np.asarray(block.max(axis=0).todense()).ravel()
+        return lo.astype(np.float64), hi.astype(np.float64)
+    return block.min(axis=0).astype(np.float64), block.max(axis=0).astype(np.float64)
+
+
+def column_range(X: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, the smallest and largest value of an out-of-core ``X``, read in row chunks."""
+    lo = np.full(X.shape[1], np.inf)
+    hi = np.full(X.shape[1], -np.inf)
+    for _, _, block in row_blocks(X):
+        b_lo, b_hi = block_range(block)
+        np.minimum(lo, b_lo, out=lo)
+        np.maximum(hi, b_hi, out=hi)
+    return lo, hi
+
+
 def varying_genes(X: Any, rtol: float = 0.0) -> tuple[np.ndarray, bool]:
     """Per gene (column), whether it takes at least two values across the cells (rows); and whether ``X`` is non-zero.
 
     Exact (or, with ``rtol > 0``, values within ``rtol`` of each other count as equal: the rounding of computed
     values), one pass over the stored values: a sparse matrix is never densified (and, with duplicate entries, summed
-    on a copy), a dense one is read in row chunks. ``X`` is never modified. NaN values must have been refused first
+    on a copy), a dense one is read in row chunks; an out-of-core ``X`` (backed, dask) is read in row chunks and each
+    gene's smallest and largest values compared. ``X`` is never modified. NaN values must have been refused first
     (:func:`check_values`).
     """
     if sparse.issparse(X):
         return _varying_sparse(X, rtol)
+    if is_out_of_core(X):
+        lo, hi = column_range(X)
+        return _differs(hi, lo, rtol), bool((hi != 0).any() or (lo != 0).any())
     n_cells, n_genes = X.shape
     varies = np.zeros(n_genes, dtype=bool)
     if n_cells == 0:
@@ -234,7 +267,13 @@ def varying_genes(X: Any, rtol: float = 0.0) -> tuple[np.ndarray, bool]:
 
 
 def check_variation(
-    X: Any, source: str = "X", *, what: str = "every cell has the same values", names: Any = None, rtol: float = 0.0
+    X: Any,
+    source: str = "X",
+    *,
+    what: str = "every cell has the same values",
+    names: Any = None,
+    rtol: float = 0.0,
+    ranges: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Raise :class:`~falcon_sc.errors.DegenerateInputError` unless at least 2 genes of ``X`` vary across cells.
 
@@ -254,8 +293,15 @@ def check_variation(
         Gene names (``adata.var_names``), to name a single varying gene.
     rtol
         Values within this relative distance count as equal (for computed values, e.g. normalised ones).
+    ranges
+        Per gene, the smallest and largest value, already computed (e.g. over row chunks, :func:`block_range`):
+        ``X`` is then not read (only its shape is used).
     """
-    varies, nonzero = varying_genes(X, rtol)
+    if ranges is None:
+        varies, nonzero = varying_genes(X, rtol)
+    else:
+        lo, hi = ranges
+        varies, nonzero = _differs(hi, lo, rtol), bool((hi != 0).any() or (lo != 0).any())
     n_varying = int(varies.sum())
     if n_varying >= 2:
         return varies

@@ -11,6 +11,7 @@ from scipy import sparse
 
 from .._checks import check_bool, check_int
 from ._checks import check_input_kind, check_matrix, check_values, matrix_max
+from ._chunks import is_out_of_core, read_row_set
 
 #: log1p-normalised values above this are implausible (e^30 ~ 1e13); scanpy's ``seurat`` HVG selection takes expm1
 #: of the log data, whose square overflows float32 above ~44
@@ -42,6 +43,8 @@ def _probe(X: Any, n_probe: int, random_state: int) -> tuple[np.ndarray, np.ndar
     """Non-zero values of up to ``n_probe`` random rows, their row index (sorted) and the number of probed rows."""
     rng = np.random.default_rng(random_state)
     rows = np.sort(rng.choice(X.shape[0], size=min(n_probe, X.shape[0]), replace=False))
+    if is_out_of_core(X):  # only the probed rows are read
+        X, rows = read_row_set(X, rows), np.arange(rows.size)
     if sparse.issparse(X):
         sub = sparse.csr_matrix(X[rows])
         vals = np.asarray(sub.data, dtype=np.float64)

@@ -18,12 +18,19 @@ _CHUNK = 8192
 
 
 def _dense_rows(X: Any, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of ``X`` as a dense float64 array."""
     block = X[start:stop]
     block = block.toarray() if sparse.issparse(block) else np.asarray(block)
     return block.astype(np.float64, copy=False)
 
 
-def _top_eigenvectors(sym: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def standardised(X: Any, start: int, stop: int, batches: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Rows ``start:stop`` of ``X``, dense float64, centred and scaled with the tables of their batches."""
+    b = batches[start:stop]
+    return (_dense_rows(X, start, stop) - mean[b]) * scale[b]
+
+
+def top_eigenvectors(sym: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` eigenvalues (descending) and eigenvectors of a symmetric matrix (LAPACK ``evr`` on that subset)."""
     m = sym.shape[0]
     evals, evecs = eigh(sym, subset_by_index=[m - k, m - 1], driver="evr")
@@ -34,9 +41,19 @@ def batch_stats(X: Any) -> tuple[np.ndarray, np.ndarray]:
     """Per-gene mean and inverse standard deviation of the rows of ``X`` (0 for constant genes), float64."""
     mu = np.asarray(X.mean(axis=0)).ravel()
     sq = np.asarray(X.multiply(X).mean(axis=0)).ravel() if sparse.issparse(X) else (X**2).mean(axis=0)
-    sd = np.sqrt(np.maximum(sq - mu**2, 0.0))
-    inv = np.where(sd > 1e-8, 1.0 / np.maximum(sd, 1e-12), 0.0)
-    return mu.astype(np.float64), inv.astype(np.float64)
+    return mu.astype(np.float64), inverse_sd(mu, sq).astype(np.float64)
+
+
+def inverse_sd(mean: np.ndarray, mean_sq: np.ndarray) -> np.ndarray:
+    """Inverse standard deviation per gene from its mean and mean square (0 for constant genes)."""
+    sd = np.sqrt(np.maximum(mean_sq - mean**2, 0.0))
+    return np.where(sd > 1e-8, 1.0 / np.maximum(sd, 1e-12), 0.0)
+
+
+def fixed_signs(top: np.ndarray) -> np.ndarray:
+    """Loadings (genes x components) with each component's largest absolute loading made positive."""
+    signs = np.sign(top[np.abs(top).argmax(axis=0), np.arange(top.shape[1])])
+    return top * np.where(signs == 0, 1.0, signs)
 
 
 def _loadings(Xo: Any, bo: np.ndarray, mean: np.ndarray, scale: np.ndarray, n_comps: int) -> np.ndarray:
@@ -44,15 +61,15 @@ def _loadings(Xo: Any, bo: np.ndarray, mean: np.ndarray, scale: np.ndarray, n_co
     n, g = Xo.shape
     if n <= g:
         # fewer cells than genes: eigenvectors of the cells x cells Gram matrix are cheaper and exact
-        z = (_dense_rows(Xo, 0, n) - mean[bo]) * scale[bo]
-        evals, u = _top_eigenvectors(z @ z.T, n_comps)
+        z = standardised(Xo, 0, n, bo, mean, scale)
+        evals, u = top_eigenvectors(z @ z.T, n_comps)
         return z.T @ (u / np.sqrt(np.clip(evals, 1e-12, None)))
     cov = np.zeros((g, g))
     for start in range(0, n, _CHUNK):
         stop = min(start + _CHUNK, n)
-        z = (_dense_rows(Xo, start, stop) - mean[bo[start:stop]]) * scale[bo[start:stop]]
+        z = standardised(Xo, start, stop, bo, mean, scale)
         cov += z.T @ z
-    return _top_eigenvectors(cov, n_comps)[1]
+    return top_eigenvectors(cov, n_comps)[1]
 
 
 @dataclass
@@ -102,8 +119,7 @@ class ScaledPCA:
         for b in range(n_batches):
             mean[b], scale[b] = batch_stats(X[order[batches[order] == b]])
         top = _loadings(X[order], batches[order], mean, scale, n_comps)
-        signs = np.sign(top[np.abs(top).argmax(axis=0), np.arange(top.shape[1])])
-        return cls(mean=mean, scale=scale, loadings=top * np.where(signs == 0, 1.0, signs))
+        return cls(mean=mean, scale=scale, loadings=fixed_signs(top))
 
     @property
     def n_comps(self) -> int:
@@ -124,8 +140,7 @@ class ScaledPCA:
         out = np.empty((n, self.n_comps), dtype=np.float32)
         for start in range(0, n, _CHUNK):
             stop = min(start + _CHUNK, n)
-            b = batches[start:stop]
-            out[start:stop] = ((_dense_rows(X, start, stop) - mean[b]) * scale[b]) @ self.loadings
+            out[start:stop] = standardised(X, start, stop, batches, mean, scale) @ self.loadings
         return out
 
 

@@ -24,6 +24,7 @@ from ._features import CellFeatures, unit_rows
 from ._input_kind import resolve_input_kind
 from ._normalise import Prepared, prepare
 from ._pca import ScaledPCA, WithinClassPCA, batch_stats_table, fit_within_class_pca, within_class_scores
+from ._streamed import Moments, StreamedLognorm, fit_grouped_pca, streamed_scores
 
 #: fewest genes of the fitted gene list that new cells must have (share)
 MIN_SHARED_GENES = 0.5
@@ -166,6 +167,8 @@ class FeatureTransform:
                 input_kind=input_kind,
                 random_state=random_state,
                 values_checked=values_checked,
+                groups=coarse if n_comps_within > 0 else None,  # out-of-core input: one pass for both PCAs
+                n_comps_within=n_comps_within,
             )
         else:
             prepared = _check_prepared(prepared, adata.n_obs)
@@ -190,14 +193,33 @@ class FeatureTransform:
         neighbour_space = prepared.embedding
         if self.n_comps_within > 0:
             n_coarse = int(coarse.max()) + 1 if n_coarse is None else n_coarse
-            self.within = fit_within_class_pca(
-                prepared.lognorm, coarse, prepared.batches, self.n_comps_within, n_coarse
-            )
-            within = within_class_scores(self.within, prepared.lognorm, coarse, prepared.batches, self.n_comps_within)
+            within = self._within(prepared, coarse, n_coarse)
             neighbour_space = np.hstack([unit_rows(prepared.embedding), unit_rows(within)])
             if self.model_input == "pca":
                 features = np.hstack([prepared.embedding, within])
         return CellFeatures(features=features, neighbour_space=neighbour_space, prepared=prepared)
+
+    def _within(self, prepared: Prepared, coarse: np.ndarray, n_coarse: int) -> np.ndarray:
+        """Fit the within-class components and return every fitted cell's scores (streamed for out-of-core input)."""
+        lognorm, batches, k = prepared.lognorm, prepared.batches, self.n_comps_within
+        if not isinstance(lognorm, StreamedLognorm):
+            self.within = fit_within_class_pca(lognorm, coarse, batches, k, n_coarse)
+            return within_class_scores(self.within, lognorm, coarse, batches, k)
+        done = lognorm.within  # fitted and scored by prepare, in the same passes as the global components
+        if done is not None and done.n_comps == k and np.array_equal(done.groups, coarse):
+            self.within = done.fits + [None] * (n_coarse - len(done.fits))
+            return done.scores
+        moments = lognorm.moments
+        if moments is None or not np.array_equal(moments.groups, coarse):  # other classes than prepare saw
+            moments = Moments.gather(lognorm, coarse, batches)
+        self.within = fit_grouped_pca(moments, k, n_coarse)
+        return streamed_scores(
+            lognorm,
+            k,
+            lambda start, stop, rows: within_class_scores(
+                self.within, rows, coarse[start:stop], batches[start:stop], k
+            ),
+        )
 
     def expression(self, adata: ad.AnnData, *, input_kind: str = "auto", layer: str | None = None) -> Any:
         """Log-normalised values of the fitted genes for new cells (missing genes are 0, with a warning).

@@ -65,7 +65,10 @@ def refine(
     ----------
     adata
         Annotated data matrix (cells x genes). Raw counts, normalised values (CPM/TPM) or log-normalised values in
-        ``X`` or ``layer`` (detected, see ``input_kind``).
+        ``X`` or ``layer`` (detected, see ``input_kind``). May be backed (``anndata.read_h5ad(path, backed="r")``)
+        or hold a dask array: the matrix is then read in chunks of 20,000 cells, never whole, and the results go to
+        the in-memory ``obs``, ``obsm`` and ``uns`` (the file is not written; see the documentation's *Large data*
+        page).
     coarse_key
         Column of ``adata.obs`` with the coarse labels, or a list of columns (several coarse schemes, a label may be
         missing in some; see the documentation's *Several coarse schemes* page).
@@ -98,7 +101,7 @@ def refine(
         warm-start clusters are found (0 searches the global components instead).
     model_input
         ``"pca"`` trains on the principal components (default), ``"hvg"`` on the log-normalised HVGs as in the
-        reference (sparse data are densified one minibatch at a time).
+        reference (sparse data are densified one minibatch at a time; not with a backed or dask matrix).
     n_neighbors
         Neighbours per cell searched inside its coarse class (cosine on the PCs); 5 are sampled per step.
     children_prior
@@ -162,7 +165,8 @@ def refine(
     show_progress
         Progress bar; default on, shown only once a run has taken 2 s (``False`` hides it).
     copy
-        Return a modified copy instead of writing into ``adata``.
+        Return a modified copy instead of writing into ``adata`` (refused for a backed ``adata``, whose copy would
+        read ``X`` whole).
     return_model
         Return the fitted :class:`~falcon_sc.FalconModel` (to label new cells, save, share); the keys are written
         all the same (into the copy with ``copy=True``, which is then ``model.adata``).
@@ -202,10 +206,12 @@ def refine(
     KeyError
         ``coarse_key``, ``batch_key``, ``layer`` or ``use_rep`` not in ``adata``.
     ValueError
-        A value out of range or inconsistent with ``adata``: backed ``adata`` (load it with ``adata.to_memory()``),
-        fewer than 2 genes, NaN/infinite/negative expression values anywhere in ``X`` or ``layer`` (all values are
-        checked), NaN/infinite values in ``obsm[use_rep]``, coarse labels that clash once written as text (``1`` and
-        ``"1"``), a ``coarse_key`` or ``batch_key`` that refine would overwrite, a bad ``children_prior`` mapping.
+        A value out of range or inconsistent with ``adata``: ``copy=True`` or ``model_input="hvg"`` with a backed
+        ``adata`` (or a dask matrix for ``model_input="hvg"``; the message gives the fix), fewer than 2 genes,
+        NaN/infinite/negative expression values anywhere in ``X`` or ``layer`` (all values are checked, in chunks
+        for a backed or dask matrix), NaN/infinite values in ``obsm[use_rep]``, coarse labels that clash once written
+        as text (``1`` and ``"1"``), a ``coarse_key`` or ``batch_key`` that refine would overwrite, a bad
+        ``children_prior`` mapping.
         These are raised before any heavy work.
     falcon_sc.errors.DegenerateInputError
         (a ``ValueError``) Data that hold nothing to learn from, before any training or warm start: an all-zero or
@@ -243,7 +249,13 @@ def refine(
     start = logg.info(f"running FALCON refine on {coarse_key!r}")
     check_bool("copy", copy)
     check_bool("return_model", return_model)
-    check_adata(adata)
+    check_adata(adata, out_of_core=True)
+    if copy and adata.isbacked:
+        raise ValueError(
+            "copy=True with a backed adata would read its whole X into memory: call refine on the backed adata "
+            "without copy= (the results go to its in-memory obs, obsm and uns; the file is not modified), or load "
+            "it first with adata.to_memory()."
+        )
     check_key_added(key_added, coarse_keys=as_keys(coarse_key), batch_key=batch_key)
     adata = adata.copy() if copy else adata
     model = FalconModel(

@@ -106,7 +106,7 @@ def refine_images(
     >>> crops = ViewConfig(scale=(0.5, 1.0), flip=0.0)
     >>> fal.tl.refine_images(adata, "coarse", 10, width=16, view=crops)  # doctest: +SKIP
     """
-    check_adata(adata)
+    check_adata(adata, what="refine_images")
     keys = as_keys(coarse_key)
     for key in keys:
         check_obs_key("coarse_key", key, adata.obs)

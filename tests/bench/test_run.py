@@ -351,8 +351,11 @@ def test_scale_bench_unknown_method() -> None:
 
 
 def test_peak_memory_measures_an_allocation() -> None:
+    import gc
+
     from falcon_sc.bench import PeakMemory
 
+    gc.collect()  # garbage of earlier tests freed inside the block would lower the resident set below its start
     with PeakMemory() as mem:
         block = np.ones(40 * 2**20 // 8)  # 40 MiB, touched
         block.sum()
@@ -401,3 +404,34 @@ def test_solver_bench_without_pulp(monkeypatch, capsys) -> None:
     captured = capsys.readouterr()
     assert "falcon_sc[bench]" in captured.err and "exact solver only" in captured.err
     assert "False" in captured.out
+
+
+def test_backed_scale_bench(tmp_path, capsys) -> None:
+    """``scale --backed``: refine on the backed file, the scanpy pipeline in a limited child or skipped by size."""
+    out = tmp_path / "scale.csv"
+    assert main(["scale", "--backed", "--sizes", "800,900", "--n-genes", "120", "--peer-max-cells", "800",
+                 "--accelerator", "cpu", "--workdir", str(tmp_path), "--out", str(out)]) == 0  # fmt: skip
+    df = pd.read_csv(out)
+    assert list(zip(df["n_cells"], df["method"], strict=True)) == [
+        (800, "leiden_scanpy"), (800, "falcon"), (900, "leiden_scanpy"), (900, "falcon")
+    ]  # fmt: skip
+    ran = df[df["status"] == "ok"]
+    assert len(ran) == 3 and ran["seconds"].gt(0).all() and ran["cells_per_second"].gt(0).all()
+    assert ran["accuracy"].between(0.3, 1).all() and ran["peak_mem_mb"].notna().all()
+    assert df.loc[2, "status"].startswith("skipped (above --peer-max-cells 800")
+    assert not list(tmp_path.glob("*/*.h5ad"))  # the temporary files are removed
+    assert "falcon" in capsys.readouterr().out
+
+
+def test_peer_out_of_memory(tmp_path) -> None:
+    """A limit the scanpy pipeline cannot run under is reported as out of memory, not a crash."""
+    from falcon_sc.bench._peer import run_peer
+
+    sim = falcon_sc.datasets.simulate_h5ad(tmp_path / "s.h5ad", n_cells=2000, n_genes=50)
+    sim.file.close()
+    assert run_peer(tmp_path / "s.h5ad", 6, 0.3, 0)["status"].startswith("out of memory")
+
+
+def test_scale_sizes_usage_error(capsys) -> None:
+    assert main(["scale", "--backed", "--sizes", "1000,12.5"]) == 2
+    assert "--sizes: '12.5'" in capsys.readouterr().err

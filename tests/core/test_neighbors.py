@@ -114,16 +114,51 @@ def test_invalid_n_neighbors():
 
 
 @pytest.mark.skipif(not os.environ.get("FALCON_SLOW_TESTS"), reason="pynndescent JIT compilation takes ~1 min")
-def test_approximate_path(monkeypatch):
+def test_approximate_recall_above_threshold():
+    """A class above ``exact_max`` is searched by pynndescent; its recall against the exact search stays high."""
     pytest.importorskip("pynndescent")
-    X, groups = _data(seed=7, sizes=(120, 80))
-    monkeypatch.setattr(nbmod, "EXACT_MAX", 50)
-    got = within_class_neighbors(X, groups, 5)
+    rng = np.random.default_rng(8)
+    centres = rng.normal(size=(6, 10)) * 3
+    X = centres[rng.integers(0, 6, 1500)] + rng.normal(size=(1500, 10))
+    groups = np.r_[np.zeros(1200, dtype=np.int64), np.ones(300, dtype=np.int64)]
+    got = within_class_neighbors(X, groups, 10, exact_max=500)  # group 0 approximate, group 1 exact
     assert np.all(groups[got] == groups[:, None])
     assert not np.any(got == np.arange(X.shape[0])[:, None])
-    exact = _reference(X, groups, 5, "cosine")
-    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(got, exact, strict=True)])
-    assert recall > 0.9
+    exact = _reference(X, groups, 10, "cosine")
+    np.testing.assert_array_equal(got[groups == 1], exact[groups == 1])
+    recall = nbmod.neighbour_recall(X, groups, got, exact_max=500, n_sample=300)
+    assert recall is not None and recall >= 0.9
+    by_hand = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got[:1200], exact[:1200], strict=True)])
+    assert by_hand >= 0.9
+    assert nbmod.neighbour_recall(X, groups, got) is None  # nothing above the default threshold
+
+
+def test_sparse_neighbour_graph(monkeypatch):
+    """A pynndescent whose ``neighbor_graph`` is a sparse distance matrix (``csr_array``) gives the same indices."""
+    pytest.importorskip("pynndescent")
+    import pynndescent
+    from scipy import sparse
+
+    X, groups = _data(seed=9, sizes=(60,))
+    exact = _reference(X, groups, 4, "cosine")
+
+    class SparseGraph:
+        def __init__(self, data, n_neighbors, **kwargs):
+            dist = (
+                1
+                - (data / np.linalg.norm(data, axis=1, keepdims=True))
+                @ (data / np.linalg.norm(data, axis=1, keepdims=True)).T
+            )
+            near = np.argsort(dist, axis=1, kind="stable")[:, :n_neighbors]
+            rows = np.repeat(np.arange(data.shape[0]), n_neighbors)
+            # self (distance 0) is not stored in a sparse matrix: only the others are
+            keep = near.ravel() != rows
+            values = dist[rows, near.ravel()][keep]
+            self.neighbor_graph = sparse.csr_array((values, (rows[keep], near.ravel()[keep])), shape=dist.shape)
+
+    monkeypatch.setattr(pynndescent, "NNDescent", SparseGraph)
+    got = within_class_neighbors(X, groups, 4, exact_max=10)
+    np.testing.assert_array_equal(got, exact)
 
 
 TORCH_DEVICES = ["cpu"] + (["cuda"] if __import__("torch").cuda.is_available() else [])
