@@ -1,8 +1,8 @@
 """The heavy preprocessing on torch, for ``accelerator="cuda"``: exact neighbour search inside each coarse class.
 
-RAPIDS (cuML, rapids-singlecell) is not needed: the search is a matrix product and a top-k, which torch runs on any device. The
-same code runs on the CPU, where the tests compare it with scikit-learn's exact search and numpy's sums, so the
-GPU path is the tested code on another device. It is imported only when a device is asked for.
+RAPIDS (cuML, rapids-singlecell) is not needed: the search is a matrix product and a top-k, which torch runs on any
+device. The same code runs on the CPU, where the tests compare it with scikit-learn's exact search, so the GPU path
+is the tested code on another device. It is imported only when a device is asked for.
 """
 
 from __future__ import annotations

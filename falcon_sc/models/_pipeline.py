@@ -26,8 +26,8 @@ from ..core.launch import active_launch
 from ..core.n_fine import estimate_children
 from ..core.neighbors import EXACT_MAX, RECALL_SAMPLE, neighbour_recall, within_class_neighbors
 from ..core.prior import children_prior as size_prior
-from ..core.progress import phase
 from ..core.prior import kmeans_within_relation
+from ..core.progress import phase
 from ..core.relation import solve_relation
 from ..core.schemes import fill_missing, joint_groups, joint_relation, scheme_relations
 from ..core.selection import choose_per_class
